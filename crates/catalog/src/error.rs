@@ -1,0 +1,164 @@
+//! The catalog's errors, each with a stable `error_code()` and a retry classification.
+
+use duckmesh_core::{AttemptId, DatasetId, Fence, TaskId, UnknownPhase};
+
+/// Everything that can go wrong in a catalog call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be reached or failed mid-call; usually worth retrying.
+    #[error("catalog database error: {source}")]
+    Database {
+        /// The driver's error.
+        #[from]
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed.
+    #[error("catalog migration failed: {source}")]
+    Migrate {
+        /// The migrator's error.
+        #[from]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The attempt no longer holds the task's fence: a newer attempt superseded it.
+    #[error("attempt {attempt} holds stale fence {presented} (task {task} is now at fence {current})")]
+    StaleFence {
+        /// The attempt that tried to act.
+        attempt: AttemptId,
+        /// Its task.
+        task: TaskId,
+        /// The fence it presented.
+        presented: Fence,
+        /// The task's current fence.
+        current: Fence,
+    },
+    /// The attempt's lease ran out before it heartbeated or committed.
+    #[error("the lease of attempt {attempt} expired at {expired_at}")]
+    LeaseExpired {
+        /// The attempt.
+        attempt: AttemptId,
+        /// When its lease ran out.
+        expired_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The attempt already finished (succeeded, failed, expired or cancelled).
+    #[error("attempt {attempt} is {state}, not live")]
+    AttemptNotActive {
+        /// The attempt.
+        attempt: AttemptId,
+        /// Its state.
+        state: String,
+    },
+    /// A referenced object does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// A description such as `dataset default/trips`.
+        what: String,
+    },
+    /// A spec or request is malformed (bad DAG, unknown dataset, wrong output…).
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The files of an append do not match the dataset's columns.
+    #[error("schema of dataset {dataset} does not match the commit: {message}")]
+    SchemaMismatch {
+        /// The dataset.
+        dataset: DatasetId,
+        /// Which columns differ.
+        message: String,
+    },
+    /// The catalog holds a value this version does not understand.
+    #[error("corrupt catalog row: {0}")]
+    Corrupt(String),
+}
+
+impl From<UnknownPhase> for Error {
+    fn from(error: UnknownPhase) -> Self {
+        Self::Corrupt(error.to_string())
+    }
+}
+
+impl Error {
+    /// A stable code for logs, API responses and metric labels.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Self::Database { .. } => "catalog_unavailable",
+            Self::Migrate { .. } => "catalog_migration_failed",
+            Self::StaleFence { .. } => "stale_fence",
+            Self::LeaseExpired { .. } => "lease_expired",
+            Self::AttemptNotActive { .. } => "attempt_not_active",
+            Self::NotFound { .. } => "not_found",
+            Self::Invalid { .. } => "invalid_spec",
+            Self::SchemaMismatch { .. } => "schema_mismatch",
+            Self::Corrupt(_) => "catalog_corrupt",
+        }
+    }
+
+    /// Whether the same call may succeed if retried later (connection loss, serialization
+    /// conflicts, a restarting server). Fencing errors are final: the attempt must stop.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Database { source } => is_transient(source),
+            _ => false,
+        }
+    }
+
+    /// Whether the error means the attempt lost its right to act (it must stop at once).
+    pub fn is_fencing(&self) -> bool {
+        matches!(
+            self,
+            Self::StaleFence { .. } | Self::LeaseExpired { .. } | Self::AttemptNotActive { .. }
+        )
+    }
+}
+
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exceptions; 40001/40P01: serialization failure, deadlock;
+            // 53: insufficient resources; 57P0x: admin shutdown, crash, cannot connect now;
+            // 55P03: lock not available.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "55P03")
+        }),
+        _ => false,
+    }
+}
+
+/// `Result` with the catalog's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_classes() {
+        let stale = Error::StaleFence {
+            attempt: AttemptId(1),
+            task: TaskId(2),
+            presented: Fence(3),
+            current: Fence(4),
+        };
+        assert_eq!(stale.error_code(), "stale_fence");
+        assert!(stale.is_fencing());
+        assert!(!stale.is_retryable());
+        let pool = Error::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(pool.error_code(), "catalog_unavailable");
+        assert!(pool.is_retryable());
+        assert!(!pool.is_fencing());
+        let decode = Error::from(sqlx::Error::RowNotFound);
+        assert!(!decode.is_retryable());
+        let mismatch = Error::SchemaMismatch { dataset: DatasetId(1), message: "x".into() };
+        assert_eq!(mismatch.error_code(), "schema_mismatch");
+        assert!(!mismatch.is_retryable());
+    }
+}

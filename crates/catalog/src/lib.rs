@@ -1,0 +1,133 @@
+//! DuckMesh's catalog on PostgreSQL: the single source of truth for datasets, snapshots,
+//! files, jobs, tasks, attempts (leases), the outbox and the ingest buffer (SPEC §2).
+//!
+//! Every write is one transaction. Every action an attempt takes — confirming, heartbeating,
+//! committing, failing — presents the attempt's fencing token and is checked inside the same
+//! transaction (`SELECT … FOR UPDATE`), so a superseded or expired attempt can never change
+//! anything. Kubernetes watches and `LISTEN/NOTIFY` are only wake-ups: the state lives here.
+//!
+//! Clock: every lease decision uses the database server's clock (`clock_timestamp()`), so
+//! schedulers, workers and reapers on different machines agree on when a lease expires.
+
+mod commit;
+mod error;
+mod leases;
+mod model;
+mod notify;
+mod outbox;
+mod reads;
+mod specs;
+
+pub use error::{Error, Result};
+pub use commit::schema_difference;
+pub use leases::{Reaped, ScheduleOptions, Scheduled};
+pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, TIMEOUT_LIMIT_SECONDS};
+pub use model::*;
+pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL};
+pub use outbox::{OutboxMessage, OutboxStats};
+pub use reads::BacklogStats;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The embedded, versioned schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A handle on the catalog: a connection pool plus behaviour knobs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: PgPool,
+    config: CatalogConfig,
+}
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Postgres URL (`postgres://user:pass@host:port/db`).
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection (or for an unreachable server).
+    pub acquire_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Defaults for `url`: 10 connections, 10 s acquire timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), max_connections: 10, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl Catalog {
+    /// Connects (without migrating). Fails with `catalog_unavailable` when the server cannot
+    /// be reached within the acquire timeout.
+    pub async fn connect(options: &ConnectOptions, config: CatalogConfig) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(&options.url)?
+            .application_name("duckmesh");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool, config })
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool, config: CatalogConfig) -> Self {
+        Self { pool, config }
+    }
+
+    /// Applies any pending migrations. Safe to run concurrently from several processes
+    /// (the migrator takes an advisory lock) and on every start-up.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The migrations this build knows, as `(version, description)`.
+    pub fn known_migrations() -> Vec<(i64, String)> {
+        MIGRATOR.iter().map(|m| (m.version, m.description.to_string())).collect()
+    }
+
+    /// The migrations applied to the database, as `(version, description)`.
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Checks that the database answers (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The database server's current time, the clock all leases are measured against.
+    pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        Ok(sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&self.pool).await?)
+    }
+
+    /// The knobs this handle was built with.
+    pub fn config(&self) -> &CatalogConfig {
+        &self.config
+    }
+
+    /// The underlying pool (for adapters that need their own queries, and for tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for checked-out connections to return.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Converts a duration to fractional seconds for `make_interval(secs => …)`.
+pub(crate) fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}

@@ -1,0 +1,329 @@
+//! Idempotent upserts of declared resources (datasets, jobs with their tasks, standalone
+//! tasks), and cancellation. Keyed by namespace/name + uid, ordered by generation, so the same
+//! event delivered twice, or an old event delivered late, changes nothing.
+
+use crate::model::{DatasetRecord, DatasetSpec, JobRecord, JobSpec, TaskSpec};
+use crate::reads::{DATASET_COLUMNS, JOB_COLUMNS, dataset_from_row, job_from_row};
+use crate::{Catalog, Error, Result};
+use duckmesh_core::{AttemptId, JobId, TaskId, topological_order};
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+
+/// The most attempts a task may declare.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// The longest per-attempt timeout a task may declare (7 days).
+pub const TIMEOUT_LIMIT_SECONDS: u32 = 7 * 24 * 3600;
+
+/// The outcome of [`Catalog::upsert_job`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpsert {
+    /// The stored job.
+    pub job: JobRecord,
+    /// Whether this call created it (and its tasks).
+    pub created: bool,
+    /// Live attempts of a replaced incarnation (same name, other uid) that were cancelled; the
+    /// caller should stop their runners.
+    pub cancelled_attempts: Vec<CancelledAttempt>,
+}
+
+/// A live attempt that a cancellation retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelledAttempt {
+    /// Its task.
+    pub task: TaskId,
+    /// The attempt.
+    pub attempt: AttemptId,
+    /// Who ran it.
+    pub runner: Option<String>,
+}
+
+impl Catalog {
+    /// Stores a dataset, or updates it when `generation` is newer or `uid` changed. Committed
+    /// snapshots are kept across re-creation under the same name.
+    pub async fn upsert_dataset(&self, spec: &DatasetSpec) -> Result<DatasetRecord> {
+        validate_name("dataset", &spec.namespace, &spec.name)?;
+        let sql = format!(
+            "INSERT INTO datasets (namespace, name, uid, generation, tenant, spec, schema) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (namespace, name) DO UPDATE SET \
+                 uid = excluded.uid, generation = excluded.generation, tenant = excluded.tenant, \
+                 spec = excluded.spec, schema = coalesce(excluded.schema, datasets.schema), \
+                 updated_at = now() \
+             WHERE datasets.generation < excluded.generation OR datasets.uid <> excluded.uid \
+             RETURNING {DATASET_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&spec.namespace)
+            .bind(&spec.name)
+            .bind(&spec.uid)
+            .bind(spec.generation)
+            .bind(&spec.tenant)
+            .bind(&spec.spec)
+            .bind(spec.schema.as_ref().map(Json))
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => dataset_from_row(&row),
+            None => self.dataset_by_name(&spec.namespace, &spec.name).await,
+        }
+    }
+
+    /// Stores a job and creates its tasks. The task graph is validated (unique names, known
+    /// dependencies, no cycles) and fixed when the job is first stored: later calls for the
+    /// same uid only update the generation, spec and `max_parallel`. A job with the same name
+    /// but another uid replaces the old incarnation, whose unfinished tasks are cancelled.
+    pub async fn upsert_job(&self, spec: &JobSpec) -> Result<JobUpsert> {
+        validate_name("job", &spec.namespace, &spec.name)?;
+        let order = topological_order(
+            spec.tasks
+                .iter()
+                .map(|task| (task.name.as_str(), task.depends_on.iter().map(String::as_str))),
+        )
+        .map_err(|error| Error::Invalid { what: "job", message: error.to_string() })?;
+        for task in &spec.tasks {
+            validate_task(task)?;
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let mut cancelled_attempts = Vec::new();
+        let replaced: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET deleted_at = now() \
+             WHERE namespace = $1 AND name = $2 AND uid <> $3 AND deleted_at IS NULL RETURNING id",
+        )
+        .bind(&spec.namespace)
+        .bind(&spec.name)
+        .bind(&spec.uid)
+        .fetch_all(&mut *tx)
+        .await?;
+        for old in replaced {
+            cancelled_attempts.extend(cancel_job_in(&mut tx, JobId(old), "job replaced by a new incarnation").await?);
+        }
+
+        let sql = format!(
+            "INSERT INTO jobs (namespace, name, uid, generation, tenant, spec, max_parallel) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (uid) DO UPDATE SET \
+                 generation = greatest(jobs.generation, excluded.generation), \
+                 spec = CASE WHEN excluded.generation > jobs.generation THEN excluded.spec ELSE jobs.spec END, \
+                 max_parallel = CASE WHEN excluded.generation > jobs.generation \
+                                     THEN excluded.max_parallel ELSE jobs.max_parallel END \
+             RETURNING {JOB_COLUMNS}, (xmax = 0) AS created"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&spec.namespace)
+            .bind(&spec.name)
+            .bind(&spec.uid)
+            .bind(spec.generation)
+            .bind(&spec.tenant)
+            .bind(&spec.spec)
+            .bind(spec.max_parallel.map(|cap| cap as i32))
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = job_from_row(&row)?;
+        let created: bool = sqlx::Row::try_get(&row, "created")?;
+
+        if created {
+            let by_name: std::collections::HashMap<&str, &TaskSpec> =
+                spec.tasks.iter().map(|task| (task.name.as_str(), task)).collect();
+            let ordered: Vec<&TaskSpec> = order.iter().map(|name| by_name[name]).collect();
+            insert_tasks(&mut tx, Some(job.id), &spec.namespace, &spec.tenant, &ordered, self.config.default_max_attempts)
+                .await?;
+            let (dependents, dependencies): (Vec<&str>, Vec<&str>) = spec
+                .tasks
+                .iter()
+                .flat_map(|task| task.depends_on.iter().map(move |dep| (task.name.as_str(), dep.as_str())))
+                .unzip();
+            sqlx::query(
+                "UPDATE tasks t SET depends_on = d.ids FROM ( \
+                     SELECT p.task_name, array_agg(dep.id ORDER BY dep.id) AS ids \
+                     FROM unnest($2::text[], $3::text[]) AS p(task_name, dep_name) \
+                     JOIN tasks dep ON dep.job_id = $1 AND dep.name = p.dep_name \
+                     GROUP BY p.task_name) d \
+                 WHERE t.job_id = $1 AND t.name = d.task_name",
+            )
+            .bind(job.id.0)
+            .bind(&dependents)
+            .bind(&dependencies)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::TASKS_CHANNEL)
+                .bind(job.id.0.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(JobUpsert { job, created, cancelled_attempts })
+    }
+
+    /// Stores a standalone task (a `Task` resource not owned by a job), keyed by namespace and
+    /// name. An existing task is left as it is.
+    pub async fn upsert_standalone_task(&self, namespace: &str, tenant: &str, task: &TaskSpec) -> Result<TaskId> {
+        validate_name("task", namespace, &task.name)?;
+        if !task.depends_on.is_empty() {
+            return Err(Error::Invalid {
+                what: "task",
+                message: "a standalone task cannot depend on other tasks; put them in a Job".into(),
+            });
+        }
+        validate_task(task)?;
+        let mut tx = self.pool.begin().await?;
+        insert_tasks(&mut tx, None, namespace, tenant, &[task], self.config.default_max_attempts).await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM tasks WHERE job_id IS NULL AND namespace = $1 AND name = $2")
+            .bind(namespace)
+            .bind(&task.name)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::TASKS_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(TaskId(id))
+    }
+
+    /// Cancels a job: its unfinished tasks become `Cancelled` and their live attempts are
+    /// retired (their commits will be refused). Returns those attempts so their runners can be
+    /// stopped. Idempotent.
+    pub async fn cancel_job(&self, job: JobId, reason: &str) -> Result<Vec<CancelledAttempt>> {
+        let mut tx = self.pool.begin().await?;
+        let cancelled = cancel_job_in(&mut tx, job, reason).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    /// Cancels a job and marks it deleted (its history stays queryable by id).
+    pub async fn delete_job(&self, job: JobId) -> Result<Vec<CancelledAttempt>> {
+        let mut tx = self.pool.begin().await?;
+        let cancelled = cancel_job_in(&mut tx, job, "job deleted").await?;
+        sqlx::query("UPDATE jobs SET deleted_at = coalesce(deleted_at, now()) WHERE id = $1")
+            .bind(job.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+}
+
+async fn cancel_job_in(tx: &mut Transaction<'_, Postgres>, job: JobId, reason: &str) -> Result<Vec<CancelledAttempt>> {
+    let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+        "UPDATE attempts a SET state = 'Cancelled', finished_at = clock_timestamp(), \
+             error_code = 'cancelled', error_message = $2 \
+         FROM tasks t WHERE t.job_id = $1 AND a.task_id = t.id AND a.state IN ('Leased', 'Running') \
+         RETURNING a.task_id, a.id, a.runner",
+    )
+    .bind(job.0)
+    .bind(reason)
+    .fetch_all(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE tasks SET phase = 'Cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
+             next_retry_at = NULL, last_error_code = 'cancelled', last_error_message = $2 \
+         WHERE job_id = $1 AND phase NOT IN ('Succeeded', 'Failed', 'Cancelled')",
+    )
+    .bind(job.0)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE jobs SET phase = 'Cancelled', finished_at = coalesce(finished_at, clock_timestamp()) \
+         WHERE id = $1 AND phase NOT IN ('Succeeded', 'Failed', 'Cancelled')",
+    )
+    .bind(job.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(task, attempt, runner)| CancelledAttempt { task: TaskId(task), attempt: AttemptId(attempt), runner })
+        .collect())
+}
+
+async fn insert_tasks(
+    tx: &mut Transaction<'_, Postgres>,
+    job: Option<JobId>,
+    namespace: &str,
+    tenant: &str,
+    tasks: &[&TaskSpec],
+    default_max_attempts: u32,
+) -> Result<()> {
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+    let specs: Vec<String> = tasks.iter().map(|t| t.spec.to_string()).collect();
+    let max_attempts: Vec<i32> =
+        tasks.iter().map(|t| t.max_attempts.unwrap_or(default_max_attempts) as i32).collect();
+    let timeouts: Vec<Option<i32>> = tasks.iter().map(|t| t.timeout_seconds.map(|s| s as i32)).collect();
+    let outputs: Vec<Option<i64>> = tasks.iter().map(|t| t.output.map(|o| o.dataset.0)).collect();
+    let modes: Vec<Option<&str>> = tasks.iter().map(|t| t.output.map(|o| o.mode.as_str())).collect();
+    let conflict = if job.is_some() {
+        "ON CONFLICT (job_id, name) WHERE job_id IS NOT NULL DO NOTHING"
+    } else {
+        "ON CONFLICT (namespace, name) WHERE job_id IS NULL DO NOTHING"
+    };
+    let sql = format!(
+        "INSERT INTO tasks (job_id, namespace, tenant, name, kind, spec, max_attempts, timeout_seconds, \
+                            output_dataset_id, output_mode) \
+         SELECT $1, $2, $3, u.name, u.kind, u.spec::jsonb, u.max_attempts, u.timeout, u.output, u.mode \
+         FROM unnest($4::text[], $5::text[], $6::text[], $7::int4[], $8::int4[], $9::int8[], $10::text[]) \
+             WITH ORDINALITY AS u(name, kind, spec, max_attempts, timeout, output, mode, position) \
+         ORDER BY u.position {conflict}"
+    );
+    let result = sqlx::query(&sql)
+        .bind(job.map(|j| j.0))
+        .bind(namespace)
+        .bind(tenant)
+        .bind(&names)
+        .bind(&kinds)
+        .bind(&specs)
+        .bind(&max_attempts)
+        .bind(&timeouts)
+        .bind(&outputs)
+        .bind(&modes)
+        .execute(&mut **tx)
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => Err(Error::Invalid {
+            what: "task",
+            message: "a task's output dataset does not exist in the catalog".into(),
+        }),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn validate_name(what: &'static str, namespace: &str, name: &str) -> Result<()> {
+    let valid = |value: &str| {
+        !value.is_empty()
+            && value.len() <= 253
+            && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_')
+    };
+    if valid(namespace) && valid(name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            what,
+            message: format!(
+                "{namespace:?}/{name:?}: names must be 1-253 characters of lower-case letters, digits, '-', '.' or '_'"
+            ),
+        })
+    }
+}
+
+fn validate_task(task: &TaskSpec) -> Result<()> {
+    if task.name.is_empty() || task.name.len() > 253 {
+        return Err(Error::Invalid { what: "task", message: format!("task name {:?} must be 1-253 characters", task.name) });
+    }
+    if task.max_attempts.is_some_and(|n| !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)) {
+        return Err(Error::Invalid {
+            what: "task",
+            message: format!("task {:?}: maxAttempts must be between 1 and {MAX_ATTEMPTS_LIMIT}", task.name),
+        });
+    }
+    if task.timeout_seconds.is_some_and(|s| !(1..=TIMEOUT_LIMIT_SECONDS).contains(&s)) {
+        return Err(Error::Invalid {
+            what: "task",
+            message: format!("task {:?}: timeoutSeconds must be between 1 and {TIMEOUT_LIMIT_SECONDS}", task.name),
+        });
+    }
+    Ok(())
+}

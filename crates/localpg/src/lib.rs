@@ -1,0 +1,481 @@
+//! Private PostgreSQL clusters started from the machine's own server binaries.
+//!
+//! DuckMesh needs a real Postgres for its tests and for `duckmesh dev`, without asking the user
+//! to install or configure one. [`LocalCluster`] finds `initdb`/`postgres` (on `PATH`, then in
+//! the distributions' versioned directories), initialises a data directory, and runs the server
+//! bound to `127.0.0.1` on a free port. PostgreSQL refuses to run as root, so when this process
+//! is root the server runs as the unprivileged `nobody` user.
+//!
+//! A small watchdog process stops the server (and removes an ephemeral cluster's files) when
+//! the owning process dies, even by `SIGKILL`, so no test run or crashed `duckmesh dev` leaves a
+//! server behind.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The uid/gid servers run as when this process is root (`nobody`/`nogroup` on Debian).
+const UNPRIVILEGED_ID: u32 = 65534;
+/// How long to wait for a starting server to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a cluster could not be found, created or started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No PostgreSQL server binaries were found.
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found; searched: {searched}. \
+         Install them (Debian: `apt-get install postgresql`), set DUCKMESH_PG_BIN_DIR, \
+         or point DATABASE_URL / --database-url at an existing server"
+    )]
+    BinariesNotFound {
+        /// Every place that was looked at.
+        searched: String,
+    },
+    /// A file-system step failed.
+    #[error("{step}: {source}")]
+    Io {
+        /// What was being done.
+        step: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `initdb` exited unsuccessfully.
+    #[error("initdb failed for {data_dir}:\n{log}")]
+    InitdbFailed {
+        /// The data directory being initialised.
+        data_dir: PathBuf,
+        /// The end of initdb's output.
+        log: String,
+    },
+    /// The server process exited or never accepted connections.
+    #[error("PostgreSQL did not start within {waited:?} (log {log_path}):\n{log}")]
+    StartFailed {
+        /// How long we waited.
+        waited: Duration,
+        /// The server log file.
+        log_path: PathBuf,
+        /// The end of the server log.
+        log: String,
+    },
+    /// The unprivileged server user cannot reach the data directory.
+    #[error(
+        "{path} is not reachable by the unprivileged user PostgreSQL must run as (this process is \
+         root and PostgreSQL refuses to run as root): {reason}. Choose a directory whose parents \
+         are world-traversable, run as a non-root user, or use an existing server via DATABASE_URL"
+    )]
+    NotReachable {
+        /// The directory.
+        path: PathBuf,
+        /// Which ancestor blocks access.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A stable code for logs and error responses.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Self::BinariesNotFound { .. } => "postgres_binaries_not_found",
+            Self::Io { .. } => "postgres_local_io",
+            Self::InitdbFailed { .. } => "postgres_initdb_failed",
+            Self::StartFailed { .. } => "postgres_start_failed",
+            Self::NotReachable { .. } => "postgres_data_dir_unreachable",
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let step = step.into();
+    move |source| Error::Io { step, source }
+}
+
+/// Finds the directory holding `initdb` and `postgres`.
+///
+/// Order: `DUCKMESH_PG_BIN_DIR`, then `PATH` (following symlinks to the real directory, which
+/// also holds `pg_isready`), then `/usr/lib/postgresql/<newest>/bin` (Debian, Ubuntu),
+/// `/usr/pgsql-<newest>/bin` (RHEL), `/usr/local/pgsql/bin` and Homebrew's prefixes.
+pub fn find_server_binaries() -> Result<PathBuf> {
+    let mut searched = Vec::new();
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+
+    if let Some(dir) = std::env::var_os("DUCKMESH_PG_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+        searched.push(format!("DUCKMESH_PG_BIN_DIR={}", dir.display()));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if let Ok(initdb) = fs::canonicalize(dir.join("initdb"))
+                && let Some(real_dir) = initdb.parent()
+                && has_server(real_dir)
+            {
+                return Ok(real_dir.to_path_buf());
+            }
+        }
+        searched.push("PATH".to_owned());
+    }
+    let versioned = |root: &str, prefix: &str, suffix: &str| -> Vec<PathBuf> {
+        let mut found: Vec<(u32, PathBuf)> = fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let version = name.strip_prefix(prefix)?.split('.').next()?.parse().ok()?;
+                Some((version, entry.path().join(suffix)))
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.into_iter().map(|(_, dir)| dir).collect()
+    };
+    let candidates = versioned("/usr/lib/postgresql", "", "bin")
+        .into_iter()
+        .chain(versioned("/usr", "pgsql-", "bin"))
+        .chain(versioned("/opt/homebrew/opt", "postgresql@", "bin"))
+        .chain(["/usr/local/pgsql/bin", "/opt/homebrew/bin", "/usr/local/opt/postgresql/bin"].map(PathBuf::from));
+    for dir in candidates {
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+        searched.push(dir.display().to_string());
+    }
+    Err(Error::BinariesNotFound { searched: searched.join(", ") })
+}
+
+/// How to run a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the cluster's files live; `None` for a temporary directory removed on stop.
+    pub state_dir: Option<PathBuf>,
+    /// Keep PostgreSQL's durability settings (`fsync`, `synchronous_commit`). Off makes
+    /// throwaway test clusters faster; a crash then may lose recent commits.
+    pub durable: bool,
+    /// `max_connections` for the server.
+    pub max_connections: u32,
+}
+
+impl ClusterOptions {
+    /// A throwaway cluster in a temporary directory, tuned for tests (not durable).
+    pub fn ephemeral() -> Self {
+        Self { state_dir: None, durable: false, max_connections: 300 }
+    }
+
+    /// A cluster whose data lives under `state_dir` and survives restarts.
+    pub fn persistent(state_dir: impl Into<PathBuf>) -> Self {
+        Self { state_dir: Some(state_dir.into()), durable: true, max_connections: 200 }
+    }
+}
+
+/// A running private PostgreSQL server, stopped on drop.
+#[derive(Debug)]
+pub struct LocalCluster {
+    server: Child,
+    watchdog: Option<Child>,
+    port: u16,
+    base_dir: PathBuf,
+    temp_dir: Option<tempfile::TempDir>,
+}
+
+impl LocalCluster {
+    /// Initialises (if needed) and starts a cluster. Blocks until it accepts connections.
+    pub fn start(options: &ClusterOptions) -> Result<Self> {
+        let bin_dir = find_server_binaries()?;
+        let as_root = nix::unistd::geteuid().is_root();
+        let temp_dir = match options.state_dir {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("duckmesh-pg-")
+                    .tempdir()
+                    .map_err(io("creating a temporary directory"))?,
+            ),
+        };
+        let base_dir = match (&temp_dir, &options.state_dir) {
+            (Some(temp), _) => temp.path().to_path_buf(),
+            (None, Some(dir)) => {
+                fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+                fs::canonicalize(dir).map_err(io(format!("resolving {}", dir.display())))?
+            }
+            (None, None) => unreachable!("a cluster has either a temporary or a state directory"),
+        };
+        if as_root {
+            check_reachable(&base_dir)?;
+            give_to_unprivileged(&base_dir)?;
+        }
+
+        let data_dir = base_dir.join("data");
+        if !data_dir.join("PG_VERSION").is_file() {
+            initdb(&bin_dir, &data_dir, as_root, options.durable)?;
+        }
+
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::launch(&bin_dir, &base_dir, options, as_root) {
+                Ok((server, port)) => {
+                    let watchdog = spawn_watchdog(server.id(), temp_dir.is_some(), &base_dir);
+                    return Ok(Self { server, watchdog, port, base_dir, temp_dir });
+                }
+                // Most likely another process took the free port between probe and bind.
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.expect("three attempts were made"))
+    }
+
+    fn launch(
+        bin_dir: &Path,
+        base_dir: &Path,
+        options: &ClusterOptions,
+        as_root: bool,
+    ) -> Result<(Child, u16)> {
+        let port = free_port()?;
+        let log_path = base_dir.join("postgres.log");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("opening {}", log_path.display())))?;
+        let log_start = log.metadata().map(|meta| meta.len()).unwrap_or(0);
+        let stderr = log.try_clone().map_err(io("duplicating the log handle"))?;
+
+        let mut command = Command::new(bin_dir.join("postgres"));
+        command
+            .arg("-D")
+            .arg(base_dir.join("data"))
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", &format!("max_connections={}", options.max_connections)])
+            .args(["-c", "shared_buffers=128MB"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        if !options.durable {
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        if as_root {
+            command.uid(UNPRIVILEGED_ID).gid(UNPRIVILEGED_ID);
+        }
+        let mut server = command.spawn().map_err(io("starting postgres"))?;
+
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(_status)) = server.try_wait() {
+                return Err(start_failed(started.elapsed(), &log_path, log_start));
+            }
+            let ready = Command::new(bin_dir.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(io("running pg_isready"))?;
+            if ready.success() {
+                tracing::debug!(port, dir = %base_dir.display(), "local PostgreSQL ready");
+                return Ok((server, port));
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = server.kill();
+                let _ = server.wait();
+                return Err(start_failed(started.elapsed(), &log_path, log_start));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The TCP port the server listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for `database` as the `postgres` superuser (trust auth, loopback only).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The directory holding the data directory and the server log.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Stops the server (fast shutdown: running transactions are rolled back, committed data is
+    /// kept) and removes a temporary cluster's files.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.server.id() as i32);
+        if let Ok(None) = self.server.try_wait() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while let Ok(None) = self.server.try_wait() {
+                if Instant::now() > deadline {
+                    let _ = self.server.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.server.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+        if let Some(temp) = self.temp_dir.take() {
+            let _ = temp.close();
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn initdb(bin_dir: &Path, data_dir: &Path, as_root: bool, durable: bool) -> Result<()> {
+    let mut command = Command::new(bin_dir.join("initdb"));
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+        .stdin(Stdio::null());
+    if !durable {
+        command.arg("--no-sync");
+    }
+    if as_root {
+        command.uid(UNPRIVILEGED_ID).gid(UNPRIVILEGED_ID);
+    }
+    let output = command.output().map_err(io("running initdb"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut log = String::from_utf8_lossy(&output.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&output.stderr));
+    Err(Error::InitdbFailed { data_dir: data_dir.to_path_buf(), log: tail(&log, 40) })
+}
+
+/// Every ancestor must be traversable by "others", or `nobody` cannot reach the data.
+fn check_reachable(dir: &Path) -> Result<()> {
+    for ancestor in dir.ancestors().skip(1) {
+        let meta = fs::metadata(ancestor).map_err(io(format!("inspecting {}", ancestor.display())))?;
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(Error::NotReachable {
+                path: dir.to_path_buf(),
+                reason: format!("{} is not world-traversable", ancestor.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn give_to_unprivileged(dir: &Path) -> Result<()> {
+    chown(dir, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID))
+        .map_err(io(format!("handing {} to the unprivileged user", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("restricting {}", dir.display())))
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(io("finding a free port"))?;
+    let port = listener.local_addr().map_err(io("finding a free port"))?.port();
+    Ok(port)
+}
+
+/// Stops the server when this process dies, whatever the cause. It polls rather than waits
+/// because the owner is not its parent's child.
+fn spawn_watchdog(server_pid: u32, remove: bool, base_dir: &Path) -> Option<Child> {
+    let script = r#"
+        while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
+        kill -INT "$1" 2>/dev/null
+        i=0
+        while kill -0 "$1" 2>/dev/null && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+        kill -KILL "$1" 2>/dev/null
+        if [ "$2" = remove ]; then rm -rf "$3"; fi
+    "#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(std::process::id().to_string())
+        .arg(server_pid.to_string())
+        .arg(if remove { "remove" } else { "keep" })
+        .arg(base_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .inspect_err(|error| tracing::warn!(%error, "could not start the PostgreSQL watchdog"))
+        .ok()
+}
+
+fn start_failed(waited: Duration, log_path: &Path, from: u64) -> Error {
+    let mut log = String::new();
+    if let Ok(mut file) = File::open(log_path) {
+        let _ = file.seek(SeekFrom::Start(from));
+        let _ = file.read_to_string(&mut log);
+    }
+    Error::StartFailed { waited, log_path: log_path.to_path_buf(), log: tail(&log, 30) }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\nd", 2), "c\nd");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn ephemeral_cluster_starts_accepts_connections_and_is_removed() {
+        let mut cluster = LocalCluster::start(&ClusterOptions::ephemeral()).expect("cluster starts");
+        let dir = cluster.base_dir().to_path_buf();
+        assert!(dir.join("data/PG_VERSION").is_file());
+        let bin = find_server_binaries().expect("binaries");
+        let status = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+            .status()
+            .expect("pg_isready runs");
+        assert!(status.success());
+        cluster.stop();
+        assert!(!dir.exists(), "ephemeral cluster files removed");
+        let status = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string(), "-t", "1"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_isready runs");
+        assert!(!status.success(), "server stopped");
+    }
+
+    #[test]
+    fn persistent_cluster_keeps_its_data_across_restarts() {
+        let parent = tempfile::Builder::new().prefix("duckmesh-pg-test-").tempdir().expect("tempdir");
+        fs::set_permissions(parent.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let state = parent.path().join("state");
+        drop(LocalCluster::start(&ClusterOptions::persistent(&state)).expect("first start"));
+        let version = fs::read_to_string(state.join("data/PG_VERSION")).expect("data kept after stop");
+        let cluster = LocalCluster::start(&ClusterOptions::persistent(&state)).expect("restart");
+        assert_eq!(
+            fs::read_to_string(state.join("data/PG_VERSION")).expect("same data directory"),
+            version,
+            "the restart reused the existing cluster instead of initialising a new one"
+        );
+        assert!(cluster.base_dir().join("postgres.log").is_file());
+    }
+}
