@@ -15,13 +15,45 @@ use serde_json::json;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
+/// The attempt, its task and the target dataset, locked together in one round trip.
+const LOCK_FOR_COMMIT: &str = "SELECT a.id, a.state, a.fence, a.runner, a.lease_expires_at, clock_timestamp() AS now, \
+        t.id AS task_id, t.job_id, t.name, t.fence AS task_fence, t.phase, t.attempts, t.max_attempts, \
+        t.output_dataset_id, t.output_mode, \
+        d.current_snapshot_id, d.visibility_token, d.schema, d.file_count, d.row_count, d.byte_count \
+    FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN datasets d ON d.id = $2 \
+    WHERE a.id = $1 FOR UPDATE OF a, t, d";
+
+/// The dataset's state under its row lock.
+struct DatasetState {
+    current: i64,
+    token: i64,
+    schema: Option<Vec<Column>>,
+    files: i64,
+    rows: i64,
+    bytes: i64,
+}
+
 impl Catalog {
     /// Commits an attempt's output. Fails with `stale_fence`, `lease_expired` or
     /// `attempt_not_active` (and changes nothing) when the attempt lost its right to commit.
+    ///
+    /// Four round trips: `BEGIN`, one `SELECT … FOR UPDATE` of attempt, task and dataset, one
+    /// statement that writes snapshot, files, dataset, attempt, task, outbox and `NOTIFY`, and
+    /// `COMMIT`. The dataset lock is held only for the last two.
     pub async fn commit(&self, attempt: AttemptRef, request: &CommitRequest) -> Result<Committed> {
         validate_files(request)?;
         let mut tx = self.pool.begin().await?;
-        let locked = LockedAttempt::lock_existing(&mut tx, attempt).await?;
+        let row = sqlx::query(LOCK_FOR_COMMIT)
+            .bind(attempt.attempt.0)
+            .bind(request.dataset.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            // Either the attempt or the dataset does not exist; say which.
+            self.dataset(request.dataset).await?;
+            return Err(Error::NotFound { what: format!("attempt {}", attempt.attempt) });
+        };
+        let locked = LockedAttempt::from_row(&row)?;
         locked.ensure_current(attempt.fence, true)?;
         if let Some(output) = locked.output
             && (output.dataset != request.dataset || output.mode != request.mode)
@@ -38,28 +70,16 @@ impl Catalog {
                 ),
             });
         }
-        let committed = write_snapshot(&mut tx, request, Some(&locked)).await?;
-        sqlx::query(
-            "UPDATE attempts SET state = 'Succeeded', finished_at = clock_timestamp() WHERE id = $1",
-        )
-        .bind(locked.attempt.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE tasks SET phase = 'Succeeded', output_snapshot_id = $2, finished_at = clock_timestamp(), \
-                 updated_at = clock_timestamp(), last_error_code = NULL, last_error_message = NULL WHERE id = $1",
-        )
-        .bind(locked.task.0)
-        .bind(committed.snapshot.0)
-        .execute(&mut *tx)
-        .await?;
-        let payload = json!({
-            "dataset": committed.dataset, "snapshot": committed.snapshot,
-            "visibility_token": committed.visibility_token, "task": locked.task, "job": locked.job,
-            "attempt": locked.attempt,
-        });
-        crate::outbox::enqueue_in(&mut tx, "snapshot_committed", &payload).await?;
-        notify(&mut tx, &committed).await?;
+        let schema: Option<Json<Vec<Column>>> = row.try_get("schema")?;
+        let state = DatasetState {
+            current: row.try_get("current_snapshot_id")?,
+            token: row.try_get("visibility_token")?,
+            schema: schema.map(|json| json.0),
+            files: row.try_get("file_count")?,
+            rows: row.try_get("row_count")?,
+            bytes: row.try_get("byte_count")?,
+        };
+        let committed = write_snapshot(&mut tx, request, &state, &locked).await?;
         tx.commit().await?;
         Ok(committed)
     }
@@ -76,19 +96,18 @@ impl Catalog {
                 message: format!("task {:?} declares an output dataset: commit its files", locked.task_name),
             });
         }
-        sqlx::query("UPDATE attempts SET state = 'Succeeded', finished_at = clock_timestamp() WHERE id = $1")
-            .bind(locked.attempt.0)
-            .execute(&mut *tx)
-            .await?;
+        let payload = json!({"task": locked.task, "job": locked.job, "attempt": locked.attempt});
         sqlx::query(
-            "UPDATE tasks SET phase = 'Succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
-                 last_error_code = NULL, last_error_message = NULL WHERE id = $1",
+            "WITH done AS (UPDATE attempts SET state = 'Succeeded', finished_at = clock_timestamp() WHERE id = $1), \
+                  event AS (INSERT INTO outbox (kind, payload) VALUES ('task_succeeded', $3)) \
+             UPDATE tasks SET phase = 'Succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
+                 last_error_code = NULL, last_error_message = NULL WHERE id = $2",
         )
+        .bind(locked.attempt.0)
         .bind(locked.task.0)
+        .bind(&payload)
         .execute(&mut *tx)
         .await?;
-        let payload = json!({"task": locked.task, "job": locked.job, "attempt": locked.attempt});
-        crate::outbox::enqueue_in(&mut tx, "task_succeeded", &payload).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -114,150 +133,113 @@ fn validate_files(request: &CommitRequest) -> Result<()> {
     Ok(())
 }
 
-/// Creates the dataset's next snapshot from `request` inside `tx`. The dataset row lock
-/// serialises commits per dataset, which is what makes ids and tokens strictly increase.
-pub(crate) async fn write_snapshot(
+/// Creates the dataset's next snapshot in one statement. The caller holds the dataset's row
+/// lock, which serialises commits per dataset: that is what makes ids and tokens strictly
+/// increase. All sub-statements run against the same snapshot of the data, and the files'
+/// foreign key to their snapshot is checked at the end of the statement.
+async fn write_snapshot(
     tx: &mut Transaction<'_, Postgres>,
     request: &CommitRequest,
-    attempt: Option<&LockedAttempt>,
+    state: &DatasetState,
+    attempt: &LockedAttempt,
 ) -> Result<Committed> {
     let dataset = request.dataset;
-    let row = sqlx::query(
-        "SELECT current_snapshot_id, visibility_token, schema, file_count, row_count, byte_count \
-         FROM datasets WHERE id = $1 FOR UPDATE",
-    )
-    .bind(dataset.0)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| Error::NotFound { what: format!("dataset {dataset}") })?;
-    let current: i64 = row.try_get("current_snapshot_id")?;
-    let token: i64 = row.try_get("visibility_token")?;
-    let schema: Option<Json<Vec<Column>>> = row.try_get("schema")?;
-    let (mut files, mut rows, mut bytes): (i64, i64, i64) =
-        (row.try_get("file_count")?, row.try_get("row_count")?, row.try_get("byte_count")?);
-
-    let new_schema = match (&schema, &request.schema, request.mode) {
+    let new_schema = match (&state.schema, &request.schema, request.mode) {
         (Some(existing), Some(incoming), CommitMode::Append) => {
-            if let Some(message) = schema_difference(&existing.0, incoming) {
+            if let Some(message) = schema_difference(existing, incoming) {
                 return Err(Error::SchemaMismatch { dataset, message });
             }
             None
         }
-        (_, Some(incoming), _) => Some(incoming),
-        (_, None, _) => None,
+        (_, incoming, _) => incoming.as_ref(),
     };
+    let overwrite = request.mode == CommitMode::Overwrite;
+    let (base_files, base_rows, base_bytes) =
+        if overwrite { (0, 0, 0) } else { (state.files, state.rows, state.bytes) };
+    let files = base_files + request.files.len() as i64;
+    let rows = base_rows + request.files.iter().map(|f| f.rows).sum::<i64>();
+    let bytes = base_bytes + request.files.iter().map(|f| f.bytes).sum::<i64>();
+    let removed_files = if overwrite { state.files } else { 0 };
+    let committed = Committed {
+        dataset,
+        snapshot: SnapshotId(state.current + 1),
+        parent: (state.current > 0).then_some(SnapshotId(state.current)),
+        visibility_token: state.token + 1,
+    };
+    let event = json!({
+        "dataset": committed.dataset, "snapshot": committed.snapshot,
+        "visibility_token": committed.visibility_token, "task": attempt.task, "job": attempt.job,
+        "attempt": attempt.attempt,
+    });
+    let wake_up = json!({
+        "dataset": committed.dataset, "snapshot": committed.snapshot, "visibility_token": committed.visibility_token,
+    });
+    let paths: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
+    let sizes: Vec<i64> = request.files.iter().map(|f| f.bytes).collect();
+    let counts: Vec<i64> = request.files.iter().map(|f| f.rows).collect();
+    let hashes: Vec<&str> = request.files.iter().map(|f| f.sha256.as_str()).collect();
+    let partitions: Vec<Option<String>> =
+        request.files.iter().map(|f| f.partition.as_ref().map(|p| p.to_string())).collect();
 
-    let snapshot = current + 1;
-    let removed_files = if request.mode == CommitMode::Overwrite {
-        let removed = sqlx::query(
-            "UPDATE files SET removed_in = $2 WHERE dataset_id = $1 AND removed_in IS NULL",
-        )
-        .bind(dataset.0)
-        .bind(snapshot)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        (files, rows, bytes) = (0, 0, 0);
-        removed
-    } else {
-        0
-    };
-    for file in &request.files {
-        files += 1;
-        rows += file.rows;
-        bytes += file.bytes;
-    }
-    let kind = match (attempt, request.mode) {
-        (None, _) => "ingest",
-        (Some(_), mode) => mode.as_str(),
-    };
-    let committed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "INSERT INTO snapshots (dataset_id, id, parent_id, visibility_token, kind, task_id, attempt_id, fence, \
-             file_count, row_count, byte_count, added_files, removed_files, manifest_path) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING committed_at",
+    let written = sqlx::query(
+        "WITH snap AS ( \
+             INSERT INTO snapshots (dataset_id, id, parent_id, visibility_token, kind, task_id, attempt_id, fence, \
+                 file_count, row_count, byte_count, added_files, removed_files, manifest_path) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING committed_at), \
+         retired AS ( \
+             UPDATE files SET removed_in = $2 WHERE dataset_id = $1 AND removed_in IS NULL AND $15), \
+         added AS ( \
+             INSERT INTO files (dataset_id, path, bytes, rows, sha256, partition, added_in) \
+             SELECT $1, u.path, u.bytes, u.rows, u.sha256, u.partition::jsonb, $2 \
+             FROM unnest($16::text[], $17::int8[], $18::int8[], $19::text[], $20::text[]) \
+                 AS u(path, bytes, rows, sha256, partition)), \
+         header AS ( \
+             UPDATE datasets SET current_snapshot_id = $2, visibility_token = $4, file_count = $9, row_count = $10, \
+                 byte_count = $11, last_commit_at = (SELECT committed_at FROM snap), \
+                 updated_at = (SELECT committed_at FROM snap), schema = coalesce($21, schema) WHERE id = $1), \
+         attempt_done AS ( \
+             UPDATE attempts SET state = 'Succeeded', finished_at = clock_timestamp() WHERE id = $7), \
+         task_done AS ( \
+             UPDATE tasks SET phase = 'Succeeded', output_snapshot_id = $2, finished_at = clock_timestamp(), \
+                 updated_at = clock_timestamp(), last_error_code = NULL, last_error_message = NULL WHERE id = $6), \
+         event AS ( \
+             INSERT INTO outbox (kind, payload) VALUES ('snapshot_committed', $22)) \
+         SELECT pg_notify($23, $24) FROM snap",
     )
     .bind(dataset.0)
-    .bind(snapshot)
-    .bind((current > 0).then_some(current))
-    .bind(token + 1)
-    .bind(kind)
-    .bind(attempt.map(|a| a.task.0))
-    .bind(attempt.map(|a| a.attempt.0))
-    .bind(attempt.map(|a| a.fence.0))
+    .bind(committed.snapshot.0)
+    .bind(committed.parent.map(|p| p.0))
+    .bind(committed.visibility_token)
+    .bind(request.mode.as_str())
+    .bind(attempt.task.0)
+    .bind(attempt.attempt.0)
+    .bind(attempt.fence.0)
     .bind(files)
     .bind(rows)
     .bind(bytes)
     .bind(request.files.len() as i32)
     .bind(removed_files as i32)
     .bind(&request.manifest_path)
-    .fetch_one(&mut **tx)
-    .await?;
-    if !request.files.is_empty() {
-        let paths: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
-        let sizes: Vec<i64> = request.files.iter().map(|f| f.bytes).collect();
-        let counts: Vec<i64> = request.files.iter().map(|f| f.rows).collect();
-        let hashes: Vec<&str> = request.files.iter().map(|f| f.sha256.as_str()).collect();
-        let partitions: Vec<Option<String>> =
-            request.files.iter().map(|f| f.partition.as_ref().map(|p| p.to_string())).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO files (dataset_id, path, bytes, rows, sha256, partition, added_in) \
-             SELECT $1, u.path, u.bytes, u.rows, u.sha256, u.partition::jsonb, $2 \
-             FROM unnest($3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[]) \
-                 AS u(path, bytes, rows, sha256, partition)",
-        )
-        .bind(dataset.0)
-        .bind(snapshot)
-        .bind(&paths)
-        .bind(&sizes)
-        .bind(&counts)
-        .bind(&hashes)
-        .bind(&partitions)
-        .execute(&mut **tx)
-        .await;
-        match inserted {
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                return Err(Error::Invalid {
-                    what: "commit",
-                    message: "a file path of this commit is already part of the dataset".into(),
-                });
-            }
-            other => {
-                other?;
-            }
-        }
-    }
-    sqlx::query(
-        "UPDATE datasets SET current_snapshot_id = $2, visibility_token = $3, file_count = $4, row_count = $5, \
-             byte_count = $6, last_commit_at = $7, schema = coalesce($8, schema), updated_at = $7 WHERE id = $1",
-    )
-    .bind(dataset.0)
-    .bind(snapshot)
-    .bind(token + 1)
-    .bind(files)
-    .bind(rows)
-    .bind(bytes)
-    .bind(committed_at)
+    .bind(overwrite)
+    .bind(&paths)
+    .bind(&sizes)
+    .bind(&counts)
+    .bind(&hashes)
+    .bind(&partitions)
     .bind(new_schema.map(Json))
+    .bind(&event)
+    .bind(COMMITS_CHANNEL)
+    .bind(wake_up.to_string())
     .execute(&mut **tx)
-    .await?;
-    Ok(Committed {
-        dataset,
-        snapshot: SnapshotId(snapshot),
-        parent: (current > 0).then_some(SnapshotId(current)),
-        visibility_token: token + 1,
-    })
-}
-
-pub(crate) async fn notify(tx: &mut Transaction<'_, Postgres>, committed: &Committed) -> Result<()> {
-    let payload = json!({
-        "dataset": committed.dataset, "snapshot": committed.snapshot, "visibility_token": committed.visibility_token,
-    });
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(COMMITS_CHANNEL)
-        .bind(payload.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    .await;
+    match written {
+        Ok(_) => Ok(committed),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Err(Error::Invalid {
+            what: "commit",
+            message: "a file path of this commit is already part of the dataset".into(),
+        }),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Describes how `incoming` differs from `existing`, naming the columns, or `None` when an
@@ -303,10 +285,7 @@ mod tests {
             (cols(&[("id", "BIGINT"), ("name", "VARCHAR")]), None),
             (cols(&[("name", "VARCHAR"), ("id", "bigint")]), None),
             (cols(&[("id", "BIGINT")]), Some("missing columns name")),
-            (
-                cols(&[("id", "BIGINT"), ("name", "VARCHAR"), ("age", "INTEGER")]),
-                Some("unexpected columns age"),
-            ),
+            (cols(&[("id", "BIGINT"), ("name", "VARCHAR"), ("age", "INTEGER")]), Some("unexpected columns age")),
             (cols(&[("id", "VARCHAR"), ("name", "VARCHAR")]), Some("changed types id (BIGINT → VARCHAR)")),
             (
                 cols(&[("id", "INTEGER"), ("extra", "DATE")]),

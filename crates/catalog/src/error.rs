@@ -12,6 +12,15 @@ pub enum Error {
         #[from]
         source: sqlx::Error,
     },
+    /// The database server could not be reached at start-up.
+    #[error("cannot reach the catalog database at {target}: {source}")]
+    Unreachable {
+        /// `host:port/database`, without credentials.
+        target: String,
+        /// The connection error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// Applying the embedded migrations failed.
     #[error("catalog migration failed: {source}")]
     Migrate {
@@ -84,7 +93,7 @@ impl Error {
     /// A stable code for logs, API responses and metric labels.
     pub fn error_code(&self) -> &'static str {
         match self {
-            Self::Database { .. } => "catalog_unavailable",
+            Self::Database { .. } | Self::Unreachable { .. } => "catalog_unavailable",
             Self::Migrate { .. } => "catalog_migration_failed",
             Self::StaleFence { .. } => "stale_fence",
             Self::LeaseExpired { .. } => "lease_expired",
@@ -101,16 +110,14 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Database { source } => is_transient(source),
+            Self::Unreachable { .. } => true,
             _ => false,
         }
     }
 
     /// Whether the error means the attempt lost its right to act (it must stop at once).
     pub fn is_fencing(&self) -> bool {
-        matches!(
-            self,
-            Self::StaleFence { .. } | Self::LeaseExpired { .. } | Self::AttemptNotActive { .. }
-        )
+        matches!(self, Self::StaleFence { .. } | Self::LeaseExpired { .. } | Self::AttemptNotActive { .. })
     }
 }
 
@@ -142,12 +149,8 @@ mod tests {
 
     #[test]
     fn codes_and_classes() {
-        let stale = Error::StaleFence {
-            attempt: AttemptId(1),
-            task: TaskId(2),
-            presented: Fence(3),
-            current: Fence(4),
-        };
+        let stale =
+            Error::StaleFence { attempt: AttemptId(1), task: TaskId(2), presented: Fence(3), current: Fence(4) };
         assert_eq!(stale.error_code(), "stale_fence");
         assert!(stale.is_fencing());
         assert!(!stale.is_retryable());

@@ -83,7 +83,7 @@ const LOCK_ATTEMPT: &str = "SELECT a.id, a.state, a.fence, a.runner, a.lease_exp
     FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = $1";
 
 impl LockedAttempt {
-    fn from_row(row: &PgRow) -> Result<Self> {
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self> {
         let state: String = row.try_get("state")?;
         let phase: String = row.try_get("phase")?;
         let attempts: i32 = row.try_get("attempts")?;
@@ -190,11 +190,10 @@ impl Catalog {
                 dependency_phases: deps.iter().map(|p| p.parse()).collect::<Result<_, _>>()?,
             });
         }
-        let active: Vec<(Option<i64>, i64)> = sqlx::query_as(
-            "SELECT job_id, count(*) FROM tasks WHERE phase IN ('Leased', 'Running') GROUP BY job_id",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let active: Vec<(Option<i64>, i64)> =
+            sqlx::query_as("SELECT job_id, count(*) FROM tasks WHERE phase IN ('Leased', 'Running') GROUP BY job_id")
+                .fetch_all(&mut *conn)
+                .await?;
         let caps: Vec<(i64, i32)> = sqlx::query_as(
             "SELECT id, max_parallel FROM jobs WHERE max_parallel IS NOT NULL \
              AND phase NOT IN ('Succeeded', 'Failed', 'Cancelled')",
@@ -269,37 +268,49 @@ impl Catalog {
 
     /// The runner reports that it started: the attempt becomes `Running` (task too), the
     /// lease is renewed, and `runner` (pod or process name) is recorded. Idempotent.
+    ///
+    /// Like heartbeats, this write does not wait for its WAL flush (`synchronous_commit = off`
+    /// for this transaction only): losing it in a database crash merely leaves the attempt
+    /// `Leased` or its lease shorter, and every commit re-checks the lease anyway. Leases and
+    /// commits stay fully synchronous.
     pub async fn confirm_attempt(&self, attempt: AttemptRef, runner: Option<&str>) -> Result<DateTime<Utc>> {
-        let mut tx = self.pool.begin().await?;
-        let locked = LockedAttempt::lock_existing(&mut tx, attempt).await?;
-        locked.ensure_current(attempt.fence, true)?;
-        let expires: DateTime<Utc> = sqlx::query_scalar(
-            "UPDATE attempts SET state = 'Running', confirmed_at = coalesce(confirmed_at, clock_timestamp()), \
-                 heartbeat_at = clock_timestamp(), runner = coalesce($2, runner), \
-                 lease_expires_at = clock_timestamp() + lease_ms * interval '1 millisecond' \
-             WHERE id = $1 RETURNING lease_expires_at",
+        let confirmed: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             confirmed AS ( \
+                 UPDATE attempts a SET state = 'Running', confirmed_at = coalesce(a.confirmed_at, clock_timestamp()), \
+                     heartbeat_at = clock_timestamp(), runner = coalesce($3, a.runner), \
+                     lease_expires_at = clock_timestamp() + a.lease_ms * interval '1 millisecond' \
+                 FROM tasks t, relaxed \
+                 WHERE a.id = $1 AND a.fence = $2 AND a.state IN ('Leased', 'Running') \
+                   AND a.lease_expires_at > clock_timestamp() AND t.id = a.task_id AND t.fence = a.fence \
+                   AND t.phase IN ('Leased', 'Running') \
+                 RETURNING a.task_id, a.lease_expires_at) \
+             UPDATE tasks t SET phase = 'Running', updated_at = clock_timestamp() \
+             FROM confirmed c WHERE t.id = c.task_id RETURNING c.lease_expires_at",
         )
         .bind(attempt.attempt.0)
+        .bind(attempt.fence.0)
         .bind(runner)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        sqlx::query("UPDATE tasks SET phase = 'Running', updated_at = clock_timestamp() WHERE id = $1 AND phase = 'Leased'")
-            .bind(locked.task.0)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(expires)
+        match confirmed {
+            Some(expires) => Ok(expires),
+            None => Err(self.diagnose(attempt).await),
+        }
     }
 
     /// Renews the lease, only while the attempt is live, holds the task's fence and has not
-    /// expired. Any other answer means the runner must stop at once (self-fencing).
+    /// expired. Any other answer means the runner must stop at once (self-fencing). Written
+    /// without waiting for the WAL flush, for the reason given at [`Catalog::confirm_attempt`].
     pub async fn heartbeat(&self, attempt: AttemptRef) -> Result<DateTime<Utc>> {
         let renewed: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "UPDATE attempts a SET heartbeat_at = clock_timestamp(), \
+            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             UPDATE attempts a SET heartbeat_at = clock_timestamp(), \
                  lease_expires_at = clock_timestamp() + a.lease_ms * interval '1 millisecond' \
-             FROM tasks t \
+             FROM tasks t, relaxed \
              WHERE a.id = $1 AND a.fence = $2 AND a.state IN ('Leased', 'Running') \
                AND a.lease_expires_at > clock_timestamp() AND t.id = a.task_id AND t.fence = a.fence \
+               AND t.phase IN ('Leased', 'Running') \
              RETURNING a.lease_expires_at",
         )
         .bind(attempt.attempt.0)

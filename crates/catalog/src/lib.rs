@@ -10,6 +10,7 @@
 //! schedulers, workers and reapers on different machines agree on when a lease expires.
 
 mod commit;
+mod config;
 mod error;
 mod leases;
 mod model;
@@ -18,16 +19,18 @@ mod outbox;
 mod reads;
 mod specs;
 
-pub use error::{Error, Result};
 pub use commit::schema_difference;
+pub use config::{ConfigError, KNOBS};
+pub use error::{Error, Result};
 pub use leases::{Reaped, ScheduleOptions, Scheduled};
-pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, TIMEOUT_LIMIT_SECONDS};
 pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL};
 pub use outbox::{OutboxMessage, OutboxStats};
 pub use reads::BacklogStats;
+pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, TIMEOUT_LIMIT_SECONDS};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -60,11 +63,20 @@ impl ConnectOptions {
 }
 
 impl Catalog {
-    /// Connects (without migrating). Fails with `catalog_unavailable` when the server cannot
-    /// be reached within the acquire timeout.
+    /// Connects (without migrating). Fails with `catalog_unavailable`, naming the server (never
+    /// the credentials) and the real cause, when it cannot be reached within the acquire timeout.
     pub async fn connect(options: &ConnectOptions, config: CatalogConfig) -> Result<Self> {
-        let connect = PgConnectOptions::from_str(&options.url)?
-            .application_name("duckmesh");
+        let connect = PgConnectOptions::from_str(&options.url)?.application_name("duckmesh");
+        let target =
+            format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or("postgres"));
+        // A pool reports an unreachable server only as "pool timed out"; one direct connection
+        // first surfaces the real cause (refused, DNS, authentication…).
+        let probe = tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect)).await;
+        match probe {
+            Ok(Ok(connection)) => connection.close().await?,
+            Ok(Err(source)) => return Err(Error::Unreachable { target, source }),
+            Err(_) => return Err(Error::Unreachable { target, source: sqlx::Error::PoolTimedOut }),
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -90,13 +102,18 @@ impl Catalog {
         MIGRATOR.iter().map(|m| (m.version, m.description.to_string())).collect()
     }
 
-    /// The migrations applied to the database, as `(version, description)`.
+    /// The migrations applied to the database, as `(version, description)` (none for a
+    /// database that was never migrated).
     pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let tracked: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await?;
+        if !tracked {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows)
     }
 

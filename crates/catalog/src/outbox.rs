@@ -94,10 +94,12 @@ impl Catalog {
 
     /// Marks a delivered row done.
     pub async fn complete_outbox(&self, id: i64) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'Done', done_at = clock_timestamp() WHERE id = $1 AND status = 'Pending'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'Done', done_at = clock_timestamp() WHERE id = $1 AND status = 'Pending'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -61,9 +61,7 @@ impl Catalog {
 
     /// The dataset's latest committed snapshot, if it has any.
     pub async fn latest_snapshot(&self, dataset: DatasetId) -> Result<Option<Snapshot>> {
-        let sql = format!(
-            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 ORDER BY id DESC LIMIT 1"
-        );
+        let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 ORDER BY id DESC LIMIT 1");
         let row = sqlx::query(&sql).bind(dataset.0).fetch_optional(&self.pool).await?;
         row.as_ref().map(snapshot_from_row).transpose()
     }
@@ -124,8 +122,7 @@ impl Catalog {
 
     /// The live (not deleted) job with this namespace and name.
     pub async fn job_by_name(&self, namespace: &str, name: &str) -> Result<JobRecord> {
-        let sql =
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL");
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL");
         let row = sqlx::query(&sql).bind(namespace).bind(name).fetch_optional(&self.pool).await?;
         row.map_or_else(|| Err(not_found(format!("job {namespace}/{name}"))), |row| job_from_row(&row))
     }
@@ -145,13 +142,12 @@ impl Catalog {
                 .bind(id.0)
                 .fetch_all(&self.pool)
                 .await?;
-        let failed_tasks: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM tasks WHERE job_id = $1 AND phase = 'Failed' ORDER BY id LIMIT $2",
-        )
-        .bind(id.0)
-        .bind(JobSummary::FAILED_NAMES_CAP as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let failed_tasks: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tasks WHERE job_id = $1 AND phase = 'Failed' ORDER BY id LIMIT $2")
+                .bind(id.0)
+                .bind(JobSummary::FAILED_NAMES_CAP as i64)
+                .fetch_all(&self.pool)
+                .await?;
         let started_at: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT min(started_at) FROM tasks WHERE job_id = $1")
                 .bind(id.0)

@@ -75,9 +75,7 @@ impl Catalog {
     pub async fn upsert_job(&self, spec: &JobSpec) -> Result<JobUpsert> {
         validate_name("job", &spec.namespace, &spec.name)?;
         let order = topological_order(
-            spec.tasks
-                .iter()
-                .map(|task| (task.name.as_str(), task.depends_on.iter().map(String::as_str))),
+            spec.tasks.iter().map(|task| (task.name.as_str(), task.depends_on.iter().map(String::as_str))),
         )
         .map_err(|error| Error::Invalid { what: "job", message: error.to_string() })?;
         for task in &spec.tasks {
@@ -126,8 +124,15 @@ impl Catalog {
             let by_name: std::collections::HashMap<&str, &TaskSpec> =
                 spec.tasks.iter().map(|task| (task.name.as_str(), task)).collect();
             let ordered: Vec<&TaskSpec> = order.iter().map(|name| by_name[name]).collect();
-            insert_tasks(&mut tx, Some(job.id), &spec.namespace, &spec.tenant, &ordered, self.config.default_max_attempts)
-                .await?;
+            insert_tasks(
+                &mut tx,
+                Some(job.id),
+                &spec.namespace,
+                &spec.tenant,
+                &ordered,
+                self.config.default_max_attempts,
+            )
+            .await?;
             let (dependents, dependencies): (Vec<&str>, Vec<&str>) = spec
                 .tasks
                 .iter()
@@ -250,8 +255,7 @@ async fn insert_tasks(
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
     let specs: Vec<String> = tasks.iter().map(|t| t.spec.to_string()).collect();
-    let max_attempts: Vec<i32> =
-        tasks.iter().map(|t| t.max_attempts.unwrap_or(default_max_attempts) as i32).collect();
+    let max_attempts: Vec<i32> = tasks.iter().map(|t| t.max_attempts.unwrap_or(default_max_attempts) as i32).collect();
     let timeouts: Vec<Option<i32>> = tasks.iter().map(|t| t.timeout_seconds.map(|s| s as i32)).collect();
     let outputs: Vec<Option<i64>> = tasks.iter().map(|t| t.output.map(|o| o.dataset.0)).collect();
     let modes: Vec<Option<&str>> = tasks.iter().map(|t| t.output.map(|o| o.mode.as_str())).collect();
@@ -311,7 +315,10 @@ fn validate_name(what: &'static str, namespace: &str, name: &str) -> Result<()> 
 
 fn validate_task(task: &TaskSpec) -> Result<()> {
     if task.name.is_empty() || task.name.len() > 253 {
-        return Err(Error::Invalid { what: "task", message: format!("task name {:?} must be 1-253 characters", task.name) });
+        return Err(Error::Invalid {
+            what: "task",
+            message: format!("task name {:?} must be 1-253 characters", task.name),
+        });
     }
     if task.max_attempts.is_some_and(|n| !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)) {
         return Err(Error::Invalid {

@@ -30,7 +30,8 @@ async fn appends_and_overwrites_build_immutable_snapshots() -> Result<(), BoxErr
     let ids = job(&catalog, &job_spec("loads", tasks)).await?;
 
     let l1 = lease(&catalog, id_of(&ids, "a1")).await?;
-    let c1 = catalog.commit(l1.attempt_ref(), &append(ds, vec![file("s/1.parquet", 10), file("s/2.parquet", 20)])).await?;
+    let c1 =
+        catalog.commit(l1.attempt_ref(), &append(ds, vec![file("s/1.parquet", 10), file("s/2.parquet", 20)])).await?;
     assert_eq!((c1.snapshot, c1.parent, c1.visibility_token), (SnapshotId(1), None, 1));
 
     let l2 = lease(&catalog, id_of(&ids, "a2")).await?;
@@ -104,7 +105,8 @@ async fn invalid_commits_are_refused_with_clear_errors() -> Result<(), BoxError>
     let (_db, catalog) = setup().await?;
     let ds = dataset(&catalog, "typed").await?;
     let other = dataset(&catalog, "other").await?;
-    let ids = job(&catalog, &job_spec("j", vec![task("first", &[], Some(ds)), task("second", &["first"], Some(ds))])).await?;
+    let ids =
+        job(&catalog, &job_spec("j", vec![task("first", &[], Some(ds)), task("second", &["first"], Some(ds))])).await?;
     let columns = |spec: &[(&str, &str)]| {
         Some(spec.iter().map(|(n, t)| Column { name: (*n).into(), data_type: (*t).into() }).collect::<Vec<_>>())
     };
@@ -121,12 +123,18 @@ async fn invalid_commits_are_refused_with_clear_errors() -> Result<(), BoxError>
     let escape = catalog.commit(first.attempt_ref(), &append(ds, vec![file("../etc/passwd", 1)])).await;
     assert!(escape.expect_err("path").to_string().contains("relative object key"));
 
-    let typed = CommitRequest { schema: columns(&[("id", "BIGINT"), ("name", "VARCHAR")]), ..append(ds, vec![file("t/1.parquet", 2)]) };
+    let typed = CommitRequest {
+        schema: columns(&[("id", "BIGINT"), ("name", "VARCHAR")]),
+        ..append(ds, vec![file("t/1.parquet", 2)])
+    };
     catalog.commit(first.attempt_ref(), &typed).await?;
     assert_eq!(catalog.dataset(ds).await?.schema, columns(&[("id", "BIGINT"), ("name", "VARCHAR")]), "learned");
 
     let second = lease(&catalog, id_of(&ids, "second")).await?;
-    let drifted = CommitRequest { schema: columns(&[("id", "VARCHAR"), ("email", "VARCHAR")]), ..append(ds, vec![file("t/2.parquet", 2)]) };
+    let drifted = CommitRequest {
+        schema: columns(&[("id", "VARCHAR"), ("email", "VARCHAR")]),
+        ..append(ds, vec![file("t/2.parquet", 2)])
+    };
     let error = catalog.commit(second.attempt_ref(), &drifted).await.expect_err("schema mismatch");
     assert_eq!(error.error_code(), "schema_mismatch");
     let message = error.to_string();
@@ -213,7 +221,8 @@ async fn outbox_rows_are_claimed_once_retried_with_backoff_then_failed() -> Resu
 #[tokio::test]
 async fn backlog_stats_show_runnable_and_expired_work() -> Result<(), BoxError> {
     let (_db, catalog) = setup().await?;
-    let ids = job(&catalog, &job_spec("b", vec![task("a", &[], None), task("b", &[], None), task("c", &["a"], None)])).await?;
+    let ids = job(&catalog, &job_spec("b", vec![task("a", &[], None), task("b", &[], None), task("c", &["a"], None)]))
+        .await?;
     let stats = catalog.backlog_stats().await?;
     assert_eq!((stats.runnable, stats.active, stats.expired_unreaped), (2, 0, 0));
     catalog.lease_task(id_of(&ids, "a"), "s", Duration::from_millis(100)).await?.expect("lease");

@@ -25,6 +25,8 @@ async fn an_unreachable_catalog_is_a_retryable_typed_error() -> Result<(), BoxEr
     let error = Catalog::connect(&options, CatalogConfig::default()).await.expect_err("must fail");
     assert_eq!(error.error_code(), "catalog_unavailable");
     assert!(error.is_retryable(), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("127.0.0.1:9/none") && message.contains("refused"), "{message}");
     Ok(())
 }
 
@@ -183,11 +185,9 @@ async fn confirm_and_heartbeat_extend_only_a_current_lease() -> Result<(), BoxEr
 #[tokio::test]
 async fn retryable_failures_back_off_then_exhaust_attempts_and_fail_dependents() -> Result<(), BoxError> {
     let (_db, catalog) = setup().await?;
-    let tasks = job(
-        &catalog,
-        &job_spec("flaky", vec![task("a", &[], None), task("b", &["a"], None), task("c", &["b"], None)]),
-    )
-    .await?;
+    let tasks =
+        job(&catalog, &job_spec("flaky", vec![task("a", &[], None), task("b", &["a"], None), task("c", &["b"], None)]))
+            .await?;
     let (a, b, c) = (id_of(&tasks, "a"), id_of(&tasks, "b"), id_of(&tasks, "c"));
     let failure = Failure { code: "object_store_unavailable".into(), message: "S3 503".into(), retryable: true };
 
@@ -209,7 +209,8 @@ async fn retryable_failures_back_off_then_exhaust_attempts_and_fail_dependents()
             assert!(delay <= capped.mul_f64(1.5) + Duration::from_millis(50), "delay {delay:?}");
             assert!(delay >= capped.mul_f64(0.5) - Duration::from_millis(5), "delay {delay:?}");
             assert!(
-                catalog.lease_task(a, "t", Duration::from_secs(30)).await?.is_none() || delay < Duration::from_millis(15),
+                catalog.lease_task(a, "t", Duration::from_secs(30)).await?.is_none()
+                    || delay < Duration::from_millis(15),
                 "not leasable before its retry time"
             );
         } else {
@@ -330,7 +331,8 @@ async fn cancelling_a_job_retires_its_attempts() -> Result<(), BoxError> {
     let job_id = catalog.job_by_name("default", "cancel-me").await?.id;
     let cancelled = catalog.delete_job(job_id).await?;
     assert_eq!(cancelled.len(), 1);
-    let error = catalog.commit(lease.attempt_ref(), &append(out, vec![file("x.parquet", 1)])).await.expect_err("refused");
+    let error =
+        catalog.commit(lease.attempt_ref(), &append(out, vec![file("x.parquet", 1)])).await.expect_err("refused");
     assert!(error.is_fencing(), "{error}");
     assert_eq!(catalog.dataset(out).await?.current_snapshot, None, "nothing committed");
     assert!(catalog.tasks_of_job(job_id).await?.iter().all(|t| t.phase == TaskPhase::Cancelled));

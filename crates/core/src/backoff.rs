@@ -25,33 +25,21 @@ pub struct BackoffPolicy {
 
 impl BackoffPolicy {
     /// Task retries: 30 s → 10 min.
-    pub const TASK: Self = Self {
-        base: Duration::from_secs(30),
-        max: Duration::from_secs(600),
-    };
+    pub const TASK: Self = Self { base: Duration::from_secs(30), max: Duration::from_secs(600) };
 
     /// Outbox redelivery: 1 s → 5 min.
-    pub const OUTBOX: Self = Self {
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(300),
-    };
+    pub const OUTBOX: Self = Self { base: Duration::from_secs(1), max: Duration::from_secs(300) };
 
     /// The un-jittered delay after the attempt with zero-based index `attempt` failed.
     pub fn capped(&self, attempt: u32) -> Duration {
         let factor = 2u32.checked_pow(attempt).unwrap_or(u32::MAX);
-        self.base
-            .checked_mul(factor)
-            .map_or(self.max, |delay| delay.min(self.max))
+        self.base.checked_mul(factor).map_or(self.max, |delay| delay.min(self.max))
     }
 
     /// The delay for a given jitter factor; factors outside `[0.5, 1.5]` are clamped, so a
     /// caller's bad random source can never produce a zero or unbounded delay.
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let jitter = if jitter.is_nan() {
-            1.0
-        } else {
-            jitter.clamp(JITTER_MIN, JITTER_MAX)
-        };
+        let jitter = if jitter.is_nan() { 1.0 } else { jitter.clamp(JITTER_MIN, JITTER_MAX) };
         self.capped(attempt).mul_f64(jitter)
     }
 
@@ -92,24 +80,13 @@ mod tests {
             (0, f64::NAN, S(30)),
         ];
         for (attempt, jitter, expected) in cases {
-            assert_eq!(
-                BackoffPolicy::TASK.delay(attempt, jitter),
-                expected,
-                "attempt {attempt}, jitter {jitter}"
-            );
+            assert_eq!(BackoffPolicy::TASK.delay(attempt, jitter), expected, "attempt {attempt}, jitter {jitter}");
         }
     }
 
     #[test]
     fn outbox_backoff_table() {
-        let cases = [
-            (0, S(1)),
-            (1, S(2)),
-            (4, S(16)),
-            (8, S(256)),
-            (9, S(300)),
-            (19, S(300)),
-        ];
+        let cases = [(0, S(1)), (1, S(2)), (4, S(16)), (8, S(256)), (9, S(300)), (19, S(300))];
         for (attempt, expected) in cases {
             assert_eq!(BackoffPolicy::OUTBOX.capped(attempt), expected, "attempt {attempt}");
         }

@@ -50,10 +50,8 @@ where
     I: IntoIterator<Item = (&'a str, D)>,
     D: IntoIterator<Item = &'a str>,
 {
-    let tasks: Vec<(&str, Vec<&str>)> = tasks
-        .into_iter()
-        .map(|(name, deps)| (name, deps.into_iter().collect()))
-        .collect();
+    let tasks: Vec<(&str, Vec<&str>)> =
+        tasks.into_iter().map(|(name, deps)| (name, deps.into_iter().collect())).collect();
     if tasks.is_empty() {
         return Err(DagError::Empty);
     }
@@ -71,10 +69,7 @@ where
                 return Err(DagError::SelfDependency((*name).to_owned()));
             }
             let Some(&dep_position) = index.get(dep) else {
-                return Err(DagError::UnknownDependency {
-                    task: (*name).to_owned(),
-                    dependency: (*dep).to_owned(),
-                });
+                return Err(DagError::UnknownDependency { task: (*name).to_owned(), dependency: (*dep).to_owned() });
             };
             indegree[position] += 1;
             dependents[dep_position].push(position);
@@ -92,10 +87,7 @@ where
         }
     }
     if order.len() < tasks.len() {
-        let cycle = (0..tasks.len())
-            .filter(|&i| indegree[i] > 0)
-            .map(|i| tasks[i].0.to_owned())
-            .collect();
+        let cycle = (0..tasks.len()).filter(|&i| indegree[i] > 0).map(|i| tasks[i].0.to_owned()).collect();
         return Err(DagError::Cycle(cycle));
     }
     Ok(order)
@@ -112,10 +104,7 @@ mod tests {
     #[test]
     fn valid_graphs_come_out_dependencies_first() {
         assert_eq!(check(&[("a", &[])]), Ok(vec!["a"]));
-        assert_eq!(
-            check(&[("agg", &["clean"]), ("clean", &["gen"]), ("gen", &[])]),
-            Ok(vec!["gen", "clean", "agg"])
-        );
+        assert_eq!(check(&[("agg", &["clean"]), ("clean", &["gen"]), ("gen", &[])]), Ok(vec!["gen", "clean", "agg"]));
         // fan-out then fan-in
         assert_eq!(
             check(&[("gen", &[]), ("l", &["gen"]), ("r", &["gen"]), ("join", &["l", "r"])]),
@@ -128,10 +117,7 @@ mod tests {
         let cases: &[(&[(&str, &[&str])], DagError)] = &[
             (&[], DagError::Empty),
             (&[("a", &[]), ("a", &[])], DagError::DuplicateName("a".into())),
-            (
-                &[("a", &["ghost"])],
-                DagError::UnknownDependency { task: "a".into(), dependency: "ghost".into() },
-            ),
+            (&[("a", &["ghost"])], DagError::UnknownDependency { task: "a".into(), dependency: "ghost".into() }),
             (&[("a", &["a"])], DagError::SelfDependency("a".into())),
             (
                 &[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &[])],

@@ -183,7 +183,7 @@ mod tests {
         for phase in JobPhase::ALL {
             assert_eq!(phase.as_str().parse::<JobPhase>(), Ok(*phase));
         }
-        let err = "Exploded".parse::<TaskPhase>().unwrap_err();
+        let err = "Exploded".parse::<TaskPhase>().expect_err("unknown phase");
         assert_eq!(err.to_string(), "unknown task phase \"Exploded\"");
     }
 
@@ -203,11 +203,7 @@ mod tests {
             (&[(Failed, 1), (Cancelled, 2)], JobPhase::Failed),
         ];
         for (counts, expected) in cases {
-            assert_eq!(
-                JobPhase::from_task_counts(counts.iter().copied()),
-                *expected,
-                "counts {counts:?}"
-            );
+            assert_eq!(JobPhase::from_task_counts(counts.iter().copied()), *expected, "counts {counts:?}");
         }
     }
 }

@@ -59,29 +59,19 @@ pub struct Plan {
 
 /// Decides which tasks to lease at `now`.
 pub fn runnable(state: &SchedulingState, limits: &ConcurrencyLimits, now: DateTime<Utc>) -> Plan {
-    let mut candidates: Vec<&TaskView> = state
-        .tasks
-        .iter()
-        .filter(|task| matches!(task.phase, TaskPhase::Pending | TaskPhase::Retrying))
-        .collect();
+    let mut candidates: Vec<&TaskView> =
+        state.tasks.iter().filter(|task| matches!(task.phase, TaskPhase::Pending | TaskPhase::Retrying)).collect();
     candidates.sort_by_key(|task| task.id);
 
     let mut plan = Plan::default();
     let mut active_total = state.active_total;
     let mut active_per_job = state.active_per_job.clone();
     for task in candidates {
-        if task
-            .dependency_phases
-            .iter()
-            .any(|phase| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled))
-        {
+        if task.dependency_phases.iter().any(|phase| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled)) {
             plan.upstream_failed.push(task.id);
             continue;
         }
-        let dependencies_done = task
-            .dependency_phases
-            .iter()
-            .all(|phase| *phase == TaskPhase::Succeeded);
+        let dependencies_done = task.dependency_phases.iter().all(|phase| *phase == TaskPhase::Succeeded);
         let retry_due = task.next_retry_at.is_none_or(|at| at <= now);
         if !dependencies_done || !retry_due {
             continue;
@@ -106,21 +96,15 @@ pub fn runnable(state: &SchedulingState, limits: &ConcurrencyLimits, now: DateTi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
     use TaskPhase::*;
+    use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).single().expect("valid time")
     }
 
     fn task(id: i64, job: Option<i64>, phase: TaskPhase, deps: &[TaskPhase]) -> TaskView {
-        TaskView {
-            id: TaskId(id),
-            job: job.map(JobId),
-            phase,
-            next_retry_at: None,
-            dependency_phases: deps.to_vec(),
-        }
+        TaskView { id: TaskId(id), job: job.map(JobId), phase, next_retry_at: None, dependency_phases: deps.to_vec() }
     }
 
     fn ids(ids: &[i64]) -> Vec<TaskId> {
@@ -155,12 +139,7 @@ mod tests {
     #[test]
     fn retry_time_table() {
         let second = chrono::Duration::seconds(1);
-        let cases = [
-            (Some(now() - second), true),
-            (Some(now()), true),
-            (Some(now() + second), false),
-            (None, true),
-        ];
+        let cases = [(Some(now() - second), true), (Some(now()), true), (Some(now() + second), false), (None, true)];
         for (at, expected) in cases {
             let mut view = task(1, Some(1), Retrying, &[]);
             view.next_retry_at = at;
@@ -199,27 +178,89 @@ mod tests {
                 task(id, job, Pending, &[])
             })
             .collect();
-        let cases: &[(&str, Option<usize>, &[(i64, usize)], &[(i64, usize)], usize, &[i64])] = &[
-            ("unlimited", None, &[], &[], 0, &[1, 2, 3, 4, 5, 6]),
-            ("global 2", Some(2), &[], &[], 0, &[1, 2]),
-            ("global 3, one active", Some(3), &[], &[], 1, &[1, 2]),
-            ("global full", Some(4), &[], &[], 4, &[]),
-            ("global over-full", Some(4), &[], &[], 9, &[]),
-            ("job 1 capped at 1", None, &[(1, 1)], &[], 0, &[1, 4, 5, 6]),
-            ("job 1 capped, already 1 active", None, &[(1, 1)], &[(1, 1)], 1, &[4, 5, 6]),
-            ("job 2 capped at 1", None, &[(2, 1)], &[], 0, &[1, 2, 3, 4, 6]),
-            ("both caps", Some(3), &[(1, 1), (2, 1)], &[], 0, &[1, 4, 6]),
-            ("job cap 0", None, &[(1, 0)], &[], 0, &[4, 5, 6]),
+        struct Case {
+            name: &'static str,
+            global: Option<usize>,
+            per_job: &'static [(i64, usize)],
+            active: &'static [(i64, usize)],
+            active_total: usize,
+            expected: &'static [i64],
+        }
+        let cases = [
+            Case {
+                name: "unlimited",
+                global: None,
+                per_job: &[],
+                active: &[],
+                active_total: 0,
+                expected: &[1, 2, 3, 4, 5, 6],
+            },
+            Case { name: "global 2", global: Some(2), per_job: &[], active: &[], active_total: 0, expected: &[1, 2] },
+            Case {
+                name: "global 3, one active",
+                global: Some(3),
+                per_job: &[],
+                active: &[],
+                active_total: 1,
+                expected: &[1, 2],
+            },
+            Case { name: "global full", global: Some(4), per_job: &[], active: &[], active_total: 4, expected: &[] },
+            Case {
+                name: "global over-full",
+                global: Some(4),
+                per_job: &[],
+                active: &[],
+                active_total: 9,
+                expected: &[],
+            },
+            Case {
+                name: "job 1 capped at 1",
+                global: None,
+                per_job: &[(1, 1)],
+                active: &[],
+                active_total: 0,
+                expected: &[1, 4, 5, 6],
+            },
+            Case {
+                name: "job 1 capped, already 1 active",
+                global: None,
+                per_job: &[(1, 1)],
+                active: &[(1, 1)],
+                active_total: 1,
+                expected: &[4, 5, 6],
+            },
+            Case {
+                name: "job 2 capped at 1",
+                global: None,
+                per_job: &[(2, 1)],
+                active: &[],
+                active_total: 0,
+                expected: &[1, 2, 3, 4, 6],
+            },
+            Case {
+                name: "both caps",
+                global: Some(3),
+                per_job: &[(1, 1), (2, 1)],
+                active: &[],
+                active_total: 0,
+                expected: &[1, 4, 6],
+            },
+            Case {
+                name: "job cap 0",
+                global: None,
+                per_job: &[(1, 0)],
+                active: &[],
+                active_total: 0,
+                expected: &[4, 5, 6],
+            },
         ];
-        for (name, global, per_job, active, active_total, expected) in cases {
-            let limits = ConcurrencyLimits {
-                global: *global,
-                per_job: per_job.iter().map(|(job, cap)| (JobId(*job), *cap)).collect(),
-            };
+        for Case { name, global, per_job, active, active_total, expected } in cases {
+            let limits =
+                ConcurrencyLimits { global, per_job: per_job.iter().map(|(job, cap)| (JobId(*job), *cap)).collect() };
             let state = SchedulingState {
                 tasks: tasks.clone(),
                 active_per_job: active.iter().map(|(job, n)| (JobId(*job), *n)).collect(),
-                active_total: *active_total,
+                active_total,
             };
             let plan = runnable(&state, &limits, now());
             assert_eq!(plan.lease, ids(expected), "case {name}");

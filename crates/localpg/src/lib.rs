@@ -137,7 +137,7 @@ pub fn find_server_binaries() -> Result<PathBuf> {
                 Some((version, entry.path().join(suffix)))
             })
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         found.into_iter().map(|(_, dir)| dir).collect()
     };
     let candidates = versioned("/usr/lib/postgresql", "", "bin")
@@ -152,6 +152,27 @@ pub fn find_server_binaries() -> Result<PathBuf> {
         searched.push(dir.display().to_string());
     }
     Err(Error::BinariesNotFound { searched: searched.join(", ") })
+}
+
+/// Where a persistent cluster for `requested` should keep its files.
+///
+/// Normally `requested` itself. When this process is root, PostgreSQL runs as `nobody`, which
+/// cannot reach directories under a private home such as `/root`; then the cluster lives in
+/// `/var/tmp/duckmesh-postgres-<hash of requested>` instead, stable across runs so data is kept.
+pub fn resolve_state_dir(requested: &Path) -> Result<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(requested.to_path_buf());
+    }
+    fs::create_dir_all(requested).map_err(io(format!("creating {}", requested.display())))?;
+    let canonical = fs::canonicalize(requested).map_err(io(format!("resolving {}", requested.display())))?;
+    if check_reachable(&canonical).is_ok() {
+        return Ok(canonical);
+    }
+    let hash = canonical
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    Ok(PathBuf::from(format!("/var/tmp/duckmesh-postgres-{hash:016x}")))
 }
 
 /// How to run a cluster.
@@ -234,12 +255,7 @@ impl LocalCluster {
         Err(last_error.expect("three attempts were made"))
     }
 
-    fn launch(
-        bin_dir: &Path,
-        base_dir: &Path,
-        options: &ClusterOptions,
-        as_root: bool,
-    ) -> Result<(Child, u16)> {
+    fn launch(bin_dir: &Path, base_dir: &Path, options: &ClusterOptions, as_root: bool) -> Result<(Child, u16)> {
         let port = free_port()?;
         let log_path = base_dir.join("postgres.log");
         let log = File::options()
@@ -380,8 +396,7 @@ fn check_reachable(dir: &Path) -> Result<()> {
 fn give_to_unprivileged(dir: &Path) -> Result<()> {
     chown(dir, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID))
         .map_err(io(format!("handing {} to the unprivileged user", dir.display())))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("restricting {}", dir.display())))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(format!("restricting {}", dir.display())))
 }
 
 fn free_port() -> Result<u16> {
@@ -461,6 +476,25 @@ mod tests {
             .status()
             .expect("pg_isready runs");
         assert!(!status.success(), "server stopped");
+    }
+
+    #[test]
+    fn state_dirs_unreachable_for_the_server_user_are_relocated() {
+        let parent = tempfile::Builder::new().prefix("duckmesh-pg-test-").tempdir().expect("tempdir");
+        let private = parent.path().join("private");
+        fs::create_dir_all(private.join("state")).expect("mkdir");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::set_permissions(parent.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let resolved = resolve_state_dir(&private.join("state")).expect("resolves");
+        if nix::unistd::geteuid().is_root() {
+            assert!(resolved.starts_with("/var/tmp"), "{resolved:?}");
+            assert_eq!(resolve_state_dir(&private.join("state")).expect("stable"), resolved);
+        } else {
+            assert_eq!(resolved, private.join("state"));
+        }
+        let open = parent.path().join("open");
+        fs::create_dir_all(&open).expect("mkdir");
+        assert_eq!(resolve_state_dir(&open).expect("resolves"), fs::canonicalize(&open).expect("canonical"));
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! `duckmesh`: one binary, one subcommand per role. This file only parses arguments and hands
+//! over to the libraries.
+
+mod migrate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// DuckMesh: Kubernetes-native data pipelines on DuckDB, Parquet and a Postgres catalog.
+#[derive(Debug, Parser)]
+#[command(name = "duckmesh", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `duckmesh_catalog=debug`.
+    #[arg(long, global = true, env = "DUCKMESH_LOG", default_value = "info,sqlx=warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the catalog's schema migrations (also done at start-up by every component).
+    ///
+    /// Without --database-url, runs against the private PostgreSQL that `duckmesh dev` uses
+    /// (under --state-dir), creating it on first use.
+    Migrate(migrate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate(args) => migrate::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes whose text the previous message
+/// already contains (many errors repeat their source in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}

@@ -1,0 +1,35 @@
+# DuckMesh recipes. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Show the recipes.
+default:
+    @just --list
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# rustfmt check and clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Every test suite (real PostgreSQL: $DATABASE_URL or a throwaway local cluster).
+test:
+    cargo test --workspace --locked
+
+# What CI runs: lints, then tests.
+ci: lint test
+
+# The catalog's invariant test alone; replay a run with `just invariants <seed>`.
+invariants seed="":
+    {{ if seed == "" { "" } else { "DUCKMESH_INVARIANT_SEED=" + seed } }} cargo test -p duckmesh-catalog --test invariants -- --nocapture
+
+# Lease + fenced-commit throughput (prints lease_commit_per_sec=… commit_p50_ms=… commit_p95_ms=… runners=…).
+bench-catalog:
+    cargo bench -p duckmesh-catalog --bench lease_commit
+
+# Apply catalog migrations (private PostgreSQL under ./.duckmesh unless --database-url is given).
+migrate *args:
+    cargo run --release -p duckmesh -- migrate {{ args }}
