@@ -57,7 +57,7 @@ if command -v rustup >/dev/null; then
   done
 fi
 
-# --- Python tools in a private virtualenv: just (as a wheel), moto (S3-compatible test server) ---
+# --- Python tools in a private virtualenv: just (as a wheel), moto_server (S3-compatible test server) ---
 if [[ ! -x "$TOOLS_DIR/venv/bin/python" ]]; then
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     apt_install python3-venv
@@ -70,4 +70,5 @@ pip_install() {
   "$TOOLS_DIR/venv/bin/python" -m pip install -q --disable-pip-version-check "$@"
 }
 [[ -x "$TOOLS_DIR/venv/bin/just" ]] || { say "installing just"; pip_install "rust-just==1.*"; }
+[[ -x "$TOOLS_DIR/venv/bin/moto_server" ]] || { say "installing moto (S3-compatible test server)"; pip_install "moto[server]==5.*"; }
 say "tools ready (just $("$TOOLS_DIR/venv/bin/just" --version | cut -d' ' -f2))"

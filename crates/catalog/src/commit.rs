@@ -3,8 +3,9 @@
 //! One transaction locks the attempt and its task, re-checks the fence and the lease, locks
 //! the dataset (so snapshot ids and visibility tokens are assigned in commit order), records
 //! the files, creates the next snapshot (append keeps the current files, overwrite retires
-//! them), marks attempt and task `Succeeded`, and writes an outbox row and a `NOTIFY`. If any
-//! check fails nothing is written: the attempt's files stay in its staging prefix for GC.
+//! them), marks attempt and task `Succeeded`, and writes an outbox row; listeners are woken right
+//! after it commits. If any check fails nothing is written: the attempt's files stay in its
+//! staging prefix for GC.
 
 use crate::leases::LockedAttempt;
 use crate::model::{AttemptRef, Column, CommitMode, CommitRequest, Committed};
@@ -38,8 +39,8 @@ impl Catalog {
     /// `attempt_not_active` (and changes nothing) when the attempt lost its right to commit.
     ///
     /// Four round trips: `BEGIN`, one `SELECT … FOR UPDATE` of attempt, task and dataset, one
-    /// statement that writes snapshot, files, dataset, attempt, task, outbox and `NOTIFY`, and
-    /// `COMMIT`. The dataset lock is held only for the last two.
+    /// statement that writes snapshot, files, dataset, attempt, task and outbox, and `COMMIT`
+    /// (then a separate wake-up for listeners). The dataset lock is held only for the last two.
     pub async fn commit(&self, attempt: AttemptRef, request: &CommitRequest) -> Result<Committed> {
         validate_files(request)?;
         let mut tx = self.pool.begin().await?;
@@ -81,6 +82,7 @@ impl Catalog {
         };
         let committed = write_snapshot(&mut tx, request, &state, &locked).await?;
         tx.commit().await?;
+        self.notify_commit(&committed).await;
         Ok(committed)
     }
 
@@ -171,9 +173,6 @@ async fn write_snapshot(
         "visibility_token": committed.visibility_token, "task": attempt.task, "job": attempt.job,
         "attempt": attempt.attempt,
     });
-    let wake_up = json!({
-        "dataset": committed.dataset, "snapshot": committed.snapshot, "visibility_token": committed.visibility_token,
-    });
     let paths: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
     let sizes: Vec<i64> = request.files.iter().map(|f| f.bytes).collect();
     let counts: Vec<i64> = request.files.iter().map(|f| f.rows).collect();
@@ -204,7 +203,7 @@ async fn write_snapshot(
                  updated_at = clock_timestamp(), last_error_code = NULL, last_error_message = NULL WHERE id = $6), \
          event AS ( \
              INSERT INTO outbox (kind, payload) VALUES ('snapshot_committed', $22)) \
-         SELECT pg_notify($23, $24) FROM snap",
+         SELECT committed_at FROM snap",
     )
     .bind(dataset.0)
     .bind(committed.snapshot.0)
@@ -228,8 +227,6 @@ async fn write_snapshot(
     .bind(&partitions)
     .bind(new_schema.map(Json))
     .bind(&event)
-    .bind(COMMITS_CHANNEL)
-    .bind(wake_up.to_string())
     .execute(&mut **tx)
     .await;
     match written {
@@ -239,6 +236,31 @@ async fn write_snapshot(
             message: "a file path of this commit is already part of the dataset".into(),
         }),
         Err(other) => Err(other.into()),
+    }
+}
+
+impl Catalog {
+    /// Wakes commit listeners. Sent after the commit, in its own transaction, on purpose: a
+    /// `NOTIFY` inside the commit transaction holds a database-wide lock until that commit's WAL
+    /// is flushed, which serialises every committer and defeats group commit. Notifications are
+    /// hints (listeners re-read the catalog), so losing one to a crash right here only delays a
+    /// wake-up until the listener's next periodic check.
+    async fn notify_commit(&self, committed: &Committed) {
+        let payload = json!({
+            "dataset": committed.dataset, "snapshot": committed.snapshot,
+            "visibility_token": committed.visibility_token,
+        });
+        let sent = sqlx::query(
+            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             SELECT pg_notify($1, $2) FROM relaxed",
+        )
+        .bind(COMMITS_CHANNEL)
+        .bind(payload.to_string())
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, dataset = %committed.dataset, "could not send the commit wake-up");
+        }
     }
 }
 

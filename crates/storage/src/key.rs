@@ -1,0 +1,169 @@
+//! Object keys: validation shared by every backend, and the bucket layout helpers that
+//! the worker, the coordinator and GC agree on.
+//!
+//! A key is a `/`-separated relative path such as `orders/attempts/daily-clean/3/part-00000.parquet`.
+//! Keys are validated the same way for every backend so that a key accepted by the local
+//! store in dev mode is also accepted by S3, and can never escape the store's root.
+
+use crate::error::{Error, Result};
+
+/// The longest key accepted, in bytes (S3's own limit for a whole key).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks that `key` is a valid object key.
+///
+/// Rules: not empty, at most [`MAX_KEY_BYTES`] bytes, no leading or trailing `/`, no empty
+/// segments (`a//b`), no `.` or `..` segments, and no NUL or other control characters.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(invalid(key, "key is empty"));
+    }
+    if key.ends_with('/') {
+        return Err(invalid(key, "key ends with '/'"));
+    }
+    validate_path(key)
+}
+
+/// Checks that `prefix` is a valid listing prefix.
+///
+/// The empty prefix (everything) is valid. Otherwise the rules of [`validate_key`] apply,
+/// except that a trailing `/` is allowed. A prefix matches keys by plain string prefix, as
+/// in S3: `data/a` matches `data/a/x` and `data/ab`.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    validate_path(prefix.strip_suffix('/').unwrap_or(prefix)).map_err(|error| match error {
+        Error::InvalidKey { reason, .. } => invalid(prefix, reason),
+        other => other,
+    })
+}
+
+fn validate_path(path: &str) -> Result<()> {
+    if path.len() > MAX_KEY_BYTES {
+        return Err(invalid(path, "key is longer than 1024 bytes"));
+    }
+    if path.starts_with('/') {
+        return Err(invalid(path, "key starts with '/'"));
+    }
+    if path.contains('\0') {
+        return Err(invalid(path, "key contains a NUL character"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(invalid(path, "key contains a control character"));
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return Err(invalid(path, "key has an empty segment")),
+            "." | ".." => return Err(invalid(path, "key has a '.' or '..' segment")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn invalid(key: &str, reason: &'static str) -> Error {
+    Error::InvalidKey { key: key.to_owned(), reason }
+}
+
+/// Checks that `name` can be used as exactly one key segment (a dataset or task name).
+fn validate_segment(name: &str) -> Result<()> {
+    if name.contains('/') {
+        return Err(invalid(name, "name must not contain '/'"));
+    }
+    validate_key(name)
+}
+
+/// The bucket layout: where a task attempt stages its Parquet files and manifest.
+///
+/// Keys are relative to the store's own prefix (`DUCKMESH_S3_PREFIX` for S3, the root
+/// directory for the local store), so the full S3 key of a part file is
+/// `<prefix>/<dataset>/attempts/<task>/<attempt>/part-00000.parquet`.
+pub mod layout {
+    use super::validate_segment;
+    use crate::error::Result;
+
+    /// File name of the manifest written next to an attempt's data files.
+    pub const MANIFEST_FILE: &str = "manifest.json";
+
+    /// The prefix (ending in `/`) under which all staged attempts of `dataset` live.
+    pub fn attempts_prefix(dataset: &str) -> Result<String> {
+        validate_segment(dataset)?;
+        Ok(format!("{dataset}/attempts/"))
+    }
+
+    /// The prefix (ending in `/`) of one attempt's files:
+    /// `<dataset>/attempts/<task>/<attempt>/`.
+    pub fn attempt_prefix(dataset: &str, task: &str, attempt: u32) -> Result<String> {
+        validate_segment(dataset)?;
+        validate_segment(task)?;
+        Ok(format!("{dataset}/attempts/{task}/{attempt}/"))
+    }
+
+    /// The key of data file number `index` of an attempt:
+    /// `<dataset>/attempts/<task>/<attempt>/part-<index:05>.parquet`.
+    pub fn part_key(dataset: &str, task: &str, attempt: u32, index: u32) -> Result<String> {
+        Ok(format!("{}part-{index:05}.parquet", attempt_prefix(dataset, task, attempt)?))
+    }
+
+    /// The key of an attempt's manifest: `<dataset>/attempts/<task>/<attempt>/manifest.json`.
+    pub fn manifest_key(dataset: &str, task: &str, attempt: u32) -> Result<String> {
+        Ok(format!("{}{MANIFEST_FILE}", attempt_prefix(dataset, task, attempt)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_keys() {
+        for key in [
+            "a",
+            "a/b/c.parquet",
+            "orders/attempts/daily/1/part-00000.parquet",
+            "date=2024-01-01/part 0 ü.parquet",
+            "a/.hidden",
+            "a/..b",
+        ] {
+            validate_key(key).unwrap_or_else(|e| panic!("{key:?} rejected: {e}"));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_keys_with_a_typed_error() {
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        for key in ["", "/a", "a/", "a//b", "../a", "a/../b", "a/./b", ".", "a\0b", "a\nb", long.as_str()] {
+            let error = validate_key(key).expect_err(key);
+            assert_eq!(error.error_code(), "invalid_object_key", "{key:?}");
+            assert!(!error.is_retryable());
+        }
+    }
+
+    #[test]
+    fn prefixes_allow_empty_and_trailing_slash() {
+        for prefix in ["", "a", "a/", "a/b/", "a/b"] {
+            validate_prefix(prefix).unwrap_or_else(|e| panic!("{prefix:?} rejected: {e}"));
+        }
+        for prefix in ["/", "/a", "a//", "a//b/", "../", "a/\0"] {
+            let error = validate_prefix(prefix).expect_err(prefix);
+            assert!(matches!(&error, Error::InvalidKey { key, .. } if key == prefix), "{error}");
+        }
+    }
+
+    #[test]
+    fn layout_builds_attempt_scoped_keys() {
+        assert_eq!(
+            layout::part_key("orders", "daily-clean", 3, 7).expect("valid"),
+            "orders/attempts/daily-clean/3/part-00007.parquet"
+        );
+        assert_eq!(
+            layout::manifest_key("orders", "daily-clean", 3).expect("valid"),
+            "orders/attempts/daily-clean/3/manifest.json"
+        );
+        assert_eq!(layout::attempts_prefix("orders").expect("valid"), "orders/attempts/");
+        assert!(layout::attempt_prefix("a/b", "t", 1).is_err());
+        assert!(layout::attempt_prefix("orders", "..", 1).is_err());
+        assert!(layout::attempt_prefix("", "t", 1).is_err());
+    }
+}
