@@ -19,8 +19,12 @@ lint:
 test:
     cargo test --workspace --locked
 
-# What CI runs: lints, then tests.
-ci: lint test
+# Prometheus rules (promtool check + unit tests), Alertmanager config and routing (amtool).
+check-observability:
+    scripts/check-observability.sh
+
+# What CI runs: lints, tests, then the observability kit's checks.
+ci: lint test check-observability
 
 # The catalog's invariant test alone; replay a run with `just invariants <seed>`.
 invariants seed="":

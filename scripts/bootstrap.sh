@@ -3,7 +3,7 @@
 # that has only the Rust toolchain. Idempotent: every step checks first and does nothing when
 # the tool is already there. Usage: scripts/bootstrap.sh [--tests]
 #   (no flag)  PostgreSQL server binaries (for the private catalog database)
-#   --tests    also just, rustfmt/clippy, and the Python test tools
+#   --tests    also just, rustfmt/clippy, the Python test tools, promtool and amtool
 set -euo pipefail
 
 want_tests=false
@@ -71,4 +71,7 @@ pip_install() {
 }
 [[ -x "$TOOLS_DIR/venv/bin/just" ]] || { say "installing just"; pip_install "rust-just==1.*"; }
 [[ -x "$TOOLS_DIR/venv/bin/moto_server" ]] || { say "installing moto (S3-compatible test server)"; pip_install "moto[server]==5.*"; }
+# --- promtool and amtool for the observability checks ---
+"$(dirname "$0")/install-observability-tools.sh" >/dev/null
+
 say "tools ready (just $("$TOOLS_DIR/venv/bin/just" --version | cut -d' ' -f2))"

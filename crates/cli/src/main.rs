@@ -11,8 +11,11 @@ use std::process::ExitCode;
 #[command(name = "duckmesh", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `duckmesh_catalog=debug`.
-    #[arg(long, global = true, env = "DUCKMESH_LOG", default_value = "info,sqlx=warn")]
-    log: String,
+    /// Defaults to $DUCKMESH_LOG, then $RUST_LOG, then `info,sqlx=warn`. Logs go to stderr as
+    /// JSON (DUCKMESH_LOG_FORMAT=pretty for humans); traces go over OTLP when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, global = true)]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -29,9 +32,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let _telemetry = match init_telemetry(&cli) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -52,6 +59,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts logs and traces for the chosen role (`service` = `duckmesh-<subcommand>`).
+fn init_telemetry(cli: &Cli) -> Result<duckmesh_telemetry::TelemetryGuard, duckmesh_telemetry::Error> {
+    let role = match &cli.command {
+        Command::Migrate(_) => "migrate",
+    };
+    let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
+    if let Some(filter) = &cli.log {
+        config.log_filter = filter.clone();
+        config.log_filter_source = "--log";
+    }
+    duckmesh_telemetry::init_with(config, std::io::stderr)
 }
 
 /// The error and its causes on one line, skipping causes whose text the previous message
