@@ -83,7 +83,7 @@ const LOCK_ATTEMPT: &str = "SELECT a.id, a.state, a.fence, a.runner, a.lease_exp
     FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.id = $1";
 
 impl LockedAttempt {
-    pub(crate) fn from_row(row: &PgRow) -> Result<Self> {
+    fn from_row(row: &PgRow) -> Result<Self> {
         let state: String = row.try_get("state")?;
         let phase: String = row.try_get("phase")?;
         let attempts: i32 = row.try_get("attempts")?;
@@ -324,7 +324,7 @@ impl Catalog {
     }
 
     /// Explains why a fenced call was refused.
-    async fn diagnose(&self, attempt: AttemptRef) -> Error {
+    pub(crate) async fn diagnose(&self, attempt: AttemptRef) -> Error {
         let row = match sqlx::query(LOCK_ATTEMPT).bind(attempt.attempt.0).fetch_optional(&self.pool).await {
             Ok(row) => row,
             Err(error) => return error.into(),

@@ -403,6 +403,21 @@ async fn verify(catalog: &Catalog, journal: &Journal, ctx: &str) -> Result<(), B
     .fetch_all(pool)
     .await?;
     assert!(mismatched.is_empty(), "{ctx} dataset headers disagree with their files: {mismatched:?}");
+    // Overwrites under concurrency: every file added before a dataset's last overwrite is
+    // retired, every file added at or after it is live.
+    let misplaced: Vec<(i64, String)> = sqlx::query_as(
+        "WITH last_overwrite AS ( \
+             SELECT dataset_id, max(id) AS id FROM snapshots WHERE kind = 'overwrite' GROUP BY dataset_id) \
+         SELECT f.dataset_id, f.path FROM files f JOIN last_overwrite o ON o.dataset_id = f.dataset_id \
+         WHERE (f.added_in < o.id AND (f.removed_in IS NULL OR f.removed_in > o.id)) \
+            OR (f.added_in >= o.id AND f.removed_in IS NOT NULL)",
+    )
+    .fetch_all(pool)
+    .await?;
+    assert!(misplaced.is_empty(), "{ctx} files on the wrong side of an overwrite: {misplaced:?}");
+    let overwrites: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE kind = 'overwrite'").fetch_one(pool).await?;
+    assert!(overwrites > 0, "{ctx} the run committed no overwrite");
     let unfinished_jobs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM jobs WHERE phase NOT IN ('Succeeded', 'Failed')")
             .fetch_one(pool)
