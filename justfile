@@ -34,6 +34,10 @@ invariants seed="":
 bench-catalog:
     cargo bench -p duckmesh-catalog --bench lease_commit
 
+# Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
+crds:
+    DUCKMESH_BLESS=1 cargo test -p duckmesh-resources --test crds
+
 # Apply catalog migrations (private PostgreSQL under ./.duckmesh unless --database-url is given).
 migrate *args:
     cargo run --release -p duckmesh -- migrate {{ args }}

@@ -28,6 +28,9 @@ enum Command {
     /// Without --database-url, runs against the private PostgreSQL that `duckmesh dev` uses
     /// (under --state-dir), creating it on first use.
     Migrate(migrate::Args),
+
+    /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
+    Crds,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Crds => {
+                print!("{}", duckmesh_resources::crds_yaml()?);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
 fn init_telemetry(cli: &Cli) -> Result<duckmesh_telemetry::TelemetryGuard, duckmesh_telemetry::Error> {
     let role = match &cli.command {
         Command::Migrate(_) => "migrate",
+        Command::Crds => "crds",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
     if let Some(filter) = &cli.log {

@@ -1,0 +1,189 @@
+//! Validation beyond what the schema can express: DAG shape, cross-field rules, quantities,
+//! name lengths of derived objects. The operator turns errors into a `Valid=False` condition
+//! and a Warning event; `duckmesh dev` prints them and exits. Pure functions.
+
+use crate::MAX_TASKS_PER_JOB;
+use crate::dataset::DatasetSpec;
+use crate::job::JobSpec;
+use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::task::{TaskKind, TaskSpec, TaskTemplate};
+use std::collections::HashSet;
+
+/// One problem with a resource, located by a JSON-path-like field name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// Where, e.g. `spec.tasks[2].dependsOn`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ValidationError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+
+    /// The stable code used in conditions and events.
+    pub fn error_code(&self) -> &'static str {
+        "invalid_resource"
+    }
+}
+
+/// Longest name of a Kubernetes object (DNS subdomain).
+const MAX_OBJECT_NAME: usize = 253;
+/// Longest DNS label.
+const MAX_LABEL: usize = 63;
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_LABEL
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn check_name(errors: &mut Vec<ValidationError>, field: &str, name: &str) {
+    if !is_dns_label(name) {
+        errors.push(ValidationError::new(
+            field,
+            format!(
+                "{name:?} must be 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+            ),
+        ));
+    }
+}
+
+/// Checks a Dataset.
+pub fn validate_dataset(name: &str, spec: &DatasetSpec) -> Result<(), Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    check_name(&mut errors, "metadata.name", name);
+    let mut seen = HashSet::new();
+    for (i, column) in spec.schema.iter().enumerate() {
+        if column.name.trim().is_empty() {
+            errors.push(ValidationError::new(format!("spec.schema[{i}].name"), "must not be empty"));
+        }
+        if !seen.insert(column.name.as_str()) {
+            errors.push(ValidationError::new(
+                format!("spec.schema[{i}].name"),
+                format!("{:?} is declared twice", column.name),
+            ));
+        }
+    }
+    let known = |column: &str| spec.schema.is_empty() || seen.contains(column);
+    for (i, column) in spec.partition_by.iter().enumerate() {
+        if !known(column) {
+            errors.push(ValidationError::new(
+                format!("spec.partitionBy[{i}]"),
+                format!("{column:?} is not a column of spec.schema"),
+            ));
+        }
+    }
+    if let Some(ingest) = &spec.ingest
+        && !known(&ingest.dedupe_key)
+    {
+        errors.push(ValidationError::new(
+            "spec.ingest.dedupeKey",
+            format!("{:?} is not a column of spec.schema", ingest.dedupe_key),
+        ));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Checks a Job and returns its task names in dependency order.
+pub fn validate_job<'a>(name: &str, spec: &'a JobSpec) -> Result<Vec<&'a str>, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    check_name(&mut errors, "metadata.name", name);
+    if spec.tasks.len() > MAX_TASKS_PER_JOB {
+        errors.push(ValidationError::new("spec.tasks", format!("at most {MAX_TASKS_PER_JOB} tasks per Job")));
+    }
+    for (i, task) in spec.tasks.iter().enumerate() {
+        let field = format!("spec.tasks[{i}]");
+        validate_template(&mut errors, &field, task);
+        // Task resources are named <job>-<task>, their pods <job>-<task>-a<attempt>.
+        let pod_name = format!("{name}-{}-a100", task.name);
+        if pod_name.len() > MAX_OBJECT_NAME {
+            errors.push(ValidationError::new(format!("{field}.name"), "job and task names together are too long"));
+        }
+    }
+    let order = duckmesh_core::topological_order(
+        spec.tasks.iter().map(|task| (task.name.as_str(), task.depends_on.iter().map(String::as_str))),
+    );
+    match order {
+        Ok(order) if errors.is_empty() => Ok(order),
+        Ok(_) => Err(errors),
+        Err(dag) => {
+            errors.push(ValidationError::new("spec.tasks", dag.to_string()));
+            Err(errors)
+        }
+    }
+}
+
+/// Checks a standalone Task (or one created from a Job).
+pub fn validate_task(name: &str, spec: &TaskSpec) -> Result<(), Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    if name.is_empty() || name.len() > MAX_OBJECT_NAME {
+        errors.push(ValidationError::new("metadata.name", "must be 1-253 characters"));
+    }
+    validate_template(&mut errors, "spec.template", &spec.template);
+    if spec.job.is_none() && !spec.template.depends_on.is_empty() {
+        errors.push(ValidationError::new(
+            "spec.template.dependsOn",
+            "a standalone Task cannot depend on other tasks; put them in a Job",
+        ));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+fn validate_template(errors: &mut Vec<ValidationError>, field: &str, task: &TaskTemplate) {
+    check_name(errors, &format!("{field}.name"), &task.name);
+    if task.kind == TaskKind::Sql {
+        match &task.sql {
+            Some(sql) if !sql.trim().is_empty() => {}
+            _ => errors.push(ValidationError::new(format!("{field}.sql"), "an sql task needs a query")),
+        }
+        if task.output.is_none() {
+            errors.push(ValidationError::new(format!("{field}.output"), "an sql task needs an output dataset"));
+        }
+    } else if task.sql.is_some() {
+        errors
+            .push(ValidationError::new(format!("{field}.sql"), format!("a {} task takes no sql", task.kind.as_str())));
+    }
+    let mut inputs = HashSet::new();
+    for (i, input) in task.inputs.iter().enumerate() {
+        check_name(errors, &format!("{field}.inputs[{i}].dataset"), &input.dataset);
+        if !inputs.insert(input.dataset.as_str()) {
+            errors.push(ValidationError::new(
+                format!("{field}.inputs[{i}]"),
+                format!("{:?} is listed twice", input.dataset),
+            ));
+        }
+    }
+    if let Some(output) = &task.output {
+        check_name(errors, &format!("{field}.output.dataset"), &output.dataset);
+    }
+    if task.max_attempts.is_some_and(|n| !(1..=100).contains(&n)) {
+        errors.push(ValidationError::new(format!("{field}.maxAttempts"), "must be between 1 and 100"));
+    }
+    if task.timeout_seconds.is_some_and(|s| !(1..=604_800).contains(&s)) {
+        errors.push(ValidationError::new(format!("{field}.timeoutSeconds"), "must be between 1 and 604800 (7 days)"));
+    }
+    if let Some(resources) = &task.resources {
+        if let Some(memory) = &resources.memory
+            && parse_memory_bytes(memory).is_none_or(|bytes| bytes < 64 * 1024 * 1024)
+        {
+            errors.push(ValidationError::new(
+                format!("{field}.resources.memory"),
+                format!("{memory:?} is not a memory quantity of at least 64Mi (e.g. 512Mi, 2Gi)"),
+            ));
+        }
+        if let Some(cpu) = &resources.cpu
+            && parse_cpu_millis(cpu).is_none()
+        {
+            errors.push(ValidationError::new(
+                format!("{field}.resources.cpu"),
+                format!("{cpu:?} is not a CPU quantity (e.g. 500m, 2)"),
+            ));
+        }
+    }
+}
