@@ -34,6 +34,11 @@ invariants seed="":
 bench-catalog:
     cargo bench -p duckmesh-catalog --bench lease_commit
 
+# Worker throughput vs raw DuckDB on ≥ 10 M rows (prints rows_per_sec=… mb_per_sec=… ratio_vs_duckdb=…).
+bench-worker:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh-worker --bench worker
+
 # Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
 crds:
     DUCKMESH_BLESS=1 cargo test -p duckmesh-resources --test crds

@@ -2,8 +2,9 @@
 # Installs what DuckMesh's build, quickstart and tests need on a fresh Debian/Ubuntu machine
 # that has only the Rust toolchain. Idempotent: every step checks first and does nothing when
 # the tool is already there. Usage: scripts/bootstrap.sh [--tests]
-#   (no flag)  PostgreSQL server binaries (for the private catalog database)
-#   --tests    also just, rustfmt/clippy, the Python test tools, promtool and amtool
+#   (no flag)  PostgreSQL server binaries (for the private catalog database) and DuckDB's
+#              prebuilt library (scripts/fetch-duckdb.sh)
+#   --tests    also just, rustfmt/clippy, and the Python test tools
 set -euo pipefail
 
 want_tests=false
@@ -47,6 +48,9 @@ if ! have_pg_server; then
   fi
   apt_install postgresql
 fi
+
+# --- DuckDB's prebuilt shared library, which the build links against (no compiler needed) ---
+"$(dirname "$0")/fetch-duckdb.sh" >/dev/null
 
 $want_tests || exit 0
 

@@ -2,6 +2,7 @@
 //! over to the libraries.
 
 mod migrate;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,13 @@ enum Command {
     /// (under --state-dir), creating it on first use.
     Migrate(migrate::Args),
 
+    /// Run exactly one leased attempt of a task: inputs → DuckDB → Parquet → fenced commit.
+    ///
+    /// Started by the operator (one pod per attempt) or by `duckmesh dev`; the exit code says
+    /// how the attempt ended (0 committed, 10 failed permanently, 11 failed and will retry,
+    /// 12 fenced out, 13 failure not recorded). See docs/worker.md.
+    Worker(worker::Args),
+
     /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
     Crds,
 }
@@ -53,6 +61,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
             Command::Crds => {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
 fn init_telemetry(cli: &Cli) -> Result<duckmesh_telemetry::TelemetryGuard, duckmesh_telemetry::Error> {
     let role = match &cli.command {
         Command::Migrate(_) => "migrate",
+        Command::Worker(_) => "worker",
         Command::Crds => "crds",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;

@@ -1,0 +1,126 @@
+//! `duckmesh worker`: run exactly one leased attempt of a task (the process inside a worker
+//! pod, or one started by `duckmesh dev`). Arguments come from flags or the environment the
+//! scheduler sets; the work itself is `duckmesh_worker::Worker`.
+
+use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_core::{AttemptId, Fence, TaskId};
+use duckmesh_storage::{StoreConfig, StoreCounters};
+use duckmesh_worker::{AttemptIdentity, Outcome, Worker, WorkerConfig, exit, report_failure};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Arguments of `duckmesh worker`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The task to run.
+    #[arg(long, env = "DUCKMESH_TASK_ID")]
+    task: i64,
+
+    /// The attempt (lease) to run it under.
+    #[arg(long, env = "DUCKMESH_ATTEMPT_ID")]
+    attempt: i64,
+
+    /// The attempt's fencing token.
+    #[arg(long, env = "DUCKMESH_FENCE")]
+    fence: i64,
+
+    /// Catalog database URL.
+    #[arg(long, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+
+    /// W3C trace context of the scheduler that started this attempt.
+    #[arg(long, env = "TRACEPARENT")]
+    traceparent: Option<String>,
+}
+
+/// Runs the attempt; the exit code says how it ended (docs/worker.md).
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let identity = AttemptIdentity {
+        task: TaskId(args.task),
+        attempt: AttemptId(args.attempt),
+        fence: Fence(args.fence),
+        traceparent: args.traceparent,
+    };
+    let config = match WorkerConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
+    let catalog_config = match CatalogConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
+    let mut options = ConnectOptions::new(args.database_url);
+    options.max_connections = 4;
+    options.acquire_timeout = Duration::from_secs(15);
+    let catalog = match Catalog::connect(&options, catalog_config).await {
+        Ok(catalog) => catalog,
+        Err(error) => {
+            // Nothing can be reported without the catalog: the lease runs out and the reaper
+            // retries the task.
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(exit::UNREPORTED));
+        }
+    };
+    let store = match StoreConfig::from_env() {
+        Ok(store_config) => store_config.build(Arc::new(StoreCounters::new())).await,
+        Err(error) => Err(error),
+    };
+    // The attempt's spans continue the trace of the scheduler that started it.
+    let span = tracing::info_span!("worker");
+    duckmesh_telemetry::set_parent_from_env(&span);
+    let outcome = match store {
+        Ok(store) => {
+            Worker::new(catalog.clone(), store, config).run(&identity, stop_on_signal()).instrument(span).await
+        }
+        Err(error) => report_failure(&catalog, identity.attempt_ref(), error.into()).instrument(span).await,
+    };
+    catalog.close().await;
+    match &outcome {
+        Outcome::Committed(summary) => println!(
+            "committed snapshot {} of dataset {}: {} files, {} rows, {} bytes (manifest {})",
+            summary.committed.snapshot,
+            summary.committed.dataset,
+            summary.files,
+            summary.rows,
+            summary.bytes,
+            summary.manifest_path
+        ),
+        other => {
+            if let Some(error) = other.error() {
+                eprintln!("error [{}]: {error}", error.error_code());
+            }
+        }
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// A token cancelled by SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+fn stop_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,255 @@
+//! `duckmesh worker` as the operator runs it: the real binary, a real PostgreSQL catalog and a
+//! real S3-compatible server (moto) behind a fault-injecting proxy. The worker is SIGKILLed in
+//! the middle of its upload; the catalog must never reference a partial file, and the retry
+//! must commit exactly one output.
+
+use duckmesh_catalog::{Catalog, CatalogConfig, CommitMode, DatasetSpec, Lease, TaskOutput, TaskSpec};
+use duckmesh_core::{BackoffPolicy, TaskPhase};
+use duckmesh_storage::testing::{FaultConfig, FaultProxy, MotoServer};
+use duckmesh_storage::{ObjectStore, S3Config, S3Store};
+use duckmesh_testkit::TestDatabase;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    db: TestDatabase,
+    catalog: Catalog,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let db = TestDatabase::new().await.expect("test database");
+    let config = CatalogConfig {
+        task_backoff: BackoffPolicy { base: Duration::from_millis(10), max: Duration::from_millis(20) },
+        ..CatalogConfig::default()
+    };
+    let catalog = db.catalog_with(config, 4).await.expect("catalog");
+    Setup { db, catalog, dir: tempfile::tempdir().expect("tempdir") }
+}
+
+impl Setup {
+    async fn dataset(&self, name: &str) -> duckmesh_catalog::DatasetRecord {
+        self.catalog
+            .upsert_dataset(&DatasetSpec {
+                namespace: "default".into(),
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                generation: 1,
+                tenant: "default".into(),
+                schema: None,
+                spec: json!({}),
+            })
+            .await
+            .expect("dataset")
+    }
+
+    async fn task(
+        &self,
+        name: &str,
+        output: duckmesh_core::DatasetId,
+        spec: serde_json::Value,
+    ) -> duckmesh_core::TaskId {
+        let task = TaskSpec {
+            name: name.into(),
+            kind: "sql".into(),
+            depends_on: vec![],
+            max_attempts: Some(3),
+            timeout_seconds: None,
+            output: Some(TaskOutput { dataset: output, mode: CommitMode::Append }),
+            spec,
+        };
+        self.catalog.upsert_standalone_task("default", "default", &task).await.expect("task")
+    }
+
+    /// The `duckmesh worker` command for `lease`, talking to S3 at `s3`.
+    fn worker(&self, lease: &Lease, s3: &S3Config) -> Command {
+        let credentials = s3.credentials.clone().expect("static test credentials");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_duckmesh"));
+        command
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DUCKMESH_TASK_ID", lease.task.to_string())
+            .env("DUCKMESH_ATTEMPT_ID", lease.attempt.to_string())
+            .env("DUCKMESH_FENCE", lease.fence.to_string())
+            .env("DUCKMESH_DATABASE_URL", self.db.url())
+            .env("DUCKMESH_S3_BUCKET", &s3.bucket)
+            .env("DUCKMESH_S3_PREFIX", s3.prefix.as_deref().unwrap_or_default())
+            .env("DUCKMESH_S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default())
+            .env("DUCKMESH_S3_REGION", &s3.region)
+            .env("AWS_ACCESS_KEY_ID", credentials.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key)
+            .env("DUCKMESH_HEARTBEAT_SECONDS", "1")
+            .env("DUCKMESH_WORKER_TRANSFER_CONCURRENCY", "1")
+            .env("DUCKMESH_CACHE_DIR", self.dir.path().join("cache"))
+            .env("DUCKMESH_WORK_DIR", self.dir.path().join("work"))
+            .env("DUCKMESH_LOG", "info")
+            .env("TRACEPARENT", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        command
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+async fn wait_for(child: Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait")
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_upload_commits_nothing_and_the_retry_commits_exactly_once() {
+    let server = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
+    // Every upload request (PUT) waits 1.5 s in the proxy: the upload is slow enough to be
+    // caught halfway.
+    let slow = FaultConfig {
+        latency_rate: 1.0,
+        latency: Duration::from_millis(1500),
+        only_method: Some(http_put()),
+        ..FaultConfig::default()
+    };
+    let proxy = FaultProxy::start(server.endpoint(), slow).await.expect("proxy");
+    let s3 = server.config_via(&proxy.endpoint());
+    let store =
+        S3Store::new(server.config().with_prefix(s3.prefix.clone().expect("scoped prefix"))).await.expect("store");
+
+    let setup = setup().await;
+    let out = setup.dataset("readings").await;
+    let task = setup
+        .task(
+            "readings",
+            out.id,
+            json!({
+                "sql": "SELECT i AS id, hash(i) AS h, random() AS r FROM range(600000) t(i)",
+                "targetFileSizeBytes": 1048576
+            }),
+        )
+        .await;
+    let first = setup
+        .catalog
+        .lease_task(task, "test-scheduler", Duration::from_secs(3))
+        .await
+        .expect("lease")
+        .expect("runnable");
+
+    let child = setup.worker(&first, &s3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    // Wait until at least one part file is stored and another upload is in flight.
+    let attempt_prefix = format!("readings/attempts/{}/1/", task);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = store.list(&attempt_prefix).await.expect("list");
+        if !stored.is_empty() && proxy.stats().delayed > stored.len() as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never started; proxy {:?}", proxy.stats());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut child = child;
+    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    let killed = wait_for(child).await;
+    assert!(!killed.status.success(), "pid {pid}: {}", text(&killed));
+
+    // Killed halfway: some part files, no manifest, and no snapshot.
+    let staged = store.list(&attempt_prefix).await.expect("list");
+    assert!(!staged.is_empty());
+    assert!(staged.iter().all(|object| !object.key.ends_with("manifest.json")), "{staged:?}");
+    assert_eq!(setup.catalog.dataset(out.id).await.expect("dataset").current_snapshot, None);
+
+    // The lease runs out (no more heartbeats), the reaper retires the attempt, the task retries.
+    proxy.set_config(FaultConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reaped = setup.catalog.reap_expired_leases(10).await.expect("reap");
+        if reaped.iter().any(|r| r.attempt == first.attempt) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead worker's lease never expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(setup.catalog.task(task).await.expect("task").phase, TaskPhase::Retrying);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = setup
+        .catalog
+        .lease_task(task, "test-scheduler", Duration::from_secs(60))
+        .await
+        .expect("lease")
+        .expect("runnable");
+    assert_eq!(second.number, 2);
+
+    // The killed attempt's identity is fenced out; the new one commits.
+    let stale =
+        wait_for(setup.worker(&first, &s3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")).await;
+    assert_eq!(stale.status.code(), Some(12), "{}", text(&stale));
+    let retry =
+        wait_for(setup.worker(&second, &s3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"))
+            .await;
+    assert_eq!(retry.status.code(), Some(0), "{}", text(&retry));
+    assert!(text(&retry).contains("committed snapshot 1"), "{}", text(&retry));
+
+    let snapshots = setup.catalog.snapshots(out.id, None, 10).await.expect("snapshots");
+    assert_eq!(snapshots.len(), 1, "exactly one committed output");
+    assert_eq!(snapshots[0].attempt, Some(second.attempt));
+    assert_eq!(snapshots[0].row_count, 600_000);
+    let record = setup.catalog.task(task).await.expect("task");
+    assert_eq!((record.phase, record.attempts), (TaskPhase::Succeeded, 2));
+
+    // Every committed file is whole: present, with the recorded size and hash, and from the
+    // second attempt's prefix only.
+    let files = setup.catalog.snapshot_files(out.id, snapshots[0].id).await.expect("files");
+    assert!(files.len() >= 2, "{files:?}");
+    for file in &files {
+        assert!(file.path.starts_with(&format!("readings/attempts/{task}/2/")), "{}", file.path);
+        let data = store.get(&file.path).await.expect("committed file exists");
+        assert_eq!(data.len() as i64, file.bytes);
+        assert_eq!(hex(&Sha256::digest(&data)), file.sha256);
+    }
+    assert_eq!(files.iter().map(|f| f.rows).sum::<i64>(), 600_000);
+}
+
+#[tokio::test]
+async fn exit_codes_tell_a_permanent_failure_from_a_missing_identity() {
+    let server = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
+    let s3 = server.scoped_config();
+    let setup = setup().await;
+    let out = setup.dataset("out").await;
+    let task = setup.task("broken", out.id, json!({"sql": "SELECT nope FROM nowhere"})).await;
+    let lease = setup
+        .catalog
+        .lease_task(task, "test-scheduler", Duration::from_secs(60))
+        .await
+        .expect("lease")
+        .expect("runnable");
+    let output = setup.worker(&lease, &s3).output().expect("run");
+    assert_eq!(output.status.code(), Some(10), "{}", text(&output));
+    assert!(text(&output).contains("sql_error"), "{}", text(&output));
+    let record = setup.catalog.task(task).await.expect("task");
+    assert_eq!(record.phase, TaskPhase::Failed);
+    assert!(record.last_error_message.unwrap_or_default().contains("nowhere"));
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_duckmesh"))
+        .args(["worker", "--task", "1"])
+        .env_remove("DUCKMESH_ATTEMPT_ID")
+        .env_remove("DUCKMESH_FENCE")
+        .env_remove("DUCKMESH_DATABASE_URL")
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("--attempt"), "{}", text(&missing));
+
+    let unknown = setup
+        .worker(&Lease { attempt: duckmesh_core::AttemptId(999_999), ..lease.clone() }, &s3)
+        .output()
+        .expect("run");
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+}
+
+fn http_put() -> http::Method {
+    http::Method::PUT
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

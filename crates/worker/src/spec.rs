@@ -1,0 +1,349 @@
+//! The task and dataset spec documents the worker reads from the catalog (`tasks.spec`,
+//! `datasets.spec`), as typed structs with the checks a user's typo deserves. This format is a
+//! contract shared with the operator's CRDs and `duckmesh dev`; docs/worker.md describes it.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+
+/// Default target size of one output Parquet file: 128 MiB.
+pub const DEFAULT_TARGET_FILE_SIZE_BYTES: u64 = 128 * 1024 * 1024;
+/// Smallest accepted target file size (1 MiB): smaller files only slow readers down.
+pub const MIN_TARGET_FILE_SIZE_BYTES: u64 = 1024 * 1024;
+
+/// The spec of a `sql` task (`tasks.spec`, camelCase).
+///
+/// ```json
+/// {"sql": "SELECT ...", "inputs": [{"dataset": "raw_trips", "snapshot": 12}],
+///  "resources": {"memory": "1Gi", "cpu": "2"}, "targetFileSizeBytes": 134217728}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SqlTaskSpec {
+    /// One DuckDB `SELECT` (or any query producing rows) over the inputs.
+    pub sql: String,
+    /// Input datasets, visible to the SQL under their names.
+    #[serde(default)]
+    pub inputs: Vec<InputSpec>,
+    /// Compute the query may use.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// Target size of each output file; overrides the output dataset's setting.
+    #[serde(default)]
+    pub target_file_size_bytes: Option<u64>,
+}
+
+/// One input of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputSpec {
+    /// Dataset name, in the task's namespace.
+    pub dataset: String,
+    /// A snapshot to read; the latest committed one when absent.
+    #[serde(default)]
+    pub snapshot: Option<i64>,
+}
+
+/// Kubernetes-style resource quantities.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// Memory such as `512Mi`, `2Gi`, `1G` or a byte count.
+    #[serde(default)]
+    pub memory: Option<Quantity>,
+    /// CPU such as `500m` or `2`.
+    #[serde(default)]
+    pub cpu: Option<Quantity>,
+}
+
+/// A quantity as Kubernetes writes it: a string (`"2Gi"`) or a bare number (`2`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    /// `"2Gi"`, `"500m"`.
+    Text(String),
+    /// `2`.
+    Number(u64),
+}
+
+impl Quantity {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(text) => text.trim().to_owned(),
+            Self::Number(number) => number.to_string(),
+        }
+    }
+}
+
+/// The worker-relevant part of a dataset's spec (`datasets.spec`); other fields belong to other
+/// components and are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetOptions {
+    /// Columns whose values split the output into one directory per value (`col=value/`).
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Target size of each file written to the dataset.
+    #[serde(default)]
+    pub target_file_size_bytes: Option<u64>,
+}
+
+/// What the worker derives from a task's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineLimits {
+    /// DuckDB `memory_limit` in bytes (80 % of the task's memory, leaving room for the worker
+    /// process itself), when the task sets memory.
+    pub memory_limit_bytes: Option<u64>,
+    /// DuckDB `threads`: `ceil(cpu)`, at least 1, when the task sets cpu.
+    pub threads: Option<u64>,
+}
+
+impl SqlTaskSpec {
+    /// Parses and checks a task spec. Every problem is an `invalid_task_spec` error whose
+    /// message says what to fix.
+    pub fn parse(value: &serde_json::Value) -> Result<Self> {
+        let spec: Self = serde_json::from_value(value.clone())
+            .map_err(|error| invalid(format!("the task spec does not match the sql task format: {error}")))?;
+        if spec.sql.trim().trim_end_matches(';').trim().is_empty() {
+            return Err(invalid("`sql` is empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for input in &spec.inputs {
+            if input.dataset.trim().is_empty() {
+                return Err(invalid("an input has an empty `dataset` name".into()));
+            }
+            if !seen.insert(input.dataset.as_str()) {
+                return Err(invalid(format!("input dataset {:?} is listed twice", input.dataset)));
+            }
+            if input.snapshot.is_some_and(|snapshot| snapshot < 1) {
+                return Err(invalid(format!(
+                    "input {:?}: `snapshot` must be a snapshot id (1 or more)",
+                    input.dataset
+                )));
+            }
+        }
+        if let Some(size) = spec.target_file_size_bytes {
+            check_file_size("targetFileSizeBytes", size)?;
+        }
+        spec.limits()?;
+        Ok(spec)
+    }
+
+    /// The DuckDB limits that follow from `resources`.
+    pub fn limits(&self) -> Result<EngineLimits> {
+        let Some(resources) = &self.resources else {
+            return Ok(EngineLimits::default());
+        };
+        let memory_limit_bytes = match &resources.memory {
+            Some(memory) => {
+                let bytes = parse_memory(&memory.text())?;
+                Some(bytes / 5 * 4)
+            }
+            None => None,
+        };
+        let threads = resources.cpu.as_ref().map(|cpu| parse_cpu(&cpu.text())).transpose()?;
+        Ok(EngineLimits { memory_limit_bytes, threads })
+    }
+
+    /// The SQL without trailing semicolons and whitespace, ready to be wrapped in a view.
+    pub fn query(&self) -> &str {
+        self.sql.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+    }
+}
+
+impl DatasetOptions {
+    /// Reads the options from a dataset's spec. A malformed `partitionBy` or
+    /// `targetFileSizeBytes` is an `invalid_task_spec` error naming the dataset.
+    pub fn parse(dataset: &str, value: &serde_json::Value) -> Result<Self> {
+        if value.is_null() {
+            return Ok(Self::default());
+        }
+        let options: Self = serde_json::from_value(value.clone())
+            .map_err(|error| invalid(format!("the spec of output dataset {dataset:?} is malformed: {error}")))?;
+        let mut seen = std::collections::HashSet::new();
+        for column in &options.partition_by {
+            if column.trim().is_empty() || !seen.insert(column.as_str()) {
+                return Err(invalid(format!(
+                    "output dataset {dataset:?}: partitionBy must list distinct, non-empty column names"
+                )));
+            }
+        }
+        if let Some(size) = options.target_file_size_bytes {
+            check_file_size("the dataset's targetFileSizeBytes", size)?;
+        }
+        Ok(options)
+    }
+}
+
+fn check_file_size(what: &str, size: u64) -> Result<()> {
+    if size < MIN_TARGET_FILE_SIZE_BYTES {
+        return Err(invalid(format!("{what} must be at least {MIN_TARGET_FILE_SIZE_BYTES} (1 MiB), got {size}")));
+    }
+    Ok(())
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidSpec { message }
+}
+
+/// Parses a Kubernetes memory quantity into bytes: `512Mi`, `2Gi`, `1G`, `1.5Gi`, `1e9`,
+/// `134217728`. Binary suffixes `Ki Mi Gi Ti Pi Ei`, decimal `k M G T P E`.
+pub fn parse_memory(text: &str) -> Result<u64> {
+    let fail = || invalid(format!("resources.memory {text:?} is not a memory quantity such as 512Mi, 2Gi or 1G"));
+    let (number, multiplier) = split_suffix(text, &MEMORY_SUFFIXES).ok_or_else(fail)?;
+    let value: f64 = number.parse().map_err(|_| fail())?;
+    let bytes = value * multiplier;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(fail());
+    }
+    if bytes < 16.0 * 1024.0 * 1024.0 {
+        return Err(invalid(format!("resources.memory {text:?} is below the 16Mi DuckDB needs to run")));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a Kubernetes CPU quantity into DuckDB threads: `ceil(cpu)`, at least 1
+/// (`500m` → 1, `2` → 2, `2.5` → 3).
+pub fn parse_cpu(text: &str) -> Result<u64> {
+    let fail = || invalid(format!("resources.cpu {text:?} is not a CPU quantity such as 500m or 2"));
+    let (number, multiplier) = match text.strip_suffix('m') {
+        Some(millis) => (millis, 0.001),
+        None => (text, 1.0),
+    };
+    let value: f64 = number.parse().map_err(|_| fail())?;
+    let cores = value * multiplier;
+    if !cores.is_finite() || cores <= 0.0 || cores > 4096.0 {
+        return Err(fail());
+    }
+    Ok((cores.ceil() as u64).max(1))
+}
+
+const MEMORY_SUFFIXES: [(&str, f64); 12] = [
+    ("Ki", 1024.0),
+    ("Mi", 1024.0 * 1024.0),
+    ("Gi", 1024.0 * 1024.0 * 1024.0),
+    ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+    ("Pi", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
+    ("Ei", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
+    ("k", 1e3),
+    ("M", 1e6),
+    ("G", 1e9),
+    ("T", 1e12),
+    ("P", 1e15),
+    ("E", 1e18),
+];
+
+/// Splits `text` into its number and the multiplier of its suffix (1 without one).
+fn split_suffix<'a>(text: &'a str, suffixes: &[(&str, f64)]) -> Option<(&'a str, f64)> {
+    if text.is_empty() {
+        return None;
+    }
+    for (suffix, multiplier) in suffixes {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return Some((number, *multiplier));
+        }
+    }
+    // A bare number, possibly in exponent form (`1e9`): only digits, '.', 'e', '+', '-'.
+    text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')).then_some((text, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn full_spec_parses() {
+        let spec = SqlTaskSpec::parse(&json!({
+            "sql": "SELECT * FROM raw_trips;  ",
+            "inputs": [{"dataset": "raw_trips", "snapshot": 12}, {"dataset": "zones"}],
+            "resources": {"memory": "1Gi", "cpu": "1500m"},
+            "targetFileSizeBytes": 134217728u64
+        }))
+        .expect("valid");
+        assert_eq!(spec.query(), "SELECT * FROM raw_trips");
+        assert_eq!(spec.inputs[0], InputSpec { dataset: "raw_trips".into(), snapshot: Some(12) });
+        assert_eq!(spec.inputs[1].snapshot, None);
+        let limits = spec.limits().expect("limits");
+        assert_eq!(limits.memory_limit_bytes, Some(1024 * 1024 * 1024 / 5 * 4));
+        assert_eq!(limits.threads, Some(2));
+        assert_eq!(spec.target_file_size_bytes, Some(134_217_728));
+    }
+
+    #[test]
+    fn minimal_spec_has_no_limits() {
+        let spec = SqlTaskSpec::parse(&json!({"sql": "SELECT 1"})).expect("valid");
+        assert!(spec.inputs.is_empty());
+        assert_eq!(spec.limits().expect("limits"), EngineLimits::default());
+    }
+
+    #[test]
+    fn invalid_specs_say_what_is_wrong() {
+        let cases = [
+            (json!({}), "missing field `sql`"),
+            (json!({"sql": " ; "}), "`sql` is empty"),
+            (json!({"sql": "SELECT 1", "input": []}), "unknown field `input`"),
+            (json!({"sql": "SELECT 1", "inputs": [{"dataset": "a"}, {"dataset": "a"}]}), "listed twice"),
+            (json!({"sql": "SELECT 1", "inputs": [{"dataset": "a", "snapshot": 0}]}), "snapshot id"),
+            (json!({"sql": "SELECT 1", "inputs": [{"name": "a"}]}), "unknown field `name`"),
+            (json!({"sql": "SELECT 1", "resources": {"memory": "lots"}}), "resources.memory \"lots\""),
+            (json!({"sql": "SELECT 1", "resources": {"cpu": "-1"}}), "resources.cpu \"-1\""),
+            (json!({"sql": "SELECT 1", "resources": {"gpu": 1}}), "unknown field `gpu`"),
+            (json!({"sql": "SELECT 1", "targetFileSizeBytes": 10}), "at least 1048576"),
+            (json!("SELECT 1"), "does not match"),
+        ];
+        for (value, expected) in cases {
+            let error = SqlTaskSpec::parse(&value).expect_err("invalid");
+            assert_eq!(error.error_code(), "invalid_task_spec");
+            assert!(!error.is_retryable());
+            assert!(error.to_string().contains(expected), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn memory_quantities() {
+        let cases = [
+            ("512Mi", 512 * 1024 * 1024),
+            ("2Gi", 2 * 1024 * 1024 * 1024),
+            ("1G", 1_000_000_000),
+            ("1.5Gi", 1024 * 1024 * 1024 * 3 / 2),
+            ("134217728", 134_217_728),
+            ("1e9", 1_000_000_000),
+            ("64M", 64_000_000),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(parse_memory(text).expect(text), bytes, "{text}");
+        }
+        for text in ["", "Gi", "2GB", "-1Gi", "1Ki", "abc", "1..2G"] {
+            assert!(parse_memory(text).is_err(), "{text} should be rejected");
+        }
+        let numeric = SqlTaskSpec::parse(&json!({"sql": "SELECT 1", "resources": {"memory": 1073741824u64, "cpu": 3}}))
+            .expect("bare numbers");
+        assert_eq!(numeric.limits().expect("limits").threads, Some(3));
+    }
+
+    #[test]
+    fn cpu_quantities_round_up_to_threads() {
+        for (text, threads) in [("500m", 1), ("1", 1), ("2", 2), ("2.5", 3), ("1001m", 2), ("0.1", 1)] {
+            assert_eq!(parse_cpu(text).expect(text), threads, "{text}");
+        }
+        for text in ["0", "0m", "", "m", "two", "1e9"] {
+            assert!(parse_cpu(text).is_err(), "{text} should be rejected");
+        }
+    }
+
+    #[test]
+    fn dataset_options() {
+        let options =
+            DatasetOptions::parse("trips", &json!({"partitionBy": ["day"], "targetFileSizeBytes": 2097152, "x": 1}))
+                .expect("valid");
+        assert_eq!(options.partition_by, vec!["day".to_owned()]);
+        assert_eq!(options.target_file_size_bytes, Some(2_097_152));
+        assert_eq!(DatasetOptions::parse("trips", &json!({})).expect("empty"), DatasetOptions::default());
+        assert_eq!(DatasetOptions::parse("trips", &serde_json::Value::Null).expect("null"), DatasetOptions::default());
+        for bad in [json!({"partitionBy": "day"}), json!({"partitionBy": ["day", "day"]}), json!({"partitionBy": [""]})]
+        {
+            let error = DatasetOptions::parse("trips", &bad).expect_err("invalid");
+            assert!(error.to_string().contains("trips"), "{error}");
+        }
+    }
+}
