@@ -46,3 +46,8 @@ crds:
 # Apply catalog migrations (private PostgreSQL under ./.duckmesh unless --database-url is given).
 migrate *args:
     cargo run --release -p duckmesh -- migrate {{ args }}
+
+# The quickstart pipeline on this machine (private PostgreSQL and store under ./.duckmesh).
+dev *args:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo run -p duckmesh -- dev examples/quickstart.yaml {{args}}

@@ -24,7 +24,7 @@ pub use config::{ConfigError, KNOBS};
 pub use error::{Error, Result};
 pub use leases::{Reaped, ScheduleOptions, Scheduled};
 pub use model::*;
-pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL};
+pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};
 pub use outbox::{OutboxMessage, OutboxStats};
 pub use reads::BacklogStats;
 pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, TIMEOUT_LIMIT_SECONDS};

@@ -57,3 +57,30 @@ impl Catalog {
         Ok(listener)
     }
 }
+
+/// A dedicated connection listening for everything that may make a task runnable: new jobs
+/// and tasks, and commits (a commit completes a task, which may unblock its dependents).
+#[derive(Debug)]
+pub struct Wakeups {
+    listener: PgListener,
+}
+
+impl Wakeups {
+    /// Waits for the next wake-up. The payload does not matter: schedulers re-read the
+    /// catalog after every wake-up and on a timer, since notifications sent while the
+    /// connection was down are lost.
+    pub async fn recv(&mut self) -> Result<()> {
+        self.listener.recv().await?;
+        Ok(())
+    }
+}
+
+impl Catalog {
+    /// Starts listening on [`TASKS_CHANNEL`] and [`COMMITS_CHANNEL`] (call it before reading
+    /// state, so nothing falls in between).
+    pub async fn listen_wakeups(&self) -> Result<Wakeups> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen_all([TASKS_CHANNEL, COMMITS_CHANNEL]).await?;
+        Ok(Wakeups { listener })
+    }
+}

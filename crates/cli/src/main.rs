@@ -1,7 +1,9 @@
 //! `duckmesh`: one binary, one subcommand per role. This file only parses arguments and hands
 //! over to the libraries.
 
+mod dev;
 mod migrate;
+mod status;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +41,18 @@ enum Command {
 
     /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
     Crds,
+
+    /// Run the pipeline of YAML files on this machine: private PostgreSQL, local object store,
+    /// workers as child processes, the API on 127.0.0.1:8080. No Kubernetes needed.
+    ///
+    /// Shows live progress, prints a summary, and exits 0 when every job succeeded, 1 when one
+    /// failed, 2 for invalid files, 130 when stopped. Ctrl-C once lets running tasks finish;
+    /// twice stops them. Rerunning resumes: committed tasks are not run again. Logs go to
+    /// <state-dir>/logs/dev.log (workers: <state-dir>/logs/<job>/<task>-a<attempt>.log).
+    Dev(dev::Args),
+
+    /// List jobs and datasets (or one job's tasks) with their state.
+    Status(status::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +76,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Status(args) => status::run(args).await,
             Command::Crds => {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
@@ -78,18 +94,32 @@ fn main() -> ExitCode {
 }
 
 /// Starts logs and traces for the chosen role (`service` = `duckmesh-<subcommand>`).
-fn init_telemetry(cli: &Cli) -> Result<duckmesh_telemetry::TelemetryGuard, duckmesh_telemetry::Error> {
+fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuard> {
     let role = match &cli.command {
         Command::Migrate(_) => "migrate",
         Command::Worker(_) => "worker",
         Command::Crds => "crds",
+        Command::Dev(_) => "dev",
+        Command::Status(_) => "status",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
     if let Some(filter) = &cli.log {
         config.log_filter = filter.clone();
         config.log_filter_source = "--log";
     }
-    duckmesh_telemetry::init_with(config, std::io::stderr)
+    if let Command::Dev(args) = &cli.command {
+        // The terminal shows progress; the dev process's own logs go to a file.
+        let dir = args.state_dir.join("logs");
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join("dev.log");
+        let file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        return Ok(duckmesh_telemetry::init_with(config, std::sync::Mutex::new(file))?);
+    }
+    Ok(duckmesh_telemetry::init_with(config, std::io::stderr)?)
 }
 
 /// The error and its causes on one line, skipping causes whose text the previous message

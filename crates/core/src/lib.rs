@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod dag;
+pub mod exit;
 pub mod ids;
 pub mod phase;
 pub mod schedule;

@@ -277,7 +277,10 @@ impl LocalCluster {
             .args(["-c", "shared_buffers=128MB"])
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(stderr);
+            .stderr(stderr)
+            // Its own process group: a Ctrl-C in the owner's terminal must not shut it down
+            // under the owner's feet (the owner stops it, or the watchdog does).
+            .process_group(0);
         if !options.durable {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }

@@ -29,22 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The process exit codes of `duckmesh worker` (docs/worker.md).
-pub mod exit {
-    /// The attempt committed its output.
-    pub const COMMITTED: u8 = 0;
-    /// Invalid arguments, environment or attempt identity: the worker could not start.
-    pub const USAGE: u8 = 2;
-    /// A permanent failure (SQL, spec, schema, inputs) was reported: the task will not retry.
-    pub const FAILED_PERMANENT: u8 = 10;
-    /// A retryable failure was reported: the task retries after its backoff while it has
-    /// attempts left.
-    pub const FAILED_RETRYABLE: u8 = 11;
-    /// The attempt was fenced out (stale fence, expired lease, cancelled): nothing committed.
-    pub const FENCED: u8 = 12;
-    /// The attempt failed and the failure could not be recorded in the catalog; its lease
-    /// expires and the reaper retries the task.
-    pub const UNREPORTED: u8 = 13;
-}
+pub use duckmesh_core::exit;
 
 /// Who this worker is: the attempt it runs, as handed over by the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]

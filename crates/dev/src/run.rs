@@ -1,0 +1,412 @@
+//! `duckmesh dev`: the whole pipeline in one process tree on one machine — a private
+//! PostgreSQL, a local object store, the shared scheduler with the process executor, the API —
+//! driven by the same YAML a cluster takes.
+
+use crate::instance::Instance;
+use crate::process::{ProcessConfig, ProcessExecutor};
+use crate::progress::{JobView, Progress, datasets_table, tasks_table};
+use crate::source::{self, Applied, SourceError};
+use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_core::{JobPhase, TaskPhase};
+use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
+use duckmesh_scheduler::{Scheduler, SchedulerOptions};
+use duckmesh_storage::{StoreConfig, StoreCounters};
+use duckmesh_telemetry::Metrics;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Dev-mode defaults that differ from a cluster's, used unless the variable is set: short
+/// leases and retries, so a crashed or stopped run resumes within seconds.
+pub const DEV_DEFAULTS: &[(&str, &str)] = &[
+    ("DUCKMESH_TASK_LEASE_SECONDS", "30"),
+    ("DUCKMESH_HEARTBEAT_SECONDS", "5"),
+    ("DUCKMESH_TASK_RETRY_BASE_SECONDS", "2"),
+    ("DUCKMESH_TASK_RETRY_MAX_SECONDS", "60"),
+];
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// YAML files or directories.
+    pub files: Vec<PathBuf>,
+    /// Where the private PostgreSQL, the object store, caches and logs live.
+    pub state_dir: PathBuf,
+    /// Use this PostgreSQL instead of a private one.
+    pub database_url: Option<String>,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Keep serving the API after the jobs end, until Ctrl-C.
+    pub keep_serving: bool,
+    /// Workers running at once at most.
+    pub max_parallel: usize,
+    /// The `duckmesh` executable that runs workers.
+    pub program: PathBuf,
+    /// Variables set for this process's configuration and every worker, over the process
+    /// environment (e.g. the S3 settings given as flags).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// How a dev run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevOutcome {
+    /// Every job succeeded (or there were none and serving stopped on Ctrl-C).
+    Succeeded,
+    /// A job failed or was cancelled.
+    Failed,
+    /// Stopped by Ctrl-C before the jobs ended; a rerun resumes.
+    Interrupted,
+}
+
+impl DevOutcome {
+    /// The process exit code: 0, 1, or 130 (interrupted, as shells report Ctrl-C).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Succeeded => 0,
+            Self::Failed => 1,
+            Self::Interrupted => 130,
+        }
+    }
+}
+
+/// Why dev mode could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The YAML could not be read or applied.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The state directory is unusable or another instance holds it.
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
+    /// The private PostgreSQL could not start.
+    #[error("cannot start the private PostgreSQL: {0}")]
+    Postgres(#[from] duckmesh_localpg::Error),
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] duckmesh_catalog::Error),
+    /// A knob has an invalid value.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The object store could not be set up.
+    #[error("object store: {0}")]
+    Store(#[from] duckmesh_storage::Error),
+    /// The API address is taken or invalid.
+    #[error("cannot listen on {address}: {source} (pick another with --listen, e.g. --listen 127.0.0.1:8081)")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DevError {
+    /// Stable error code.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Self::Source(error) => error.error_code(),
+            Self::Instance(error) => error.error_code(),
+            Self::Postgres(error) => error.error_code(),
+            Self::Catalog(error) => error.error_code(),
+            Self::Config(_) => "invalid_config",
+            Self::Store(error) => error.error_code(),
+            Self::Listen { .. } => "listen_failed",
+        }
+    }
+}
+
+/// The environment workers get, and that this process reads its own knobs from: the
+/// process environment, plus dev defaults and the local object store where it sets nothing.
+fn environment(state_dir: &Path, extra: &[(String, String)]) -> HashMap<String, String> {
+    let mut overlay: HashMap<String, String> = extra.iter().cloned().collect();
+    for (name, value) in DEV_DEFAULTS {
+        if !is_set(&overlay, name) {
+            overlay.insert((*name).to_owned(), (*value).to_owned());
+        }
+    }
+    let configured = ["DUCKMESH_STORAGE_BACKEND", "DUCKMESH_S3_BUCKET", "DUCKMESH_LOCAL_STORE_ROOT"]
+        .iter()
+        .any(|name| is_set(&overlay, name));
+    if !configured {
+        overlay.insert("DUCKMESH_STORAGE_BACKEND".into(), "local".into());
+        overlay.insert("DUCKMESH_LOCAL_STORE_ROOT".into(), state_dir.join("objects").display().to_string());
+    }
+    if !is_set(&overlay, "DUCKMESH_CACHE_DIR") {
+        overlay.insert("DUCKMESH_CACHE_DIR".into(), state_dir.join("cache").display().to_string());
+    }
+    if !is_set(&overlay, "DUCKMESH_WORK_DIR") {
+        overlay.insert("DUCKMESH_WORK_DIR".into(), state_dir.join("work").display().to_string());
+    }
+    overlay
+}
+
+fn is_set(overlay: &HashMap<String, String>, name: &str) -> bool {
+    overlay.contains_key(name) || std::env::var_os(name).is_some()
+}
+
+/// Runs dev mode to the end of its jobs (or Ctrl-C).
+pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
+    // Everything the user wrote is checked before anything starts.
+    let resources = source::load(&options.files)?;
+    // Counted from here on, so that no Ctrl-C falls through to the default (kill) action.
+    let interrupts = count_interrupts();
+    let instance = Instance::acquire(&options.state_dir)?;
+    let state_dir = instance.dir().to_path_buf();
+    let overlay = environment(&state_dir, &options.extra_env);
+    let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
+
+    let (_cluster, database_url) = match &options.database_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let requested = state_dir.join("postgres");
+            let data = resolve_state_dir(&requested)?;
+            let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&ClusterOptions::persistent(data)))
+                .await
+                .map_err(|e| DevError::Config(format!("PostgreSQL start-up task failed: {e}")))??;
+            let url = cluster.url("postgres");
+            (Some(cluster), url)
+        }
+    };
+    let catalog_config = CatalogConfig::from_lookup(lookup).map_err(|e| DevError::Config(e.to_string()))?;
+    let mut connect = ConnectOptions::new(database_url.clone());
+    connect.max_connections = 10;
+    connect.acquire_timeout = Duration::from_secs(15);
+    let catalog = Catalog::connect(&connect, catalog_config).await?;
+    catalog.migrate().await?;
+    let store = StoreConfig::from_lookup(&lookup)?.build(Arc::new(StoreCounters::new())).await?;
+
+    let applied = source::apply(&catalog, &resources).await?;
+    let metrics = Metrics::new();
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| DevError::Listen { address: options.listen, source })?;
+    let address = listener.local_addr().map_err(|source| DevError::Listen { address: options.listen, source })?;
+    let api_url = format!("http://{address}");
+    instance.publish(&database_url, &api_url)?;
+
+    let shutdown = CancellationToken::new();
+    let router = crate::api::router(catalog.clone(), store, metrics.clone());
+    let api = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await }
+    });
+
+    let mut progress = Progress::new();
+    progress.println(&format!(
+        "duckmesh dev: {} dataset(s), {} job(s), {} task(s) from {}; API on {api_url}; state in {}",
+        applied.datasets.len(),
+        applied.jobs.len(),
+        applied.tasks.len(),
+        options.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+        state_dir.display(),
+    ));
+    for (_, name, created) in &applied.jobs {
+        if !created {
+            progress.println(&format!("job {name}: resuming from the catalog (committed tasks are not run again)"));
+        }
+    }
+
+    let (ends, ends_rx) = mpsc::channel(1024);
+    let executor = Arc::new(ProcessExecutor::new(
+        ProcessConfig {
+            program: options.program.clone(),
+            database_url: database_url.clone(),
+            env: overlay.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            log_dir: state_dir.join("logs"),
+            runner_prefix: format!("dev/{}", std::process::id()),
+            default_timeout: lookup("DUCKMESH_TASK_TIMEOUT_SECONDS")
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(Duration::from_secs(300)),
+        },
+        ends,
+    ));
+    let mut scheduler_options = SchedulerOptions::new(format!("dev/{}", std::process::id()));
+    scheduler_options.global_limit = Some(options.max_parallel.max(1));
+    scheduler_options.tick = Duration::from_millis(500);
+    let scheduler = Scheduler::new(catalog.clone(), Arc::clone(&executor), scheduler_options, Some(metrics.clone()));
+    let stop_scheduling = CancellationToken::new();
+    let scheduling = tokio::spawn({
+        let stop = stop_scheduling.clone();
+        async move { scheduler.run(ends_rx, stop).await }
+    });
+
+    let outcome = watch_jobs(&catalog, &applied, &executor, &stop_scheduling, interrupts.clone(), &mut progress).await;
+    stop_scheduling.cancel();
+    let _ = scheduling.await;
+    progress.clear();
+
+    if let Ok(outcome) = &outcome {
+        print_summary(&catalog, &applied, *outcome, &api_url).await;
+        if options.keep_serving && *outcome != DevOutcome::Interrupted {
+            eprintln!("serving the API on {api_url} until Ctrl-C");
+            wait_for_interrupt(interrupts).await;
+        }
+    }
+    shutdown.cancel();
+    let _ = api.await;
+    catalog.close().await;
+    instance.release();
+    outcome
+}
+
+/// Counts SIGINT/SIGTERM deliveries. The handlers are installed before this returns.
+fn count_interrupts() -> watch::Receiver<u32> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (sender, receiver) = watch::channel(0u32);
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                received = next_signal(interrupt.as_mut()) => if received.is_none() { return },
+                received = next_signal(terminate.as_mut()) => if received.is_none() { return },
+            }
+            sender.send_modify(|count| *count += 1);
+        }
+    });
+    receiver
+}
+
+async fn next_signal(stream: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match stream {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_for_interrupt(mut interrupts: watch::Receiver<u32>) {
+    let seen = *interrupts.borrow_and_update();
+    while *interrupts.borrow() == seen {
+        if interrupts.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Follows the jobs until they end. The first Ctrl-C stops leasing and lets running workers
+/// finish; the second stops them (each records its attempt as retryable).
+async fn watch_jobs(
+    catalog: &Catalog,
+    applied: &Applied,
+    executor: &ProcessExecutor,
+    stop_scheduling: &CancellationToken,
+    mut interrupts: watch::Receiver<u32>,
+    progress: &mut Progress,
+) -> Result<DevOutcome, DevError> {
+    let mut draining = false;
+    let mut failing_since: Option<std::time::Instant> = None;
+    if applied.jobs.is_empty() && applied.tasks.is_empty() {
+        progress.println("no Job or Task in the files: serving until Ctrl-C");
+        wait_for_interrupt(interrupts).await;
+        return Ok(DevOutcome::Succeeded);
+    }
+    loop {
+        match read_state(catalog, applied).await {
+            Ok((views, standalone)) => {
+                failing_since = None;
+                for view in &views {
+                    progress.update(view);
+                }
+                let done = views.iter().all(|v| v.phase.is_terminal()) && standalone.iter().all(|p| p.is_terminal());
+                if done {
+                    let succeeded = views.iter().all(|v| v.phase == JobPhase::Succeeded)
+                        && standalone.iter().all(|p| *p == TaskPhase::Succeeded);
+                    return Ok(if succeeded { DevOutcome::Succeeded } else { DevOutcome::Failed });
+                }
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                tracing::warn!(%error, error_code = error.error_code(), "cannot read job state");
+                if since.elapsed() > Duration::from_secs(60) {
+                    return Err(error.into());
+                }
+            }
+        }
+        let count = *interrupts.borrow();
+        if count >= 2 {
+            progress.println("stopping the running workers (their attempts are retried on the next run)");
+            executor.stop_all().await;
+            return Ok(DevOutcome::Interrupted);
+        }
+        if count == 1 && !draining {
+            draining = true;
+            stop_scheduling.cancel();
+            progress.println(&format!(
+                "stopping: no new tasks start; waiting for {} running worker(s) to finish (Ctrl-C again to stop them now)",
+                executor.running()
+            ));
+        }
+        if draining && executor.running() == 0 {
+            return Ok(DevOutcome::Interrupted);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = interrupts.changed() => {}
+        }
+    }
+}
+
+async fn read_state(
+    catalog: &Catalog,
+    applied: &Applied,
+) -> Result<(Vec<JobView>, Vec<TaskPhase>), duckmesh_catalog::Error> {
+    let mut views = Vec::new();
+    for (id, _, _) in &applied.jobs {
+        views.push(JobView::read(catalog, *id).await?);
+    }
+    let mut standalone = Vec::new();
+    for (id, _) in &applied.tasks {
+        standalone.push(catalog.task(*id).await?.phase);
+    }
+    Ok((views, standalone))
+}
+
+async fn print_summary(catalog: &Catalog, applied: &Applied, outcome: DevOutcome, api_url: &str) {
+    let datasets = catalog.datasets(None).await.unwrap_or_default();
+    let names: HashMap<_, _> = datasets.iter().map(|d| (d.id, d.name.clone())).collect();
+    for (id, _, _) in &applied.jobs {
+        let Ok(view) = JobView::read(catalog, *id).await else { continue };
+        let mut outputs = HashMap::new();
+        for task in &view.tasks {
+            let Some(output) = task.output else { continue };
+            let rows = match task.output_snapshot {
+                Some(snapshot) => catalog.snapshot(output.dataset, snapshot).await.ok().map(|s| s.row_count),
+                None => None,
+            };
+            outputs.insert(task.name.clone(), (names.get(&output.dataset).cloned().unwrap_or_default(), rows));
+        }
+        let took = view
+            .tasks
+            .iter()
+            .filter_map(|t| t.started_at)
+            .min()
+            .map(|start| {
+                let end = view.tasks.iter().filter_map(|t| t.finished_at).max().unwrap_or(view.now);
+                format!(" in {:.1}s", (end - start).num_milliseconds() as f64 / 1000.0)
+            })
+            .unwrap_or_default();
+        println!("\nJob {}: {}{took}", view.name, view.phase.as_str());
+        println!("{}", tasks_table(&view, &outputs));
+    }
+    let shown: Vec<_> = datasets.into_iter().filter(|d| applied.datasets.contains(&d.name)).collect();
+    if !shown.is_empty() {
+        println!("\nDatasets");
+        println!("{}", datasets_table(&shown));
+    }
+    match outcome {
+        DevOutcome::Succeeded => {
+            println!("\nQuery the results: duckmesh query \"SELECT * FROM <dataset> LIMIT 10\" (API on {api_url})")
+        }
+        DevOutcome::Failed => {
+            println!("\nA job did not succeed; worker logs are under the state directory's logs/ folder.")
+        }
+        DevOutcome::Interrupted => println!("\nStopped; run the same command again to resume."),
+    }
+}

@@ -1,0 +1,307 @@
+//! The scheduling loop shared by the operator and `duckmesh dev`: reap expired leases, lease
+//! runnable tasks, hand each lease to the executor, and record the ends that runners could not
+//! record themselves. Every decision is the catalog's (fenced, row-locked), so any number of
+//! passes — duplicate wake-ups, a second scheduler — lease nothing twice.
+
+use crate::executor::{Executor, Launch, RunnerEnded, failure_for};
+use duckmesh_catalog::{Catalog, Failure, ScheduleOptions};
+use duckmesh_core::{AttemptId, JobId, JobPhase, TaskId};
+use duckmesh_telemetry::Metrics;
+use duckmesh_telemetry::metrics::{
+    PhaseLabels, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels, TerminalPhase,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How the loop behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Recorded on each attempt as the scheduler that leased it (`operator/<pod>`,
+    /// `dev/<host>/<pid>`).
+    pub runner: String,
+    /// A pass runs at least this often, whatever the wake-ups.
+    pub tick: Duration,
+    /// Cap on tasks running at once across the installation.
+    pub global_limit: Option<usize>,
+    /// Expired leases reaped per pass at most.
+    pub reap_batch: i64,
+}
+
+impl SchedulerOptions {
+    /// Defaults: a pass every second, no global cap, 100 reaps per pass.
+    pub fn new(runner: impl Into<String>) -> Self {
+        Self { runner: runner.into(), tick: Duration::from_secs(1), global_limit: None, reap_batch: 100 }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Attempts started.
+    pub launched: Vec<(TaskId, AttemptId)>,
+    /// Attempts whose runner could not be started (recorded as failed).
+    pub launch_failures: usize,
+    /// Expired leases retired.
+    pub reaped: usize,
+    /// Tasks failed because a dependency failed.
+    pub upstream_failed: usize,
+    /// Jobs whose phase changed.
+    pub jobs_changed: Vec<(JobId, JobPhase)>,
+}
+
+/// Why a pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The catalog failed; the next pass retries.
+    #[error(transparent)]
+    Catalog(#[from] duckmesh_catalog::Error),
+}
+
+impl Error {
+    /// Stable error code.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Self::Catalog(error) => error.error_code(),
+        }
+    }
+}
+
+/// The loop. Cheap to share: the executor sits behind an `Arc`.
+pub struct Scheduler<E: Executor> {
+    catalog: Catalog,
+    executor: Arc<E>,
+    options: SchedulerOptions,
+    metrics: Option<Metrics>,
+    job_names: Mutex<HashMap<JobId, String>>,
+}
+
+impl<E: Executor> Scheduler<E> {
+    /// A scheduler over `catalog` that runs attempts through `executor`.
+    pub fn new(catalog: Catalog, executor: Arc<E>, options: SchedulerOptions, metrics: Option<Metrics>) -> Self {
+        Self { catalog, executor, options, metrics, job_names: Mutex::new(HashMap::new()) }
+    }
+
+    /// The catalog it schedules from.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Runs passes until `shutdown`: after every wake-up (new tasks, commits, runner ends) and
+    /// at least every `tick`. Catalog errors are logged and retried with a growing pause; they
+    /// never end the loop.
+    pub async fn run(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
+        let mut wakeups = None;
+        let mut pause = self.options.tick;
+        loop {
+            if wakeups.is_none() {
+                match self.catalog.listen_wakeups().await {
+                    Ok(listener) => wakeups = Some(listener),
+                    Err(error) => {
+                        tracing::warn!(%error, error_code = error.error_code(), "cannot listen for wake-ups; polling")
+                    }
+                }
+            }
+            match self.pass().await {
+                Ok(_) => pause = self.options.tick,
+                Err(error) => {
+                    tracing::error!(%error, error_code = error.error_code(), "scheduling pass failed; retrying");
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+            let wakeup = async {
+                match wakeups.as_mut() {
+                    Some(listener) => listener.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                ended = exits.recv() => match ended {
+                    Some(ended) => {
+                        self.record_end(ended).await;
+                        while let Ok(more) = exits.try_recv() {
+                            self.record_end(more).await;
+                        }
+                    }
+                    // Every sender is gone: the executor shut down.
+                    None => return,
+                },
+                result = wakeup => if let Err(error) = result {
+                    tracing::warn!(%error, "lost the wake-up connection; reconnecting");
+                    wakeups = None;
+                },
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass: reap, lease and launch, refresh job phases, update backlog metrics.
+    #[tracing::instrument(name = "schedule_pass", skip_all)]
+    pub async fn pass(&self) -> Result<PassReport, Error> {
+        let mut report = PassReport::default();
+
+        for reaped in self.catalog.reap_expired_leases(self.options.reap_batch).await? {
+            report.reaped += 1;
+            if let Err(error) = self.executor.stop(reaped.attempt).await {
+                tracing::warn!(attempt = %reaped.attempt, %error, error_code = error.error_code(), "cannot stop the runner of an expired lease");
+            }
+            let kind = self.task_kind(reaped.task).await;
+            if let Some(metrics) = &self.metrics {
+                metrics.control_plane.leases_expired.get_or_create(&TaskKindLabels { task_kind: kind }).inc();
+            }
+            self.count_outcome(kind, &reaped.outcome, duckmesh_telemetry::metrics::RetryReason::LeaseExpired);
+        }
+
+        let mut options = ScheduleOptions::new(self.options.runner.clone());
+        options.global_limit = self.options.global_limit;
+        let scheduled = self.catalog.schedule(&options).await?;
+        report.upstream_failed = scheduled.upstream_failed.len();
+        for lease in scheduled.leased {
+            let task = self.catalog.task(lease.task).await?;
+            let job = match task.job {
+                Some(job) => Some(self.job_name(job).await?),
+                None => None,
+            };
+            let span = tracing::info_span!("launch", job = job.as_deref().unwrap_or(""), task = %task.name, attempt = lease.number, tenant_id = %task.tenant);
+            let traceparent = {
+                let _entered = span.enter();
+                duckmesh_telemetry::current_traceparent()
+            };
+            let reference = lease.attempt_ref();
+            let identity = (lease.task, lease.attempt);
+            let launch = Launch { lease, task, job, traceparent };
+            match self.executor.launch(launch).await {
+                Ok(()) => report.launched.push(identity),
+                Err(error) => {
+                    report.launch_failures += 1;
+                    tracing::error!(parent: &span, %error, error_code = error.error_code(), "cannot start the runner");
+                    let failure = Failure {
+                        code: "runner_start_failed".into(),
+                        message: format!("the worker could not be started: {error}"),
+                        retryable: true,
+                    };
+                    if let Err(error) = self.catalog.fail_attempt(reference, &failure).await
+                        && !error.is_fencing()
+                    {
+                        return Err(error.into());
+                    }
+                }
+            }
+        }
+
+        report.jobs_changed = self.catalog.refresh_jobs().await?;
+        if let Some(metrics) = &self.metrics {
+            for (job, phase) in &report.jobs_changed {
+                let terminal = match phase {
+                    JobPhase::Succeeded => TerminalPhase::Succeeded,
+                    JobPhase::Failed => TerminalPhase::Failed,
+                    JobPhase::Cancelled => TerminalPhase::Cancelled,
+                    _ => continue,
+                };
+                metrics.control_plane.jobs_finished.get_or_create(&PhaseLabels { phase: terminal }).inc();
+                if let Ok(record) = self.catalog.job(*job).await
+                    && let Some(finished) = record.finished_at
+                {
+                    let seconds = (finished - record.created_at).num_milliseconds() as f64 / 1000.0;
+                    metrics
+                        .control_plane
+                        .job_duration_seconds
+                        .get_or_create(&PhaseLabels { phase: terminal })
+                        .observe(seconds);
+                }
+            }
+            let backlog = self.catalog.backlog_stats().await?;
+            let labels = TaskKindLabels { task_kind: TaskKind::Sql };
+            metrics.control_plane.task_backlog_depth.get_or_create(&labels).set(backlog.runnable);
+            metrics
+                .control_plane
+                .task_backlog_oldest_age_seconds
+                .get_or_create(&labels)
+                .set(backlog.oldest_runnable_age_seconds as f64);
+            metrics.control_plane.lease_lag_seconds.set(backlog.max_lease_lag_seconds as f64);
+        }
+        if report != PassReport::default() {
+            tracing::debug!(?report, "scheduling pass");
+        }
+        Ok(report)
+    }
+
+    /// Records a runner's end that its worker could not record (crash, kill, timeout, lost
+    /// runner). Fenced: an attempt that already ended is left as it is.
+    pub async fn record_end(&self, ended: RunnerEnded) {
+        let Some(failure) = failure_for(&ended.exit) else {
+            return;
+        };
+        let reference = duckmesh_catalog::AttemptRef { attempt: ended.attempt, fence: ended.fence };
+        match self.catalog.fail_attempt(reference, &failure).await {
+            Ok(outcome) => {
+                tracing::warn!(task = %ended.task, attempt = %ended.attempt, error_code = %failure.code, message = %failure.message, "runner ended without recording its outcome");
+                let kind = self.task_kind(ended.task).await;
+                let reason = match failure.code.as_str() {
+                    "task_timeout" => duckmesh_telemetry::metrics::RetryReason::Timeout,
+                    "runner_lost" | "runner_start_failed" => duckmesh_telemetry::metrics::RetryReason::PodLost,
+                    _ => duckmesh_telemetry::metrics::RetryReason::Failed,
+                };
+                self.count_outcome(kind, &outcome, reason);
+            }
+            Err(error) if error.is_fencing() => {}
+            Err(error) => {
+                // The lease will expire and the reaper retries the task: nothing is lost.
+                tracing::error!(task = %ended.task, attempt = %ended.attempt, %error, error_code = error.error_code(), "cannot record a runner's end; its lease will expire");
+            }
+        }
+    }
+
+    fn count_outcome(
+        &self,
+        kind: TaskKind,
+        outcome: &duckmesh_catalog::FailOutcome,
+        reason: duckmesh_telemetry::metrics::RetryReason,
+    ) {
+        let Some(metrics) = &self.metrics else { return };
+        match outcome {
+            duckmesh_catalog::FailOutcome::Retrying { .. } => {
+                metrics.control_plane.task_retries.get_or_create(&TaskRetryLabels { task_kind: kind, reason }).inc();
+            }
+            duckmesh_catalog::FailOutcome::Failed { .. } => {
+                metrics
+                    .control_plane
+                    .tasks_finished
+                    .get_or_create(&TaskPhaseLabels { task_kind: kind, phase: TerminalPhase::Failed })
+                    .inc();
+            }
+        }
+    }
+
+    async fn task_kind(&self, task: TaskId) -> TaskKind {
+        match self.catalog.task(task).await {
+            Ok(record) => task_kind_label(&record.kind),
+            Err(_) => TaskKind::Sql,
+        }
+    }
+
+    async fn job_name(&self, job: JobId) -> Result<String, Error> {
+        if let Some(name) = self.job_names.lock().ok().and_then(|names| names.get(&job).cloned()) {
+            return Ok(name);
+        }
+        let name = self.catalog.job(job).await?.name;
+        if let Ok(mut names) = self.job_names.lock() {
+            names.insert(job, name.clone());
+        }
+        Ok(name)
+    }
+}
+
+/// The bounded `task_kind` label of a stored kind.
+pub fn task_kind_label(kind: &str) -> TaskKind {
+    match kind {
+        "compact" => TaskKind::Compact,
+        "gc" => TaskKind::Gc,
+        "integrity" => TaskKind::Integrity,
+        "export" => TaskKind::Export,
+        _ => TaskKind::Sql,
+    }
+}
