@@ -2,9 +2,7 @@
 //! Parquet snapshots made the way a worker makes them, and a query server on a free port.
 #![allow(dead_code)]
 
-use duckmesh_catalog::{
-    Catalog, CommitMode, CommitRequest, Committed, DatasetSpec, NewFile, TaskOutput, TaskSpec,
-};
+use duckmesh_catalog::{Catalog, CommitMode, CommitRequest, Committed, DatasetSpec, NewFile, TaskOutput, TaskSpec};
 use duckmesh_core::DatasetId;
 use duckmesh_query::client::QueryClient;
 use duckmesh_query::{QueryConfig, QueryService, router, serve};
@@ -140,7 +138,12 @@ pub async fn start(env: &Env, config: QueryConfig) -> Result<Server, BoxError> {
 }
 
 /// A raw POST with reqwest, for status and header checks.
-pub async fn post(url: &str, path: &str, key: Option<&str>, body: serde_json::Value) -> Result<reqwest::Response, BoxError> {
+pub async fn post(
+    url: &str,
+    path: &str,
+    key: Option<&str>,
+    body: serde_json::Value,
+) -> Result<reqwest::Response, BoxError> {
     let client = reqwest::Client::new();
     let mut request = client.post(format!("{url}{path}")).json(&body);
     if let Some(key) = key {
