@@ -1,7 +1,9 @@
 //! `duckmesh`: one binary, one subcommand per role. This file only parses arguments and hands
 //! over to the libraries.
 
+mod api;
 mod migrate;
+mod query;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +41,12 @@ enum Command {
 
     /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
     Crds,
+
+    /// Serve the query API (`/v1/query`, `/v1/datasets`, health, metrics): the query deployment.
+    Api(api::Args),
+
+    /// Run one read-only SQL query against a query API and print the result.
+    Query(query::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +74,8 @@ fn main() -> ExitCode {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Api(args) => api::run(args).await,
+            Command::Query(args) => query::run(args).await,
         }
     });
     match result {
@@ -83,6 +93,8 @@ fn init_telemetry(cli: &Cli) -> Result<duckmesh_telemetry::TelemetryGuard, duckm
         Command::Migrate(_) => "migrate",
         Command::Worker(_) => "worker",
         Command::Crds => "crds",
+        Command::Api(_) => "api",
+        Command::Query(_) => "query",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
     if let Some(filter) = &cli.log {

@@ -287,6 +287,14 @@ mod tests {
     }
 
     #[test]
+    fn every_knob_is_documented() {
+        let docs = include_str!("../../../docs/configuration.md");
+        for (name, _, _) in KNOBS {
+            assert!(docs.contains(&format!("`{name}`")), "{name} is missing from docs/configuration.md");
+        }
+    }
+
+    #[test]
     fn knobs_are_read_and_checked() {
         let config = QueryConfig::from_lookup(lookup(&[
             ("DUCKMESH_QUERY_AUTH", "none"),
