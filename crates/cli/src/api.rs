@@ -49,10 +49,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     catalog.migrate().await.context("applying catalog migrations")?;
-    let store = StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
+    let store =
+        StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
     let metrics = duckmesh_telemetry::Metrics::new();
     let service = QueryService::new(catalog.clone(), store, metrics, config).context("starting the query service")?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "query API listening");
     duckmesh_query::serve(listener, duckmesh_query::router(service), shutdown_signal()).await?;
     catalog.close().await;
