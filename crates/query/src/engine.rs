@@ -353,6 +353,23 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_column_names_are_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        for caps in [Caps { max_rows: 10, max_bytes: 1 << 20 }, Caps { max_rows: 1, max_bytes: 1 << 20 }] {
+            let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
+            let outcome = sandbox
+                .run("SELECT * FROM (VALUES (1, 2), (3, 4)) a(id, x) JOIN (VALUES (1, 5)) b(id, x) ON a.id = b.id", Format::Json, caps)
+                .expect("run");
+            let columns = match &outcome {
+                Outcome::Inline { columns, .. } | Outcome::Exported { columns, .. } => columns,
+            };
+            assert_eq!(columns.len(), 4, "{outcome:?}");
+        }
+    }
+
+    #[test]
     fn empty_datasets_use_their_schema() {
         let schema = Some(vec![Column { name: "amount".into(), data_type: "DECIMAL(18,3)".into() }]);
         let view = DatasetView { name: "e".into(), files: vec![], schema };
