@@ -44,8 +44,13 @@ pub const KNOBS: &[(&str, &str, &str)] = &[
     ("DUCKMESH_QUERY_INLINE_MAX_ROWS", "10000", "largest result returned inline; larger ones are exported as Parquet"),
     ("DUCKMESH_QUERY_INLINE_MAX_BYTES", "10485760", "largest inline response body; larger results are exported"),
     ("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", "3600", "validity of an export's presigned URL"),
+    (
+        "DUCKMESH_QUERY_ENGINE_POOL",
+        "4",
+        "locked-down databases kept warm for reuse, one per exact snapshot set (0 = a fresh database per query)",
+    ),
     ("DUCKMESH_QUERY_THREADS", "all cores", "DuckDB threads per query"),
-    ("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", "DuckDB's default", "DuckDB memory limit per query"),
+    ("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", "DuckDB's default", "DuckDB memory limit of each database"),
     ("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", "10", "POST /v1/query requests per minute per user (0 = off)"),
     ("DUCKMESH_API_RATE_LIMIT_PER_USER", "100", "API requests per minute per user (0 = off)"),
     ("DUCKMESH_API_RATE_LIMIT_PER_TENANT", "1000", "API requests per minute per tenant (0 = off)"),
@@ -117,6 +122,9 @@ pub struct QueryConfig {
     pub barrier_recheck: Duration,
     /// Parallel downloads per query.
     pub download_concurrency: usize,
+    /// Locked-down databases kept for reuse, one per exact snapshot set (0: a fresh database
+    /// per query).
+    pub engine_pool: usize,
 }
 
 impl QueryConfig {
@@ -143,6 +151,7 @@ impl QueryConfig {
             rate_limits: RateLimits::SPEC,
             barrier_recheck: Duration::from_secs(2),
             download_concurrency: 8,
+            engine_pool: 4,
         }
     }
 
@@ -236,6 +245,9 @@ impl QueryConfig {
         }
         if let Some(s) = number("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", 60, 7 * 86_400)? {
             config.export_ttl = Duration::from_secs(s);
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_ENGINE_POOL", 0, 1024)? {
+            config.engine_pool = n as usize;
         }
         config.threads = number("DUCKMESH_QUERY_THREADS", 1, 1024)?;
         config.memory_limit_bytes = number("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", 64 * 1024 * 1024, u64::MAX / 2)?;

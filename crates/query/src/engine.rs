@@ -137,6 +137,14 @@ impl Sandbox {
         self.connection.interrupt_handle()
     }
 
+    /// A new connection to the same locked-down database, for one more query: its temporary
+    /// view, its interrupt and its export directory are its own, and the database's views,
+    /// settings and warm caches are shared.
+    pub fn session(&self) -> Result<Sandbox> {
+        let connection = self.connection.try_clone().map_err(|error| engine("opening a connection", error))?;
+        Ok(Sandbox { connection, work_dir: self.work_dir.clone() })
+    }
+
     /// Runs `sql` (already checked by [`crate::sql::analyze`]): inline when the result fits
     /// `caps` in `format`, else exported in full as ZSTD Parquet into the scratch directory.
     pub fn run(&self, sql: &str, format: Format, caps: Caps) -> Result<Outcome> {
@@ -174,7 +182,7 @@ impl Sandbox {
             }
         }
         drop(batches);
-        let file = self.work_dir.join("export").join("result.parquet");
+        let file = self.work_dir.join(format!("export-{}", uuid::Uuid::new_v4().simple())).join("result.parquet");
         let copy = format!(
             "COPY (SELECT * FROM {RESULT_VIEW}) TO {} (FORMAT parquet, COMPRESSION zstd)",
             literal(&path_text(&file))
@@ -331,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn sessions_share_views_but_not_queries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = parquet(dir.path(), "a.parquet", "SELECT i AS id FROM range(10) t(i)");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        let view = DatasetView { name: "t".into(), files: vec![data], schema: None };
+        let sandbox = Sandbox::open(EngineSettings::default(), &[view], &work).expect("open");
+        let caps = Caps { max_rows: 100, max_bytes: 1 << 20 };
+        for sql in ["SELECT count(*) FROM t", "SELECT max(id) FROM t"] {
+            let session = sandbox.session().expect("session");
+            assert!(matches!(session.run(sql, Format::Json, caps).expect(sql), Outcome::Inline { row_count: 1, .. }));
+        }
+        let session = sandbox.session().expect("session");
+        assert!(session.connection.execute_batch("SET enable_external_access = true").is_err(), "still locked");
+    }
+
+    #[test]
     fn large_results_are_exported_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let work = dir.path().join("work");
@@ -360,7 +385,11 @@ mod tests {
         for caps in [Caps { max_rows: 10, max_bytes: 1 << 20 }, Caps { max_rows: 1, max_bytes: 1 << 20 }] {
             let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
             let outcome = sandbox
-                .run("SELECT * FROM (VALUES (1, 2), (3, 4)) a(id, x) JOIN (VALUES (1, 5)) b(id, x) ON a.id = b.id", Format::Json, caps)
+                .run(
+                    "SELECT * FROM (VALUES (1, 2), (3, 4)) a(id, x) JOIN (VALUES (1, 5)) b(id, x) ON a.id = b.id",
+                    Format::Json,
+                    caps,
+                )
                 .expect("run");
             let columns = match &outcome {
                 Outcome::Inline { columns, .. } | Outcome::Exported { columns, .. } => columns,

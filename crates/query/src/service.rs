@@ -4,7 +4,7 @@
 //! as Parquet behind a presigned URL when the result is over the caps.
 
 use crate::auth::Principal;
-use crate::cache::{CacheStats, FileCache};
+use crate::cache::{CacheStats, FileCache, HeldFiles};
 use crate::config::QueryConfig;
 use crate::engine::{Body, Caps, DatasetView, EngineSettings, Outcome, Sandbox};
 use crate::error::{Error, Result};
@@ -46,6 +46,7 @@ struct Inner {
     admission: Admission,
     barrier_waiters: Arc<Semaphore>,
     rate_limiter: RateLimiter,
+    engines: EnginePool,
     /// A locked-down database used only to run DuckDB's parser on incoming SQL.
     parser: Mutex<Connection>,
 }
@@ -88,6 +89,43 @@ pub struct Readiness {
     pub checks: BTreeMap<&'static str, Check>,
 }
 
+/// Locked-down databases kept for reuse, keyed by tenant and the exact files of their views
+/// (snapshots are immutable, so an entry never goes stale). Each holds its files in the cache
+/// and its scratch directory; a query takes a fresh connection on it.
+#[derive(Debug)]
+struct EnginePool {
+    capacity: usize,
+    entries: Mutex<lru::LruCache<String, Arc<PooledEngine>>>,
+}
+
+#[derive(Debug)]
+struct PooledEngine {
+    sandbox: Mutex<Sandbox>,
+    // Dropped after the sandbox: the database closes, then its files and directory go.
+    _files: HeldFiles,
+    work: tempfile::TempDir,
+}
+
+impl EnginePool {
+    fn get(&self, key: &str) -> Option<Arc<PooledEngine>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
+    }
+
+    fn put(&self, key: String, engine: Arc<PooledEngine>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.put(key, engine);
+        while entries.len() > self.capacity {
+            entries.pop_lru();
+        }
+    }
+}
+
 /// One dataset of a query, resolved.
 #[derive(Debug)]
 struct Resolved {
@@ -119,6 +157,7 @@ impl QueryService {
                 admission: Admission::new(config.max_running, config.max_queued),
                 barrier_waiters: Arc::new(Semaphore::new(config.max_barrier_waiters.max(1))),
                 rate_limiter: RateLimiter::new(config.rate_limits),
+                engines: EnginePool { capacity: config.engine_pool, entries: Mutex::new(lru::LruCache::unbounded()) },
                 catalog,
                 store,
                 metrics,
@@ -271,31 +310,41 @@ impl QueryService {
         let bytes_scanned = all_files.iter().map(|file| u64::try_from(file.bytes).unwrap_or(0)).sum();
 
         let _slot = self.inner.admission.admit(deadline).await?;
-        let held = tokio::time::timeout_at(
-            deadline,
-            self.inner.cache.fetch_all(self.inner.store.as_ref(), &all_files, config.download_concurrency),
-        )
-        .await
-        .map_err(|_| Error::QueryTimeout { limit_ms: millis(timeout) })??;
-        let mut paths = held.paths.iter();
-        for (view, count) in views.iter_mut().zip(view_files) {
-            view.files = paths.by_ref().take(count).cloned().collect();
-        }
-
-        let work = tempfile::Builder::new()
-            .prefix("duckmesh-query-")
-            .tempdir_in(&config.work_dir)
-            .map_err(|error| Error::io("creating the query's scratch directory", &config.work_dir, error))?;
         let settings = EngineSettings { threads: config.threads, memory_limit_bytes: config.memory_limit_bytes };
         let caps = Caps { max_rows: config.inline_max_rows, max_bytes: config.inline_max_bytes };
-        let outcome = execute(settings, views, work.path().to_owned(), request.sql, format, caps, deadline)
-            .await
-            .map_err(|error| match error {
+        let key = engine_key(&principal.tenant, &views, &all_files, &view_files);
+        let (engine, files_downloaded) = match self.inner.engines.get(&key) {
+            Some(engine) => (engine, 0),
+            None => {
+                let held = tokio::time::timeout_at(
+                    deadline,
+                    self.inner.cache.fetch_all(self.inner.store.as_ref(), &all_files, config.download_concurrency),
+                )
+                .await
+                .map_err(|_| Error::QueryTimeout { limit_ms: millis(timeout) })??;
+                let mut paths = held.paths.iter();
+                for (view, count) in views.iter_mut().zip(view_files) {
+                    view.files = paths.by_ref().take(count).cloned().collect();
+                }
+                let work = tempfile::Builder::new()
+                    .prefix("duckmesh-query-")
+                    .tempdir_in(&config.work_dir)
+                    .map_err(|error| Error::io("creating the query's scratch directory", &config.work_dir, error))?;
+                let dir = work.path().to_owned();
+                let sandbox = tokio::task::spawn_blocking(move || Sandbox::open(settings, &views, &dir))
+                    .await
+                    .map_err(|error| Error::Internal { message: format!("the engine thread failed: {error}") })??;
+                let downloaded = held.downloaded;
+                let engine = Arc::new(PooledEngine { sandbox: Mutex::new(sandbox), _files: held, work });
+                self.inner.engines.put(key, Arc::clone(&engine));
+                (engine, downloaded)
+            }
+        };
+        let outcome =
+            execute(Arc::clone(&engine), request.sql, format, caps, deadline).await.map_err(|error| match error {
                 Error::QueryTimeout { .. } => Error::QueryTimeout { limit_ms: millis(timeout) },
                 other => other,
             })?;
-        let files_downloaded = held.downloaded;
-        drop(held);
 
         let mut response = QueryResponse {
             query_id: query_id.to_owned(),
@@ -324,7 +373,11 @@ impl QueryService {
             }
             Outcome::Exported { columns, row_count, file } => {
                 let key = format!("{}/{}/{query_id}.parquet", config.export_prefix, principal.tenant);
-                let bytes = self.inner.store.put_file(&key, &file).await?;
+                let uploaded = self.inner.store.put_file(&key, &file).await;
+                if let Some(dir) = file.parent().filter(|dir| dir.starts_with(engine.work.path())) {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+                let bytes = uploaded?;
                 let url = self.inner.store.presign_get(&key, config.export_ttl).await?;
                 let expires_at = chrono::Utc::now()
                     + chrono::Duration::from_std(config.export_ttl).unwrap_or_else(|_| chrono::Duration::hours(1));
@@ -533,6 +586,26 @@ fn dataset_info(record: DatasetRecord) -> DatasetInfo {
     }
 }
 
+/// The identity of a database's views: tenant, then each view's name with its files' hashes
+/// (or its declared schema when it has no files).
+fn engine_key(tenant: &str, views: &[DatasetView], files: &[FileRecord], counts: &[usize]) -> String {
+    let mut key = format!("{tenant}\n");
+    let mut files = files.iter();
+    for (view, count) in views.iter().zip(counts) {
+        key.push_str(&view.name);
+        key.push('=');
+        for file in files.by_ref().take(*count) {
+            key.push_str(&file.sha256);
+            key.push(',');
+        }
+        if *count == 0 {
+            key.push_str(&serde_json::to_string(&view.schema).unwrap_or_default());
+        }
+        key.push('\n');
+    }
+    key
+}
+
 fn invalid(message: &str) -> Error {
     Error::InvalidRequest { message: message.to_owned() }
 }
@@ -581,11 +654,10 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs the query on a blocking thread, interrupting DuckDB at `deadline`.
+/// Runs the query on a new connection of `engine` on a blocking thread, interrupting DuckDB at
+/// `deadline`.
 async fn execute(
-    settings: EngineSettings,
-    views: Vec<DatasetView>,
-    work: std::path::PathBuf,
+    engine: Arc<PooledEngine>,
     sql: String,
     format: Format,
     caps: Caps,
@@ -595,12 +667,12 @@ async fn execute(
     let mut guard = CancelOnDrop(Arc::clone(&cancel), false);
     let worker_cancel = Arc::clone(&cancel);
     let mut join = tokio::task::spawn_blocking(move || {
-        let sandbox = Sandbox::open(settings, &views, &work)?;
-        worker_cancel.set_handle(sandbox.interrupt_handle());
+        let session = engine.sandbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).session()?;
+        worker_cancel.set_handle(session.interrupt_handle());
         if worker_cancel.is_cancelled() {
             return Err(Error::QueryTimeout { limit_ms: 0 });
         }
-        sandbox.run(&sql, format, caps)
+        session.run(&sql, format, caps)
     });
     let joined = tokio::select! {
         joined = &mut join => joined,
