@@ -39,6 +39,11 @@ bench-worker:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh-worker --bench worker
 
+# Query API latency vs raw DuckDB, warm, on ≥ 10 M committed rows (prints p50_ms=… p95_ms=… ratio_vs_duckdb=…).
+bench-query:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh-query --bench query
+
 # Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
 crds:
     DUCKMESH_BLESS=1 cargo test -p duckmesh-resources --test crds

@@ -1,8 +1,10 @@
 //! `duckmesh`: one binary, one subcommand per role. This file only parses arguments and hands
 //! over to the libraries.
 
+mod api;
 mod dev;
 mod migrate;
+mod query;
 mod status;
 mod worker;
 
@@ -53,6 +55,12 @@ enum Command {
 
     /// List jobs and datasets (or one job's tasks) with their state.
     Status(status::Args),
+
+    /// Serve the query API (`/v1/query`, `/v1/datasets`, health, metrics): the query deployment.
+    Api(api::Args),
+
+    /// Run one read-only SQL query against a query API and print the result.
+    Query(query::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +90,8 @@ fn main() -> ExitCode {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Api(args) => api::run(args).await,
+            Command::Query(args) => query::run(args).await,
         }
     });
     match result {
@@ -101,6 +111,8 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuar
         Command::Crds => "crds",
         Command::Dev(_) => "dev",
         Command::Status(_) => "status",
+        Command::Api(_) => "api",
+        Command::Query(_) => "query",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
     if let Some(filter) = &cli.log {

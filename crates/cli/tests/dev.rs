@@ -215,6 +215,26 @@ async fn the_quickstart_runs_end_to_end_with_the_right_numbers_and_a_rerun_chang
     for (name, task) in dev.tasks().await {
         assert_eq!(task.attempts, 1, "{name} ran again");
     }
+
+    // With --keep-serving the API stays up: `duckmesh query` reads the committed result.
+    let mut command = dev.command(QUICKSTART);
+    command.arg("--keep-serving");
+    let child = command.spawn().expect("start");
+    let instance = dev.state.path().join("dev.json");
+    until("the API", Duration::from_secs(60), async || instance.exists().then_some(())).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_duckmesh"))
+        .args(["query", "SELECT trips, busiest_borough FROM trip_summary", "--format", "csv", "--state-dir"])
+        .arg(dev.state.path())
+        .output()
+        .expect("duckmesh query");
+    assert!(output.status.success(), "{output:?}");
+    let csv = String::from_utf8_lossy(&output.stdout).into_owned();
+    let expected = expected_summary();
+    assert!(csv.contains(&format!("{},{}", expected.trips, expected.busiest_borough)), "{csv}");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let (status, _, stderr) = wait(child).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,17 +1,22 @@
-//! The API dev mode serves on 127.0.0.1: the query service's routes (which include
-//! `/metrics` and the health endpoints) over the dev instance's catalog and store.
+//! The API dev mode serves on 127.0.0.1: the query service's routes (`/v1/query`,
+//! `/v1/datasets`, health, `/metrics`) over the dev instance's catalog and store, without API
+//! keys (everything is tenant `default`), caching files under the state directory.
 
 use axum::Router;
-use axum::routing::get;
 use duckmesh_catalog::Catalog;
+use duckmesh_query::{QueryConfig, QueryService};
 use duckmesh_storage::ObjectStore;
 use duckmesh_telemetry::Metrics;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The dev API router.
-pub fn router(catalog: Catalog, store: Arc<dyn ObjectStore>, metrics: Metrics) -> Router {
-    let _ = (catalog, store);
-    duckmesh_telemetry::metrics_router(&metrics)
-        .route("/v1/health", get(|| async { "ok" }))
-        .route("/healthz", get(|| async { "ok" }))
+pub fn router(
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    metrics: Metrics,
+    state_dir: &Path,
+) -> Result<Router, duckmesh_query::Error> {
+    let service = QueryService::new(catalog, store, metrics, QueryConfig::local(state_dir))?;
+    Ok(duckmesh_query::router(service))
 }

@@ -190,7 +190,8 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     instance.publish(&database_url, &api_url)?;
 
     let shutdown = CancellationToken::new();
-    let router = crate::api::router(catalog.clone(), store, metrics.clone());
+    let router = crate::api::router(catalog.clone(), store, metrics.clone(), &state_dir)
+        .map_err(|e| DevError::Config(format!("query API: {e}")))?;
     let api = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await }

@@ -1,0 +1,79 @@
+//! `duckmesh api`: the query deployment's HTTP server — `/v1/query`, `/v1/task/query`,
+//! `/v1/datasets`, health, readiness and `/metrics` (docs/query.md). Configuration comes from
+//! `DUCKMESH_*` variables (`duckmesh_query::KNOBS`); the work is `duckmesh_query`.
+
+use anyhow::Context;
+use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_query::{QueryConfig, QueryService};
+use duckmesh_storage::{StoreConfig, StoreCounters};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `duckmesh api`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to serve on.
+    #[arg(long, env = "DUCKMESH_API_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+
+    /// Catalog database URL.
+    #[arg(long, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+
+    /// Catalog connections.
+    #[arg(long, env = "DUCKMESH_API_DB_CONNECTIONS", default_value_t = 16)]
+    db_connections: u32,
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = QueryConfig::from_env()?;
+    if config.auth.is_none() {
+        tracing::warn!("DUCKMESH_QUERY_AUTH=none: serving every request as tenant `default` without authentication");
+    }
+    let mut options = ConnectOptions::new(args.database_url);
+    options.max_connections = args.db_connections.max(2);
+    options.acquire_timeout = Duration::from_secs(15);
+    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
+    // Same start-up rule as every component: bring the schema up to date (the migrator takes
+    // an advisory lock), and refuse a database migrated by a newer build.
+    let known = Catalog::known_migrations();
+    let applied = catalog.applied_migrations().await.context("reading applied migrations")?;
+    if let Some(unknown) = applied.iter().find(|migration| !known.contains(migration)) {
+        anyhow::bail!(
+            "the catalog has migration {} ({}) that this build does not know: it was migrated by a newer DuckMesh",
+            unknown.0,
+            unknown.1
+        );
+    }
+    catalog.migrate().await.context("applying catalog migrations")?;
+    let store =
+        StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
+    let metrics = duckmesh_telemetry::Metrics::new();
+    let service = QueryService::new(catalog.clone(), store, metrics, config).context("starting the query service")?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "query API listening");
+    duckmesh_query::serve(listener, duckmesh_query::router(service), shutdown_signal()).await?;
+    catalog.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,338 @@
+//! The query service's knobs (SPEC §3), parsed once from `DUCKMESH_*` variables with safe
+//! defaults. A variable that is set but invalid is an error naming it, never a silent default.
+
+use crate::auth::ApiKeys;
+use crate::error::ConfigError;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every knob: variable, default, meaning (for docs and `--help`).
+pub const KNOBS: &[(&str, &str, &str)] = &[
+    (
+        "DUCKMESH_API_KEYS_FILE",
+        "—",
+        "YAML/JSON list of {key_sha256 | key, tenant, user}; required unless DUCKMESH_QUERY_AUTH=none",
+    ),
+    (
+        "DUCKMESH_QUERY_AUTH",
+        "keys",
+        "`none` serves every request as tenant `default`, user `local` (local development only)",
+    ),
+    ("DUCKMESH_QUERY_NAMESPACE", "default", "namespace whose datasets a query reads when the request names none"),
+    (
+        "DUCKMESH_QUERY_CACHE_DIR",
+        "<temp dir>/duckmesh-query-cache",
+        "local cache of committed Parquet files, by SHA-256",
+    ),
+    ("DUCKMESH_QUERY_CACHE_BYTES", "2147483648", "size bound of the cache (least recently used files are evicted)"),
+    ("DUCKMESH_QUERY_WORK_DIR", "<temp dir>", "parent of each query's scratch directory (spill, export)"),
+    (
+        "DUCKMESH_QUERY_LITE",
+        "false",
+        "Lite mode: one query at a time (a single DuckDB) unless DUCKMESH_QUERY_CONCURRENCY says otherwise",
+    ),
+    ("DUCKMESH_QUERY_CONCURRENCY", "4 (1 in Lite mode)", "queries executing at once"),
+    ("DUCKMESH_QUERY_QUEUE", "16", "queries waiting for a slot before new ones get 429 overloaded"),
+    (
+        "DUCKMESH_QUERY_BARRIER_WAITERS",
+        "64",
+        "strict-barrier queries waiting at once before new ones get 429 overloaded",
+    ),
+    ("DUCKMESH_QUERY_TIMEOUT_SECONDS", "60", "runtime limit of POST /v1/query"),
+    ("DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", "300", "runtime limit of POST /v1/task/query"),
+    ("DUCKMESH_QUERY_INLINE_MAX_ROWS", "10000", "largest result returned inline; larger ones are exported as Parquet"),
+    ("DUCKMESH_QUERY_INLINE_MAX_BYTES", "10485760", "largest inline response body; larger results are exported"),
+    ("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", "3600", "validity of an export's presigned URL"),
+    (
+        "DUCKMESH_QUERY_ENGINE_POOL",
+        "4",
+        "locked-down databases kept warm for reuse, one per exact snapshot set (0 = a fresh database per query)",
+    ),
+    ("DUCKMESH_QUERY_THREADS", "all cores", "DuckDB threads per query"),
+    ("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", "DuckDB's default", "DuckDB memory limit of each database"),
+    ("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", "10", "POST /v1/query requests per minute per user (0 = off)"),
+    ("DUCKMESH_API_RATE_LIMIT_PER_USER", "100", "API requests per minute per user (0 = off)"),
+    ("DUCKMESH_API_RATE_LIMIT_PER_TENANT", "1000", "API requests per minute per tenant (0 = off)"),
+];
+
+/// Requests per minute; `None` turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `POST /v1/query` per user.
+    pub query_per_user: Option<NonZeroU32>,
+    /// Every `/v1` request per user.
+    pub api_per_user: Option<NonZeroU32>,
+    /// Every `/v1` request per tenant.
+    pub api_per_tenant: Option<NonZeroU32>,
+}
+
+impl RateLimits {
+    /// SPEC §3: 10/min per user for queries; 100/min per user and 1000/min per tenant overall.
+    pub const SPEC: Self = Self {
+        query_per_user: NonZeroU32::new(10),
+        api_per_user: NonZeroU32::new(100),
+        api_per_tenant: NonZeroU32::new(1000),
+    };
+
+    /// No rate limits (benchmarks, tests of other behaviour).
+    pub const OFF: Self = Self { query_per_user: None, api_per_user: None, api_per_tenant: None };
+}
+
+/// How the query service behaves.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// API keys; `None` is the explicit no-auth mode for local development, in which every
+    /// request acts as tenant `default`, user `local`.
+    pub auth: Option<ApiKeys>,
+    /// Namespace of the datasets a request reads when it names none.
+    pub namespace: String,
+    /// Local file cache directory.
+    pub cache_dir: PathBuf,
+    /// Size bound of the file cache in bytes.
+    pub cache_bytes: u64,
+    /// Parent of each query's scratch directory.
+    pub work_dir: PathBuf,
+    /// Queries executing at once.
+    pub max_running: usize,
+    /// Queries waiting for a slot.
+    pub max_queued: usize,
+    /// Strict-barrier queries waiting at once.
+    pub max_barrier_waiters: usize,
+    /// Runtime limit of interactive queries.
+    pub user_timeout: Duration,
+    /// Runtime limit of task queries.
+    pub task_timeout: Duration,
+    /// Most rows returned inline.
+    pub inline_max_rows: u64,
+    /// Largest inline body.
+    pub inline_max_bytes: u64,
+    /// Validity of export URLs.
+    pub export_ttl: Duration,
+    /// Key prefix of exports (`<prefix>/<tenant>/<query id>.parquet`).
+    pub export_prefix: String,
+    /// DuckDB threads per query.
+    pub threads: Option<u64>,
+    /// DuckDB memory limit per query.
+    pub memory_limit_bytes: Option<u64>,
+    /// Request rate limits.
+    pub rate_limits: RateLimits,
+    /// How often a barrier wait re-reads the catalog even without a notification (a lost
+    /// notification then costs at most this much).
+    pub barrier_recheck: Duration,
+    /// Parallel downloads per query.
+    pub download_concurrency: usize,
+    /// Locked-down databases kept for reuse, one per exact snapshot set (0: a fresh database
+    /// per query).
+    pub engine_pool: usize,
+}
+
+impl QueryConfig {
+    /// Defaults with everything under `dir` and no auth: for tests and `duckmesh dev`.
+    pub fn local(dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref();
+        Self {
+            auth: None,
+            namespace: "default".into(),
+            cache_dir: dir.join("query-cache"),
+            cache_bytes: 2 * 1024 * 1024 * 1024,
+            work_dir: dir.join("query-work"),
+            max_running: 4,
+            max_queued: 16,
+            max_barrier_waiters: 64,
+            user_timeout: Duration::from_secs(60),
+            task_timeout: Duration::from_secs(300),
+            inline_max_rows: 10_000,
+            inline_max_bytes: 10 * 1024 * 1024,
+            export_ttl: Duration::from_secs(3600),
+            export_prefix: "_query-exports".into(),
+            threads: None,
+            memory_limit_bytes: None,
+            rate_limits: RateLimits::SPEC,
+            barrier_recheck: Duration::from_secs(2),
+            download_concurrency: 8,
+            engine_pool: 4,
+        }
+    }
+
+    /// [`QueryConfig::local`] in Lite mode: one query at a time.
+    pub fn lite(dir: impl AsRef<Path>) -> Self {
+        Self { max_running: 1, ..Self::local(dir) }
+    }
+
+    /// Reads the knobs from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the knobs through `lookup` (tests pass a map instead of touching the process
+    /// environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+            match get(name) {
+                None => Ok(None),
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
+                    _ => Err(ConfigError::new(format!("{name}={raw:?}: expected a whole number from {min} to {max}"))),
+                },
+            }
+        };
+        let flag = |name: &str| -> Result<bool, ConfigError> {
+            match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+                None | Some("false" | "0" | "no" | "off") => Ok(false),
+                Some("true" | "1" | "yes" | "on") => Ok(true),
+                Some(_) => Err(ConfigError::new(format!("{name} must be true or false"))),
+            }
+        };
+        let temp = std::env::temp_dir();
+        let mut config = Self::local(&temp);
+        config.cache_dir = temp.join("duckmesh-query-cache");
+        config.work_dir = temp.clone();
+
+        config.auth = match (get("DUCKMESH_API_KEYS_FILE"), get("DUCKMESH_QUERY_AUTH").map(|v| v.to_ascii_lowercase()))
+        {
+            (Some(_), Some(mode)) if mode == "none" => {
+                return Err(ConfigError::new("DUCKMESH_QUERY_AUTH=none contradicts DUCKMESH_API_KEYS_FILE; set one"));
+            }
+            (Some(path), _) => Some(ApiKeys::from_file(Path::new(&path))?),
+            (None, Some(mode)) if mode == "none" => None,
+            (None, Some(mode)) if mode != "keys" => {
+                return Err(ConfigError::new("DUCKMESH_QUERY_AUTH must be `keys` or `none`"));
+            }
+            (None, _) => {
+                return Err(ConfigError::new(
+                    "no API keys: set DUCKMESH_API_KEYS_FILE (a mounted Secret), or DUCKMESH_QUERY_AUTH=none for local \
+                     development without authentication",
+                ));
+            }
+        };
+        if let Some(namespace) = get("DUCKMESH_QUERY_NAMESPACE") {
+            config.namespace = namespace;
+        }
+        if let Some(dir) = get("DUCKMESH_QUERY_CACHE_DIR") {
+            config.cache_dir = dir.into();
+        }
+        if let Some(dir) = get("DUCKMESH_QUERY_WORK_DIR") {
+            config.work_dir = dir.into();
+        }
+        if let Some(bytes) = number("DUCKMESH_QUERY_CACHE_BYTES", 1024 * 1024, u64::MAX / 2)? {
+            config.cache_bytes = bytes;
+        }
+        if flag("DUCKMESH_QUERY_LITE")? {
+            config.max_running = 1;
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_CONCURRENCY", 1, 256)? {
+            config.max_running = n as usize;
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_QUEUE", 0, 10_000)? {
+            config.max_queued = n as usize;
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_BARRIER_WAITERS", 1, 10_000)? {
+            config.max_barrier_waiters = n as usize;
+        }
+        if let Some(s) = number("DUCKMESH_QUERY_TIMEOUT_SECONDS", 1, 3600)? {
+            config.user_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = number("DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", 1, 86_400)? {
+            config.task_timeout = Duration::from_secs(s);
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_INLINE_MAX_ROWS", 1, 10_000_000)? {
+            config.inline_max_rows = n;
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_INLINE_MAX_BYTES", 1024, 1024 * 1024 * 1024)? {
+            config.inline_max_bytes = n;
+        }
+        if let Some(s) = number("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", 60, 7 * 86_400)? {
+            config.export_ttl = Duration::from_secs(s);
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_ENGINE_POOL", 0, 1024)? {
+            config.engine_pool = n as usize;
+        }
+        config.threads = number("DUCKMESH_QUERY_THREADS", 1, 1024)?;
+        config.memory_limit_bytes = number("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", 64 * 1024 * 1024, u64::MAX / 2)?;
+        let per_minute = |name: &str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {
+            Ok(match number(name, 0, 1_000_000)? {
+                None => default,
+                Some(n) => NonZeroU32::new(n as u32),
+            })
+        };
+        config.rate_limits = RateLimits {
+            query_per_user: per_minute("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", RateLimits::SPEC.query_per_user)?,
+            api_per_user: per_minute("DUCKMESH_API_RATE_LIMIT_PER_USER", RateLimits::SPEC.api_per_user)?,
+            api_per_tenant: per_minute("DUCKMESH_API_RATE_LIMIT_PER_TENANT", RateLimits::SPEC.api_per_tenant)?,
+        };
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn auth_must_be_chosen_explicitly() {
+        let error = QueryConfig::from_lookup(lookup(&[])).expect_err("no auth choice");
+        assert!(error.message.contains("DUCKMESH_API_KEYS_FILE"), "{error}");
+        let open = QueryConfig::from_lookup(lookup(&[("DUCKMESH_QUERY_AUTH", "none")])).expect("no auth");
+        assert!(open.auth.is_none());
+        assert_eq!((open.max_running, open.max_queued, open.inline_max_rows), (4, 16, 10_000));
+        assert_eq!(open.rate_limits, RateLimits::SPEC);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("keys.yaml");
+        std::fs::write(&file, "- {key: k, tenant: acme, user: ann}\n").expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let keyed = QueryConfig::from_lookup(lookup(&[("DUCKMESH_API_KEYS_FILE", &path)])).expect("keys");
+        assert_eq!(keyed.auth.map(|keys| keys.len()), Some(1));
+        assert!(
+            QueryConfig::from_lookup(lookup(&[("DUCKMESH_API_KEYS_FILE", &path), ("DUCKMESH_QUERY_AUTH", "none")]))
+                .is_err()
+        );
+        assert!(QueryConfig::from_lookup(lookup(&[("DUCKMESH_API_KEYS_FILE", "/nonexistent/keys")])).is_err());
+    }
+
+    #[test]
+    fn every_knob_is_documented() {
+        let docs = include_str!("../../../docs/configuration.md");
+        for (name, _, _) in KNOBS {
+            assert!(docs.contains(&format!("`{name}`")), "{name} is missing from docs/configuration.md");
+        }
+    }
+
+    #[test]
+    fn knobs_are_read_and_checked() {
+        let config = QueryConfig::from_lookup(lookup(&[
+            ("DUCKMESH_QUERY_AUTH", "none"),
+            ("DUCKMESH_QUERY_LITE", "true"),
+            ("DUCKMESH_QUERY_CACHE_BYTES", "5000000"),
+            ("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", "0"),
+            ("DUCKMESH_API_RATE_LIMIT_PER_TENANT", "50"),
+            ("DUCKMESH_QUERY_TIMEOUT_SECONDS", "5"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.max_running, 1);
+        assert_eq!(config.cache_bytes, 5_000_000);
+        assert_eq!(config.rate_limits.query_per_user, None);
+        assert_eq!(config.rate_limits.api_per_tenant, NonZeroU32::new(50));
+        assert_eq!(config.user_timeout, Duration::from_secs(5));
+        for (name, value) in [
+            ("DUCKMESH_QUERY_CONCURRENCY", "0"),
+            ("DUCKMESH_QUERY_CACHE_BYTES", "lots"),
+            ("DUCKMESH_QUERY_LITE", "maybe"),
+            ("DUCKMESH_QUERY_AUTH", "ldap"),
+        ] {
+            let error = QueryConfig::from_lookup(lookup(&[("DUCKMESH_QUERY_AUTH", "none"), (name, value)]))
+                .err()
+                .or_else(|| QueryConfig::from_lookup(lookup(&[(name, value)])).err())
+                .expect("invalid");
+            assert!(error.message.contains(name) || error.message.contains("DUCKMESH_QUERY_AUTH"), "{error}");
+        }
+    }
+}

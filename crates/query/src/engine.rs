@@ -1,0 +1,415 @@
+//! The DuckDB of one query: a fresh in-memory database whose views expose exactly the files of
+//! the pinned snapshots, then locked down by DuckDB's own configuration before the caller's SQL
+//! is seen: extension auto-install and auto-load off, file access limited to those files (and
+//! the query's scratch directory, for spilling and exports), external access off, and the
+//! configuration frozen so the SQL cannot undo any of it.
+//!
+//! Everything here is blocking; the service runs it on a blocking thread and stops a long query
+//! from another thread with the handle of [`Sandbox::interrupt_handle`].
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::model::{ColumnInfo, Format};
+use duckdb::arrow::array::RecordBatch;
+use duckdb::{Connection, InterruptHandle};
+use duckmesh_catalog::Column;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The temporary view holding the caller's query.
+const RESULT_VIEW: &str = "__duckmesh_result";
+
+/// Per-query engine limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineSettings {
+    /// DuckDB `threads`; one per core when `None`.
+    pub threads: Option<u64>,
+    /// DuckDB `memory_limit`; DuckDB's default when `None`.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// One dataset as the query sees it.
+#[derive(Debug, Clone)]
+pub struct DatasetView {
+    /// The dataset's name (a view of that name, plus one with `_` for `-`).
+    pub name: String,
+    /// Local copies of the snapshot's files.
+    pub files: Vec<PathBuf>,
+    /// The dataset's columns, for a dataset without files.
+    pub schema: Option<Vec<Column>>,
+}
+
+/// Inline result caps.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Most rows inline.
+    pub max_rows: u64,
+    /// Largest inline body.
+    pub max_bytes: u64,
+}
+
+/// A rendered inline body.
+#[derive(Debug)]
+pub enum Body {
+    /// JSON rows.
+    Json(Vec<Vec<serde_json::Value>>),
+    /// CSV text.
+    Csv(String),
+    /// Arrow IPC stream.
+    Arrow(Vec<u8>),
+}
+
+/// What a query produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Small enough to answer inline.
+    Inline {
+        /// Columns.
+        columns: Vec<ColumnInfo>,
+        /// Rows.
+        row_count: u64,
+        /// The rendered rows.
+        body: Body,
+    },
+    /// Over a cap: the whole result was written as Parquet to `file`.
+    Exported {
+        /// Columns.
+        columns: Vec<ColumnInfo>,
+        /// Rows written.
+        row_count: u64,
+        /// The local Parquet file.
+        file: PathBuf,
+    },
+}
+
+/// A locked-down DuckDB for one query.
+#[derive(Debug)]
+pub struct Sandbox {
+    connection: Connection,
+    work_dir: PathBuf,
+}
+
+impl Sandbox {
+    /// Opens the database, creates the views, and locks it down. `work_dir` must exist and
+    /// belong to this query alone.
+    pub fn open(settings: EngineSettings, views: &[DatasetView], work_dir: &Path) -> Result<Self> {
+        let config = duckdb::Config::default()
+            .enable_autoload_extension(false)
+            .map_err(|error| engine("configuring the database", error))?;
+        let connection =
+            Connection::open_in_memory_with_flags(config).map_err(|error| engine("opening the database", error))?;
+        let spill = work_dir.join("spill");
+        let mut setup = vec![
+            "SET autoinstall_known_extensions = false".to_owned(),
+            "SET autoload_known_extensions = false".to_owned(),
+            "SET allow_community_extensions = false".to_owned(),
+            format!("SET temp_directory = {}", literal(&path_text(&spill))),
+        ];
+        if let Some(threads) = settings.threads {
+            setup.push(format!("SET threads = {}", threads.max(1)));
+        }
+        if let Some(bytes) = settings.memory_limit_bytes {
+            setup.push(format!("SET memory_limit = '{}KiB'", (bytes / 1024).max(1)));
+        }
+        connection.execute_batch(&setup.join(";\n")).map_err(|error| engine("configuring the database", error))?;
+
+        let mut allowed_files = Vec::new();
+        for view in views {
+            connection.execute_batch(&view_sql(view)?).map_err(|error| engine("creating a dataset view", error))?;
+            allowed_files.extend(view.files.iter().map(|path| literal(&path_text(path))));
+        }
+        let mut scratch = path_text(work_dir);
+        if !scratch.ends_with('/') {
+            scratch.push('/');
+        }
+        let lock_down = format!(
+            "SET allowed_paths = [{}];\nSET allowed_directories = [{}];\nSET enable_external_access = false;\n\
+             SET lock_configuration = true",
+            allowed_files.join(", "),
+            literal(&scratch)
+        );
+        connection.execute_batch(&lock_down).map_err(|error| engine("locking the database down", error))?;
+        Ok(Self { connection, work_dir: work_dir.to_owned() })
+    }
+
+    /// A handle that interrupts the running statement from another thread.
+    pub fn interrupt_handle(&self) -> Arc<InterruptHandle> {
+        self.connection.interrupt_handle()
+    }
+
+    /// A new connection to the same locked-down database, for one more query: its temporary
+    /// view, its interrupt and its export directory are its own, and the database's views,
+    /// settings and warm caches are shared.
+    pub fn session(&self) -> Result<Sandbox> {
+        let connection = self.connection.try_clone().map_err(|error| engine("opening a connection", error))?;
+        Ok(Sandbox { connection, work_dir: self.work_dir.clone() })
+    }
+
+    /// Runs `sql` (already checked by [`crate::sql::analyze`]): inline when the result fits
+    /// `caps` in `format`, else exported in full as ZSTD Parquet into the scratch directory.
+    pub fn run(&self, sql: &str, format: Format, caps: Caps) -> Result<Outcome> {
+        // One prepared statement holds exactly one statement; the newline ends a trailing comment.
+        self.connection.execute(&format!("CREATE TEMP VIEW {RESULT_VIEW} AS {sql}\n"), []).map_err(|e| classify(&e))?;
+        let columns = self.columns()?;
+        let probe = caps.max_rows.saturating_add(1);
+        let mut statement = self
+            .connection
+            .prepare(&format!("SELECT * FROM {RESULT_VIEW} LIMIT {probe}"))
+            .map_err(|error| classify(&error))?;
+        let batches: Vec<RecordBatch> = statement.query_arrow([]).map_err(|error| classify(&error))?.collect();
+        let schema = statement.schema();
+        let row_count: u64 = batches.iter().map(|batch| batch.num_rows() as u64).sum();
+        if row_count <= caps.max_rows {
+            let (body, bytes) = match format {
+                Format::Json => {
+                    let rows = format::json_rows(&batches)?;
+                    let bytes = serde_json::to_vec(&rows).map_or(u64::MAX, |body| body.len() as u64);
+                    (Body::Json(rows), bytes)
+                }
+                Format::Csv => {
+                    let text = format::csv(&schema, &batches)?;
+                    let bytes = text.len() as u64;
+                    (Body::Csv(text), bytes)
+                }
+                Format::Arrow => {
+                    let data = format::arrow_ipc(&schema, &batches)?;
+                    let bytes = data.len() as u64;
+                    (Body::Arrow(data), bytes)
+                }
+            };
+            if bytes <= caps.max_bytes {
+                return Ok(Outcome::Inline { columns, row_count, body });
+            }
+        }
+        drop(batches);
+        let file = self.work_dir.join(format!("export-{}", uuid::Uuid::new_v4().simple())).join("result.parquet");
+        let copy = format!(
+            "COPY (SELECT * FROM {RESULT_VIEW}) TO {} (FORMAT parquet, COMPRESSION zstd)",
+            literal(&path_text(&file))
+        );
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| Error::io("creating the export directory", parent, error))?;
+        }
+        let written = self.connection.execute(&copy, []).map_err(|error| classify(&error))?;
+        Ok(Outcome::Exported { columns, row_count: written as u64, file })
+    }
+
+    fn columns(&self) -> Result<Vec<ColumnInfo>> {
+        let mut statement = self
+            .connection
+            .prepare(&format!("SELECT column_name, column_type FROM (DESCRIBE {RESULT_VIEW})"))
+            .map_err(|error| engine("describing the result", error))?;
+        let rows = statement
+            .query_map([], |row| Ok(ColumnInfo { name: row.get(0)?, data_type: row.get(1)? }))
+            .map_err(|error| classify(&error))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(|error| engine("describing the result", error))
+    }
+}
+
+/// `CREATE VIEW` statements for a dataset (and its `_` alias).
+fn view_sql(view: &DatasetView) -> Result<String> {
+    let body = if view.files.is_empty() {
+        let Some(schema) = view.schema.as_ref().filter(|schema| !schema.is_empty()) else {
+            return Err(Error::DatasetEmpty { name: view.name.clone() });
+        };
+        let mut columns = Vec::with_capacity(schema.len());
+        for column in schema {
+            if column.data_type.contains([';', '(', ')']) && !is_parameterised_type(&column.data_type) {
+                return Err(Error::Engine {
+                    step: "creating a dataset view",
+                    message: format!("dataset {:?} declares an invalid type {:?}", view.name, column.data_type),
+                });
+            }
+            columns.push(format!("CAST(NULL AS {}) AS {}", column.data_type, identifier(&column.name)));
+        }
+        format!("SELECT {} LIMIT 0", columns.join(", "))
+    } else {
+        let files: Vec<String> = view.files.iter().map(|path| literal(&path_text(path))).collect();
+        format!("SELECT * FROM read_parquet([{}])", files.join(", "))
+    };
+    let mut sql = format!("CREATE VIEW {} AS {body};", identifier(&view.name));
+    let alias = view.name.replace('-', "_");
+    if alias != view.name {
+        sql.push_str(&format!(" CREATE VIEW {} AS SELECT * FROM {};", identifier(&alias), identifier(&view.name)));
+    }
+    Ok(sql)
+}
+
+/// `DECIMAL(18,3)`, `VARCHAR(10)`: parentheses with digits and commas only.
+fn is_parameterised_type(text: &str) -> bool {
+    let Some((head, rest)) = text.split_once('(') else { return false };
+    let Some(arguments) = rest.strip_suffix(')') else { return false };
+    !head.contains([';', ')']) && arguments.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+}
+
+/// Maps a DuckDB error on the caller's SQL to the caller's fault or ours.
+fn classify(error: &duckdb::Error) -> Error {
+    let message = error.to_string();
+    let caller = [
+        "Parser Error",
+        "Binder Error",
+        "Catalog Error",
+        "Conversion Error",
+        "Invalid Input Error",
+        "Out of Range Error",
+        "Not implemented Error",
+        "Syntax Error",
+        "Constraint Error",
+        "Dependency Error",
+        "Invalid type Error",
+        "Type Error",
+        "Mismatch Type Error",
+    ];
+    if message.contains("Out of Memory Error") {
+        Error::OutOfMemory { message }
+    } else if message.contains("Permission Error") {
+        Error::QueryNotAllowed { message }
+    } else if message.contains("INTERRUPT") || message.contains("Interrupted") {
+        Error::QueryTimeout { limit_ms: 0 }
+    } else if caller.iter().any(|prefix| message.contains(prefix)) {
+        Error::QueryInvalid { message }
+    } else {
+        Error::Engine { step: "running the query", message }
+    }
+}
+
+fn engine(step: &'static str, error: duckdb::Error) -> Error {
+    Error::Engine { step, message: error.to_string() }
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A quoted SQL identifier.
+fn identifier(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parquet(dir: &Path, name: &str, sql: &str) -> PathBuf {
+        let path = dir.join(name);
+        let connection = Connection::open_in_memory().expect("duckdb");
+        connection
+            .execute_batch(&format!("COPY ({sql}) TO {} (FORMAT parquet)", literal(&path_text(&path))))
+            .expect("write parquet");
+        path
+    }
+
+    #[test]
+    fn views_answer_and_the_sandbox_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = parquet(dir.path(), "a.parquet", "SELECT i AS id FROM range(100) t(i)");
+        let secret = parquet(dir.path(), "secret.parquet", "SELECT 42 AS secret");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        let view = DatasetView { name: "trips-clean".into(), files: vec![data], schema: None };
+        let sandbox = Sandbox::open(EngineSettings::default(), &[view], &work).expect("open");
+        let caps = Caps { max_rows: 10, max_bytes: 1 << 20 };
+        match sandbox.run("SELECT count(*) AS n, sum(id) AS total FROM trips_clean", Format::Json, caps).expect("run") {
+            Outcome::Inline { columns, row_count, body: Body::Json(rows) } => {
+                assert_eq!(columns[0], ColumnInfo { name: "n".into(), data_type: "BIGINT".into() });
+                assert_eq!((row_count, rows), (1, vec![vec![serde_json::json!(100), serde_json::json!(4950)]]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Engine-level defences, independent of the statement check.
+        for sql in [
+            format!("SELECT * FROM read_parquet({})", literal(&path_text(&secret))),
+            "SELECT * FROM read_text('/etc/hostname')".to_owned(),
+        ] {
+            let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
+            let error = sandbox.run(&sql, Format::Json, caps).expect_err(&sql);
+            assert_eq!(error.error_code(), "query_not_allowed", "{sql}: {error}");
+        }
+        let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
+        assert!(
+            sandbox.connection.execute_batch("SET enable_external_access = true").is_err(),
+            "configuration is locked"
+        );
+    }
+
+    #[test]
+    fn sessions_share_views_but_not_queries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = parquet(dir.path(), "a.parquet", "SELECT i AS id FROM range(10) t(i)");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        let view = DatasetView { name: "t".into(), files: vec![data], schema: None };
+        let sandbox = Sandbox::open(EngineSettings::default(), &[view], &work).expect("open");
+        let caps = Caps { max_rows: 100, max_bytes: 1 << 20 };
+        for sql in ["SELECT count(*) FROM t", "SELECT max(id) FROM t"] {
+            let session = sandbox.session().expect("session");
+            assert!(matches!(session.run(sql, Format::Json, caps).expect(sql), Outcome::Inline { row_count: 1, .. }));
+        }
+        let session = sandbox.session().expect("session");
+        assert!(session.connection.execute_batch("SET enable_external_access = true").is_err(), "still locked");
+    }
+
+    #[test]
+    fn large_results_are_exported_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
+        let caps = Caps { max_rows: 10, max_bytes: 1 << 20 };
+        match sandbox.run("SELECT i FROM range(25) t(i)", Format::Csv, caps).expect("run") {
+            Outcome::Exported { row_count, file, .. } => {
+                assert_eq!(row_count, 25);
+                assert!(file.starts_with(&work) && file.exists());
+            }
+            other => panic!("{other:?}"),
+        }
+        let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
+        let tiny = Caps { max_rows: 10, max_bytes: 8 };
+        assert!(matches!(
+            sandbox.run("SELECT 'a long string' AS s", Format::Json, tiny).expect("run"),
+            Outcome::Exported { row_count: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn duplicate_column_names_are_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        for caps in [Caps { max_rows: 10, max_bytes: 1 << 20 }, Caps { max_rows: 1, max_bytes: 1 << 20 }] {
+            let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
+            let outcome = sandbox
+                .run(
+                    "SELECT * FROM (VALUES (1, 2), (3, 4)) a(id, x) JOIN (VALUES (1, 5)) b(id, x) ON a.id = b.id",
+                    Format::Json,
+                    caps,
+                )
+                .expect("run");
+            let columns = match &outcome {
+                Outcome::Inline { columns, .. } | Outcome::Exported { columns, .. } => columns,
+            };
+            assert_eq!(columns.len(), 4, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn empty_datasets_use_their_schema() {
+        let schema = Some(vec![Column { name: "amount".into(), data_type: "DECIMAL(18,3)".into() }]);
+        let view = DatasetView { name: "e".into(), files: vec![], schema };
+        assert!(view_sql(&view).expect("sql").contains("CAST(NULL AS DECIMAL(18,3))"));
+        let bad = DatasetView {
+            name: "e".into(),
+            files: vec![],
+            schema: Some(vec![Column { name: "x".into(), data_type: "INT); DROP TABLE y; --".into() }]),
+        };
+        assert!(view_sql(&bad).is_err());
+        let none = DatasetView { name: "e".into(), files: vec![], schema: None };
+        assert_eq!(view_sql(&none).expect_err("empty").error_code(), "dataset_empty");
+    }
+}

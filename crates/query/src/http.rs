@@ -1,0 +1,268 @@
+//! The HTTP surface: routes, authentication and rate limits, JSON errors, request counting.
+
+use crate::auth::{Principal, presented_key};
+use crate::error::Error;
+use crate::model::{ErrorBody, QueryRequest};
+use crate::service::{QueryAnswer, QueryService, RawBody};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use duckmesh_telemetry::metrics::{QueryKind, Route};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use std::future::Future;
+
+const JSON: &str = "application/json";
+
+/// Every route of the query deployment, `/metrics` included.
+pub fn router(service: QueryService) -> Router {
+    let metrics = duckmesh_telemetry::metrics_router(service.metrics());
+    Router::new()
+        .route("/v1/query", post(query))
+        .route("/v1/task/query", post(task_query))
+        .route("/v1/datasets", get(datasets))
+        .route("/v1/datasets/{name}/snapshots", get(snapshots))
+        .route_layer(from_fn_with_state(service.clone(), authenticate))
+        .route("/v1/health", get(health))
+        .route("/healthz", get(health))
+        .route("/v1/ready", get(ready))
+        .route("/readyz", get(ready))
+        .fallback(not_found)
+        .with_state(service.clone())
+        .merge(metrics)
+        .layer(from_fn_with_state(service, count))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response(),
+        Err(error) => Error::Internal { message: format!("encoding the response: {error}") }.into_response(),
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody { error_code: self.error_code().to_owned(), message: self.to_string() };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error_code\":\"internal\"}".to_vec());
+        let mut response = (status, [(CONTENT_TYPE, HeaderValue::from_static(JSON))], bytes).into_response();
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+fn route_of(path: &str) -> Route {
+    match path {
+        "/v1/query" => Route::Query,
+        "/v1/task/query" => Route::TaskQuery,
+        "/v1/datasets" => Route::Datasets,
+        "/v1/health" | "/healthz" => Route::Health,
+        "/v1/ready" | "/readyz" => Route::Ready,
+        "/metrics" => Route::Metrics,
+        path if path.starts_with("/v1/datasets/") && path.ends_with("/snapshots") => Route::Snapshots,
+        _ => Route::Other,
+    }
+}
+
+/// Counts every response in `http_requests_total{route, status_class}`.
+async fn count(State(service): State<QueryService>, request: Request, next: Next) -> Response {
+    let route = route_of(request.uri().path());
+    let response = next.run(request).await;
+    service.metrics().observe_http(route, response.status().as_u16());
+    response
+}
+
+/// Resolves the caller from the API key (or the no-auth principal) and applies the API-wide
+/// rate limits.
+async fn authenticate(State(service): State<QueryService>, mut request: Request, next: Next) -> Response {
+    let principal = match &service.config().auth {
+        None => Principal::local(),
+        Some(keys) => match presented_key(request.headers()) {
+            None => {
+                return Error::Unauthorized {
+                    message: "an API key is required (Authorization: Bearer <key> or X-API-Key)".into(),
+                }
+                .into_response();
+            }
+            Some(key) => match keys.authenticate(key) {
+                Some(principal) => principal.clone(),
+                None => return Error::Unauthorized { message: "unknown API key".into() }.into_response(),
+            },
+        },
+    };
+    if let Err(error) = service.rate_limiter().check_api(&principal) {
+        return error.into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+fn principal_of(headers_extensions: &http::Extensions) -> Result<Principal, Error> {
+    headers_extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Error::Internal { message: "request reached a handler without authentication".into() })
+}
+
+async fn query(State(service): State<QueryService>, request: Request) -> Response {
+    run_query(service, request, QueryKind::Interactive).await
+}
+
+async fn task_query(State(service): State<QueryService>, request: Request) -> Response {
+    run_query(service, request, QueryKind::Task).await
+}
+
+async fn run_query(service: QueryService, request: Request, kind: QueryKind) -> Response {
+    let principal = match principal_of(request.extensions()) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    if kind == QueryKind::Interactive
+        && let Err(error) = service.rate_limiter().check_query(&principal)
+    {
+        return error.into_response();
+    }
+    let body: Bytes = match axum::body::to_bytes(request.into_body(), 2 * 1024 * 1024).await {
+        Ok(body) => body,
+        Err(error) => return Error::InvalidRequest { message: format!("unreadable body: {error}") }.into_response(),
+    };
+    let parsed: QueryRequest = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return Error::InvalidRequest { message: format!("body is not a query request: {error}") }.into_response();
+        }
+    };
+    match service.query(&principal, parsed, kind).await {
+        Ok(answer) => answer_response(answer),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn answer_response(answer: QueryAnswer) -> Response {
+    let QueryAnswer { response, body } = answer;
+    let Some(body) = body else {
+        let mut out = json_response(StatusCode::OK, &response);
+        insert_metadata(out.headers_mut(), &response);
+        return out;
+    };
+    let (content_type, bytes) = match body {
+        RawBody::Csv(text) => ("text/csv; charset=utf-8", text.into_bytes()),
+        RawBody::Arrow(data) => ("application/vnd.apache.arrow.stream", data),
+    };
+    let mut out = (StatusCode::OK, [(CONTENT_TYPE, HeaderValue::from_static(content_type))], bytes).into_response();
+    insert_metadata(out.headers_mut(), &response);
+    if let Ok(columns) = serde_json::to_string(&response.columns)
+        && let Ok(value) = HeaderValue::from_str(&columns)
+    {
+        out.headers_mut().insert("x-duckmesh-columns", value);
+    }
+    out
+}
+
+fn insert_metadata(headers: &mut HeaderMap, response: &crate::model::QueryResponse) {
+    if let Ok(value) = HeaderValue::from_str(&response.query_id) {
+        headers.insert("x-duckmesh-query-id", value);
+    }
+    headers.insert("x-duckmesh-row-count", HeaderValue::from(response.row_count));
+    headers.insert("x-duckmesh-elapsed-ms", HeaderValue::from(response.elapsed_ms));
+    if let Ok(snapshots) = serde_json::to_string(&response.snapshots)
+        && let Ok(value) = HeaderValue::from_str(&snapshots)
+    {
+        headers.insert("x-duckmesh-snapshots", value);
+    }
+}
+
+async fn datasets(State(service): State<QueryService>, request: Request) -> Response {
+    let principal = match principal_of(request.extensions()) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    match service.datasets(&principal).await {
+        Ok(list) => json_response(StatusCode::OK, &list),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `?before=&limit=&namespace=`.
+fn query_parameters(raw: Option<&str>) -> Result<(Option<i64>, Option<i64>, Option<String>), Error> {
+    let (mut before, mut limit, mut namespace) = (None, None, None);
+    for pair in raw.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = |value: &str| {
+            value.parse::<i64>().map_err(|_| Error::InvalidRequest { message: format!("{key} must be a whole number") })
+        };
+        match key {
+            "before" => before = Some(number(value)?),
+            "limit" => limit = Some(number(value)?),
+            "namespace" => namespace = Some(value.to_owned()),
+            other => return Err(Error::InvalidRequest { message: format!("unknown parameter {other:?}") }),
+        }
+    }
+    Ok((before, limit, namespace))
+}
+
+async fn snapshots(
+    State(service): State<QueryService>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Response {
+    let principal = match principal_of(request.extensions()) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let (before, limit, namespace) = match query_parameters(raw.as_deref()) {
+        Ok(parameters) => parameters,
+        Err(error) => return error.into_response(),
+    };
+    match service.snapshots(&principal, &name, namespace.as_deref(), before, limit).await {
+        Ok(page) => json_response(StatusCode::OK, &page),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(State(service): State<QueryService>) -> Response {
+    let readiness = service.readiness().await;
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &readiness)
+}
+
+async fn not_found() -> Response {
+    let body = ErrorBody { error_code: "route_not_found".into(), message: "no such endpoint".into() };
+    json_response(StatusCode::NOT_FOUND, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_parameters() {
+        assert_eq!(route_of("/v1/datasets/trips/snapshots"), Route::Snapshots);
+        assert_eq!(route_of("/healthz"), Route::Health);
+        assert_eq!(route_of("/nope"), Route::Other);
+        assert_eq!(query_parameters(Some("before=5&limit=2")).expect("ok"), (Some(5), Some(2), None));
+        assert_eq!(query_parameters(None).expect("ok"), (None, None, None));
+        assert_eq!(query_parameters(Some("limit=x")).expect_err("bad").error_code(), "invalid_request");
+        assert_eq!(query_parameters(Some("offset=1")).expect_err("bad").error_code(), "invalid_request");
+    }
+}

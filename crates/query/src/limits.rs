@@ -1,0 +1,199 @@
+//! Back-pressure: per-user and per-tenant request rates (keyed GCRA limiters from `governor`)
+//! and the query concurrency cap with a bounded wait queue. Both answer "no" fast with a
+//! `Retry-After`, before the process is in trouble (SPEC §3, §4).
+
+use crate::auth::Principal;
+use crate::config::RateLimits;
+use crate::error::{Error, Result};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+type Limiter = DefaultKeyedRateLimiter<String>;
+
+/// The request-rate limiters.
+#[derive(Debug)]
+pub struct RateLimiter {
+    query_per_user: Option<Limiter>,
+    api_per_user: Option<Limiter>,
+    api_per_tenant: Option<Limiter>,
+    clock: DefaultClock,
+    checks: AtomicU64,
+}
+
+fn limiter(per_minute: Option<NonZeroU32>) -> Option<Limiter> {
+    per_minute.map(|n| Limiter::keyed(Quota::per_minute(n)))
+}
+
+impl RateLimiter {
+    /// Limiters for `limits`.
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            query_per_user: limiter(limits.query_per_user),
+            api_per_user: limiter(limits.api_per_user),
+            api_per_tenant: limiter(limits.api_per_tenant),
+            clock: DefaultClock::default(),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, limiter: Option<&Limiter>, key: &str, scope: &'static str) -> Result<()> {
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| Error::RateLimited { scope, retry_after: not_until.wait_time_from(self.clock.now()) })
+    }
+
+    /// Counts one API request of `principal` against the per-user and per-tenant limits.
+    pub fn check_api(&self, principal: &Principal) -> Result<()> {
+        // Forget idle keys now and then so the maps stay as small as the active user set.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            for limiter in [&self.query_per_user, &self.api_per_user, &self.api_per_tenant].into_iter().flatten() {
+                limiter.retain_recent();
+            }
+        }
+        self.check(self.api_per_user.as_ref(), &user_key(principal), "api per user")?;
+        self.check(self.api_per_tenant.as_ref(), &principal.tenant, "api per tenant")
+    }
+
+    /// Counts one `POST /v1/query` of `principal` against the per-user query limit.
+    pub fn check_query(&self, principal: &Principal) -> Result<()> {
+        self.check(self.query_per_user.as_ref(), &user_key(principal), "query per user")
+    }
+}
+
+fn user_key(principal: &Principal) -> String {
+    format!("{}\u{0}{}", principal.tenant, principal.user)
+}
+
+/// The concurrency cap: `running` slots and a queue of at most `queued` waiters.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_running: usize,
+    max_queued: usize,
+}
+
+/// A held query slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    /// `max_running` slots (at least one) and a queue of `max_queued`.
+    pub fn new(max_running: usize, max_queued: usize) -> Self {
+        let max_running = max_running.max(1);
+        Self {
+            slots: Arc::new(Semaphore::new(max_running)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_running,
+            max_queued,
+        }
+    }
+
+    /// Takes a slot, waiting in the queue until `deadline` if none is free. A full queue, or a
+    /// wait that reaches the deadline, is `overloaded` (429).
+    pub async fn admit(&self, deadline: Instant) -> Result<Slot> {
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(Slot { _permit: permit });
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Overloaded {
+                message: format!("{} queries running and {} waiting", self.max_running, self.max_queued),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let _waiting = Waiting(Arc::clone(&self.waiting));
+        match tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Slot { _permit: permit }),
+            Ok(Err(_closed)) => Err(Error::Internal { message: "the query slots were closed".into() }),
+            Err(_elapsed) => Err(Error::Overloaded {
+                message: "no query slot became free within the request's time limit".into(),
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// Queries executing now.
+    pub fn running(&self) -> usize {
+        self.max_running - self.slots.available_permits()
+    }
+
+    /// Queries waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_drains() {
+        let admission = Admission::new(1, 1);
+        let far = Instant::now() + Duration::from_secs(30);
+        let first = admission.admit(far).await.expect("free slot");
+        let queued = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.admit(far).await.map(|_| ()) }
+        });
+        while admission.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = admission.admit(far).await.expect_err("queue full");
+        assert_eq!((refused.error_code(), refused.retry_after()), ("overloaded", Some(1)));
+        drop(first);
+        queued.await.expect("join").expect("admitted after the first left");
+        assert_eq!((admission.running(), admission.queued()), (0, 0));
+
+        let _held = admission.admit(far).await.expect("slot");
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(admission.admit(soon).await.expect_err("times out").error_code(), "overloaded");
+        assert_eq!(admission.queued(), 0);
+    }
+
+    #[test]
+    fn rate_limits_are_per_user_and_per_tenant() {
+        let limits = RateLimits {
+            query_per_user: NonZeroU32::new(2),
+            api_per_user: NonZeroU32::new(100),
+            api_per_tenant: NonZeroU32::new(3),
+        };
+        let limiter = RateLimiter::new(limits);
+        let ann = Principal { tenant: "acme".into(), user: "ann".into() };
+        let bob = Principal { tenant: "acme".into(), user: "bob".into() };
+        limiter.check_query(&ann).expect("1");
+        limiter.check_query(&ann).expect("2");
+        let error = limiter.check_query(&ann).expect_err("3rd in a minute");
+        assert_eq!(error.error_code(), "rate_limited");
+        assert!(error.retry_after().is_some_and(|s| (1..=30).contains(&s)), "{error:?}");
+        limiter.check_query(&bob).expect("another user has their own budget");
+
+        for _ in 0..3 {
+            limiter.check_api(&ann).expect("tenant budget");
+        }
+        assert_eq!(limiter.check_api(&bob).expect_err("tenant spent").error_code(), "rate_limited");
+        let other = Principal { tenant: "globex".into(), user: "ann".into() };
+        limiter.check_api(&other).expect("another tenant");
+        RateLimiter::new(RateLimits::OFF).check_query(&ann).expect("off");
+    }
+}
