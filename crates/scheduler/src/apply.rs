@@ -1,0 +1,357 @@
+//! Declared resources (the YAML users `kubectl apply`, or the objects the operator watches)
+//! turned into catalog specs and stored. Both adapters apply resources through here, so a Job
+//! means the same thing in a cluster and in `duckmesh dev`.
+
+use duckmesh_catalog::{Catalog, CommitMode, JobUpsert, TaskOutput};
+use duckmesh_core::{DatasetId, TaskId};
+use duckmesh_resources::{self as resources, OutputMode, TaskTemplate, ValidationError};
+use serde_json::{Map, Value, json};
+
+/// The identity of a resource: where it lives and which incarnation and generation it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Namespace (`default` when the YAML names none).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.uid`; a new uid under the same name is a new incarnation.
+    pub uid: String,
+    /// `metadata.generation`.
+    pub generation: i64,
+}
+
+/// Why a resource could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The resource breaks a validation rule.
+    #[error("{kind}/{name} is invalid: {}", join(.errors))]
+    Invalid {
+        /// `Dataset`, `Job` or `Task`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Every rule it breaks.
+        errors: Vec<ValidationError>,
+    },
+    /// A task reads or writes a dataset that is not declared in its namespace.
+    #[error("task {task:?} refers to dataset {dataset:?}, which does not exist in namespace {namespace:?}")]
+    UnknownDataset {
+        /// The task.
+        task: String,
+        /// The missing dataset.
+        dataset: String,
+        /// Where it was looked up.
+        namespace: String,
+    },
+    /// The catalog refused or failed.
+    #[error(transparent)]
+    Catalog(#[from] duckmesh_catalog::Error),
+}
+
+impl ApplyError {
+    /// Stable error code for logs, conditions and events.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid_resource",
+            Self::UnknownDataset { .. } => "dataset_not_found",
+            Self::Catalog(error) => error.error_code(),
+        }
+    }
+
+    /// Whether trying again later may succeed without the user changing anything (the
+    /// dataset may be applied later; the catalog may come back).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Invalid { .. } => false,
+            Self::UnknownDataset { .. } => true,
+            Self::Catalog(error) => error.is_retryable(),
+        }
+    }
+}
+
+fn join(errors: &[ValidationError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// The catalog spec of a Dataset. The full resource spec is stored (camelCase) for the
+/// components that read policies from it (the worker reads `partitionBy` and
+/// `targetFileSizeBytes`).
+pub fn dataset_spec(object: &ObjectRef, spec: &resources::DatasetSpec) -> Result<duckmesh_catalog::DatasetSpec, ApplyError> {
+    resources::validate_dataset(&object.name, spec).map_err(|errors| ApplyError::Invalid {
+        kind: "Dataset",
+        name: object.name.clone(),
+        errors,
+    })?;
+    let schema = (!spec.schema.is_empty()).then(|| {
+        spec.schema
+            .iter()
+            .map(|column| duckmesh_catalog::Column { name: column.name.clone(), data_type: column.data_type.clone() })
+            .collect()
+    });
+    Ok(duckmesh_catalog::DatasetSpec {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        uid: object.uid.clone(),
+        generation: object.generation,
+        tenant: spec.tenant.clone(),
+        schema,
+        spec: serde_json::to_value(spec).unwrap_or(Value::Null),
+    })
+}
+
+/// The catalog spec of a Job; `resolve` maps a dataset name (in the Job's namespace) to its
+/// catalog id.
+pub fn job_spec(
+    object: &ObjectRef,
+    spec: &resources::JobSpec,
+    resolve: impl Fn(&str) -> Option<DatasetId>,
+) -> Result<duckmesh_catalog::JobSpec, ApplyError> {
+    resources::validate_job(&object.name, spec).map_err(|errors| ApplyError::Invalid {
+        kind: "Job",
+        name: object.name.clone(),
+        errors,
+    })?;
+    let tasks = spec
+        .tasks
+        .iter()
+        .map(|template| task_spec(&object.namespace, template, &resolve))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(duckmesh_catalog::JobSpec {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        uid: object.uid.clone(),
+        generation: object.generation,
+        tenant: spec.tenant.clone(),
+        max_parallel: spec.max_parallel,
+        spec: serde_json::to_value(spec).unwrap_or(Value::Null),
+        tasks,
+    })
+}
+
+/// The catalog spec of one task template (of a Job, or of a standalone Task).
+pub fn task_spec(
+    namespace: &str,
+    template: &TaskTemplate,
+    resolve: &impl Fn(&str) -> Option<DatasetId>,
+) -> Result<duckmesh_catalog::TaskSpec, ApplyError> {
+    let lookup = |dataset: &str| {
+        resolve(dataset).ok_or_else(|| ApplyError::UnknownDataset {
+            task: template.name.clone(),
+            dataset: dataset.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+    };
+    for input in &template.inputs {
+        lookup(&input.dataset)?;
+    }
+    let output = template
+        .output
+        .as_ref()
+        .map(|output| -> Result<TaskOutput, ApplyError> {
+            Ok(TaskOutput {
+                dataset: lookup(&output.dataset)?,
+                mode: match output.mode {
+                    OutputMode::Append => CommitMode::Append,
+                    OutputMode::Overwrite => CommitMode::Overwrite,
+                },
+            })
+        })
+        .transpose()?;
+    Ok(duckmesh_catalog::TaskSpec {
+        name: template.name.clone(),
+        kind: template.kind.as_str().to_owned(),
+        depends_on: template.depends_on.clone(),
+        max_attempts: template.max_attempts,
+        timeout_seconds: template.timeout_seconds,
+        output,
+        spec: runner_spec(template),
+    })
+}
+
+/// The kind-specific document a worker reads from `tasks.spec`: only what the runner needs
+/// (docs/worker.md), camelCase, absent fields omitted.
+pub fn runner_spec(template: &TaskTemplate) -> Value {
+    let mut spec = Map::new();
+    if let Some(sql) = &template.sql {
+        spec.insert("sql".into(), json!(sql));
+    }
+    if !template.inputs.is_empty() {
+        let inputs: Vec<Value> = template
+            .inputs
+            .iter()
+            .map(|input| match input.snapshot {
+                Some(snapshot) => json!({"dataset": input.dataset, "snapshot": snapshot}),
+                None => json!({"dataset": input.dataset}),
+            })
+            .collect();
+        spec.insert("inputs".into(), Value::Array(inputs));
+    }
+    if let Some(resources) = &template.resources {
+        let mut limits = Map::new();
+        if let Some(memory) = &resources.memory {
+            limits.insert("memory".into(), json!(memory));
+        }
+        if let Some(cpu) = &resources.cpu {
+            limits.insert("cpu".into(), json!(cpu));
+        }
+        if !limits.is_empty() {
+            spec.insert("resources".into(), Value::Object(limits));
+        }
+    }
+    if let Some(size) = template.target_file_size_bytes {
+        spec.insert("targetFileSizeBytes".into(), json!(size));
+    }
+    Value::Object(spec)
+}
+
+/// Validates and stores a Dataset.
+pub async fn apply_dataset(
+    catalog: &Catalog,
+    object: &ObjectRef,
+    spec: &resources::DatasetSpec,
+) -> Result<duckmesh_catalog::DatasetRecord, ApplyError> {
+    let spec = dataset_spec(object, spec)?;
+    Ok(catalog.upsert_dataset(&spec).await?)
+}
+
+/// Validates and stores a Job, resolving its datasets in the catalog. Applying the same
+/// generation again changes nothing; the task graph is fixed when the Job is first stored.
+pub async fn apply_job(catalog: &Catalog, object: &ObjectRef, spec: &resources::JobSpec) -> Result<JobUpsert, ApplyError> {
+    let names = dataset_names(spec.tasks.iter());
+    let resolved = resolve_datasets(catalog, &object.namespace, names).await?;
+    let spec = job_spec(object, spec, |name| resolved.get(name).copied())?;
+    Ok(catalog.upsert_job(&spec).await?)
+}
+
+/// Validates and stores a standalone Task (one that no Job owns).
+pub async fn apply_task(catalog: &Catalog, object: &ObjectRef, spec: &resources::TaskSpec) -> Result<TaskId, ApplyError> {
+    resources::validate_task(&object.name, spec).map_err(|errors| ApplyError::Invalid {
+        kind: "Task",
+        name: object.name.clone(),
+        errors,
+    })?;
+    let names = dataset_names(std::iter::once(&spec.template));
+    let resolved = resolve_datasets(catalog, &object.namespace, names).await?;
+    let mut template = spec.template.clone();
+    template.name = object.name.clone();
+    let task = task_spec(&object.namespace, &template, &|name| resolved.get(name).copied())?;
+    Ok(catalog.upsert_standalone_task(&object.namespace, &spec.tenant, &task).await?)
+}
+
+fn dataset_names<'a>(templates: impl Iterator<Item = &'a TaskTemplate>) -> Vec<String> {
+    let mut names: Vec<String> = templates
+        .flat_map(|t| t.inputs.iter().map(|i| i.dataset.clone()).chain(t.output.iter().map(|o| o.dataset.clone())))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn resolve_datasets(
+    catalog: &Catalog,
+    namespace: &str,
+    names: Vec<String>,
+) -> Result<std::collections::HashMap<String, DatasetId>, ApplyError> {
+    let mut resolved = std::collections::HashMap::new();
+    for name in names {
+        match catalog.dataset_by_name(namespace, &name).await {
+            Ok(record) => {
+                resolved.insert(name, record.id);
+            }
+            Err(duckmesh_catalog::Error::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duckmesh_resources::{InputRef, OutputRef, Resources, TaskKind};
+
+    fn object(name: &str) -> ObjectRef {
+        ObjectRef { namespace: "default".into(), name: name.into(), uid: "uid-1".into(), generation: 1 }
+    }
+
+    fn template(name: &str) -> TaskTemplate {
+        TaskTemplate {
+            name: name.into(),
+            kind: TaskKind::Sql,
+            sql: Some("SELECT 1 AS x".into()),
+            depends_on: vec![],
+            inputs: vec![],
+            output: Some(OutputRef { dataset: "out".into(), mode: OutputMode::Overwrite }),
+            max_attempts: None,
+            timeout_seconds: None,
+            resources: None,
+            target_file_size_bytes: None,
+        }
+    }
+
+    #[test]
+    fn runner_spec_keeps_only_what_the_worker_reads() {
+        let mut t = template("a");
+        t.inputs = vec![
+            InputRef { dataset: "raw".into(), snapshot: None },
+            InputRef { dataset: "dim".into(), snapshot: Some(7) },
+        ];
+        t.resources = Some(Resources { memory: Some("1Gi".into()), cpu: None });
+        t.target_file_size_bytes = Some(64 << 20);
+        assert_eq!(
+            runner_spec(&t),
+            json!({
+                "sql": "SELECT 1 AS x",
+                "inputs": [{"dataset": "raw"}, {"dataset": "dim", "snapshot": 7}],
+                "resources": {"memory": "1Gi"},
+                "targetFileSizeBytes": 67108864
+            })
+        );
+        assert_eq!(runner_spec(&TaskTemplate { sql: None, output: None, ..template("b") }), json!({}));
+    }
+
+    #[test]
+    fn unknown_datasets_are_named() {
+        let spec = resources::JobSpec { tenant: "acme".into(), max_parallel: None, tasks: vec![template("a")] };
+        let error = job_spec(&object("j"), &spec, |_| None).err();
+        match error {
+            Some(ApplyError::UnknownDataset { task, dataset, namespace }) => {
+                assert_eq!((task.as_str(), dataset.as_str(), namespace.as_str()), ("a", "out", "default"));
+            }
+            other => panic!("expected UnknownDataset, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jobs_carry_modes_dependencies_and_limits() {
+        let mut b = template("b");
+        b.depends_on = vec!["a".into()];
+        b.max_attempts = Some(5);
+        b.timeout_seconds = Some(60);
+        b.output = Some(OutputRef { dataset: "out".into(), mode: OutputMode::Append });
+        let spec = resources::JobSpec { tenant: "acme".into(), max_parallel: Some(2), tasks: vec![template("a"), b] };
+        let job = job_spec(&object("j"), &spec, |name| (name == "out").then_some(DatasetId(9))).expect("valid job");
+        assert_eq!(job.max_parallel, Some(2));
+        assert_eq!(job.tenant, "acme");
+        assert_eq!(job.tasks[0].output, Some(TaskOutput { dataset: DatasetId(9), mode: CommitMode::Overwrite }));
+        assert_eq!(job.tasks[1].output, Some(TaskOutput { dataset: DatasetId(9), mode: CommitMode::Append }));
+        assert_eq!(job.tasks[1].depends_on, vec!["a".to_owned()]);
+        assert_eq!((job.tasks[1].max_attempts, job.tasks[1].timeout_seconds), (Some(5), Some(60)));
+    }
+
+    #[test]
+    fn invalid_jobs_are_refused_with_every_reason() {
+        let mut a = template("a");
+        a.depends_on = vec!["missing".into()];
+        let spec = resources::JobSpec { tenant: "acme".into(), max_parallel: None, tasks: vec![a] };
+        let error = job_spec(&object("j"), &spec, |_| Some(DatasetId(1))).err();
+        match &error {
+            Some(error @ ApplyError::Invalid { kind: "Job", .. }) => {
+                assert_eq!(error.error_code(), "invalid_resource");
+                assert!(error.to_string().contains("missing"), "{error}");
+                assert!(!error.is_retryable());
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}
