@@ -2,6 +2,7 @@
 //! over to the libraries.
 
 mod migrate;
+mod operator;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,10 @@ enum Command {
     /// 12 fenced out, 13 failure not recorded). See docs/worker.md.
     Worker(worker::Args),
 
+    /// Run the Kubernetes operator: Dataset, Job and Task controllers, one worker Pod per
+    /// leased attempt, leader election on a Lease. See docs/operator.md.
+    Operator(Box<operator::Args>),
+
     /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
     Crds,
 }
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Operator(args) => operator::run(*args).await,
             Command::Crds => {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
@@ -82,6 +88,7 @@ fn init_telemetry(cli: &Cli) -> Result<duckmesh_telemetry::TelemetryGuard, duckm
     let role = match &cli.command {
         Command::Migrate(_) => "migrate",
         Command::Worker(_) => "worker",
+        Command::Operator(_) => "operator",
         Command::Crds => "crds",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
