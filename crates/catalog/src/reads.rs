@@ -177,6 +177,15 @@ impl Catalog {
         rows.iter().map(task_from_row).collect()
     }
 
+    /// The task named `name` (its node name) of a job, if the job has one. One indexed row,
+    /// however large the job: for callers that look up one task at a time (the operator's Task
+    /// reconciler).
+    pub async fn task_in_job(&self, job: JobId, name: &str) -> Result<Option<TaskRecord>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = $1 AND name = $2");
+        let row = sqlx::query(&sql).bind(job.0).bind(name).fetch_optional(&self.pool).await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
     /// An attempt by id.
     pub async fn attempt(&self, id: AttemptId) -> Result<AttemptRecord> {
         let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = $1");

@@ -340,3 +340,19 @@ async fn cancelling_a_job_retires_its_attempts() -> Result<(), BoxError> {
     assert!(catalog.job_by_name("default", "cancel-me").await.is_err(), "deleted");
     Ok(())
 }
+
+#[tokio::test]
+async fn one_task_of_a_job_is_found_by_its_node_name() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let out = dataset(&catalog, "out").await?;
+    let spec = job_spec("nightly", vec![task("extract", &[], Some(out)), task("load", &["extract"], Some(out))]);
+    let upsert = catalog.upsert_job(&spec).await?;
+    let load = catalog.task_in_job(upsert.job.id, "load").await?.expect("load exists");
+    assert_eq!((load.name.as_str(), load.job), ("load", Some(upsert.job.id)));
+    assert_eq!(load.depends_on.len(), 1);
+    assert_eq!(catalog.task_in_job(upsert.job.id, "missing").await?, None);
+    let other = catalog.upsert_job(&job_spec("other", vec![task("load", &[], Some(out))])).await?;
+    let other_load = catalog.task_in_job(other.job.id, "load").await?.expect("other load");
+    assert_ne!(other_load.id, load.id, "names are scoped to their job");
+    Ok(())
+}

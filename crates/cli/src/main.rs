@@ -4,6 +4,7 @@
 mod api;
 mod dev;
 mod migrate;
+mod operator;
 mod query;
 mod status;
 mod worker;
@@ -40,6 +41,10 @@ enum Command {
     /// how the attempt ended (0 committed, 10 failed permanently, 11 failed and will retry,
     /// 12 fenced out, 13 failure not recorded). See docs/worker.md.
     Worker(worker::Args),
+
+    /// Run the Kubernetes operator: Dataset, Job and Task controllers, one worker Pod per
+    /// leased attempt, leader election on a Lease. See docs/operator.md.
+    Operator(Box<operator::Args>),
 
     /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
     Crds,
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Operator(args) => operator::run(*args).await,
             Command::Crds => {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
@@ -108,6 +114,7 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuar
     let role = match &cli.command {
         Command::Migrate(_) => "migrate",
         Command::Worker(_) => "worker",
+        Command::Operator(_) => "operator",
         Command::Crds => "crds",
         Command::Dev(_) => "dev",
         Command::Status(_) => "status",

@@ -1,4 +1,4 @@
-//! Every file in `examples/` is something a user can `kubectl apply` as it is: each document
+//! Every file in `examples/` (and its subdirectories) is something a user can `kubectl apply` as it is: each document
 //! parses as one of our kinds, passes the same validation the operator and `duckmesh dev`
 //! apply, is accepted by the generated CRD's OpenAPI schema (checked with a real JSON-schema
 //! validator), and refers only to datasets declared alongside it.
@@ -6,22 +6,28 @@
 use duckmesh_resources::{Resource, parse_documents, validate_dataset, validate_job, validate_task};
 use kube::CustomResourceExt;
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn examples() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("examples/ exists")
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            (path.extension()? == "yaml").then(|| {
+    fn walk(dir: &Path, root: &Path, files: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("examples/ is readable") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                walk(&path, root, files);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
                 let text = std::fs::read_to_string(&path).expect("readable");
-                (path.file_name().expect("name").to_string_lossy().into_owned(), text)
-            })
-        })
-        .collect();
+                let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+                files.push((name, text));
+            }
+        }
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut files = Vec::new();
+    walk(&dir, &dir, &mut files);
     files.sort();
     assert!(!files.is_empty(), "no examples found in {}", dir.display());
+    // Subdirectories are walked too (examples/kubernetes/…).
+    assert!(files.iter().any(|(name, _)| name.contains('/')), "no example in a subdirectory: {files:?}");
     files
 }
 

@@ -1,0 +1,504 @@
+//! The reconcilers of `Dataset`, `Job` and `Task`, in the controller-rs shape: a free
+//! `reconcile(obj, ctx) -> Result<Action>` inside kube's `finalizer()` helper, a synchronous
+//! `error_policy` that counts the failure and backs off, status written by server-side apply
+//! with one field manager, and Events through one recorder.
+//!
+//! Each reconciler follows the same steps: validate (pure) → apply to the catalog → build the
+//! desired children (pure, [`crate::decide`]) → apply them → project catalog state into a
+//! bounded status. An invalid resource is answered with `Ready=False`, a Warning event and
+//! `await_change` — never a crash loop.
+
+use crate::decide::{self, NotReady};
+use crate::error::{Error, Result, is_status};
+use crate::names;
+use chrono::{DateTime, Utc};
+use duckmesh_catalog::Catalog;
+use duckmesh_resources::{Dataset, Job, JobStatus, Task, TaskStatus};
+use duckmesh_scheduler::{ApplyError, ObjectRef, apply_dataset, apply_job, apply_task};
+use duckmesh_telemetry::Metrics;
+use duckmesh_telemetry::metrics::{Controller, ReconcileResult};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, instrument, warn};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "duckmesh-operator";
+/// Finalizer of Datasets (notes that catalog data is retained when the resource goes).
+pub const DATASET_FINALIZER: &str = "duckmesh.io/dataset";
+/// Finalizer of Jobs (cancels the job in the catalog and stops its pods).
+pub const JOB_FINALIZER: &str = "duckmesh.io/job";
+
+/// How often controllers look at the catalog again while work is in progress (the catalog
+/// changes without Kubernetes events: leases, retries, commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resync {
+    /// While a Job is not finished.
+    pub active: Duration,
+    /// While a Task is not finished. Longer than for Jobs: a Job may have 10,000 Tasks, and
+    /// the changes that matter (a pod starting or ending) wake the Task's reconcile anyway.
+    pub task: Duration,
+    /// For Datasets (freshness), and for finished Jobs and Tasks.
+    pub idle: Duration,
+    /// While a referenced dataset is missing.
+    pub waiting: Duration,
+}
+
+impl Default for Resync {
+    fn default() -> Self {
+        Self {
+            active: Duration::from_secs(10),
+            task: Duration::from_secs(60),
+            idle: Duration::from_secs(300),
+            waiting: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Metrics, when exported.
+    pub metrics: Option<Metrics>,
+    /// Requeue intervals.
+    pub resync: Resync,
+    /// The clock (a plain function so tests can pin it).
+    pub now: fn() -> DateTime<Utc>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("resync", &self.resync).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context whose events are reported as `duckmesh-operator` from `instance` (the pod name).
+    pub fn new(client: Client, catalog: Catalog, metrics: Option<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            catalog,
+            metrics,
+            resync: Resync::default(),
+            now: Utc::now,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            // Events are best effort: never fail a reconcile for one.
+            warn!(error = %error, error_code = "event_failed", "publishing an event failed");
+        }
+    }
+
+    fn observe(&self, controller: Controller, result: &Result<Action>, started: Instant) {
+        let outcome = match result {
+            Ok(action) if *action == Action::await_change() => ReconcileResult::Success,
+            Ok(_) => ReconcileResult::RequeueAfter,
+            Err(_) => ReconcileResult::Error,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_reconcile(controller, outcome, started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn succeeded(&self, uid: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(uid);
+        }
+    }
+
+    /// The next back-off for an object that failed: 5 s doubling to 5 min.
+    fn backoff(&self, uid: &str) -> Duration {
+        let n = match self.failures.lock() {
+            Ok(mut failures) => {
+                let n = failures.entry(uid.to_owned()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        backoff_for(n)
+    }
+}
+
+/// Back-off after `failures` consecutive failures: 5 s · 2^(n-1), at most 5 minutes.
+pub fn backoff_for(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_secs(5u64.saturating_mul(1 << exponent)).min(Duration::from_secs(300))
+}
+
+fn object_ref<K: Resource>(object: &K) -> Result<ObjectRef> {
+    let name = object.meta().name.clone().unwrap_or_default();
+    let missing = |field| Error::MissingField { kind: "object", name: name.clone(), field };
+    Ok(ObjectRef {
+        namespace: object.meta().namespace.clone().ok_or_else(|| missing("metadata.namespace"))?,
+        uid: object.meta().uid.clone().ok_or_else(|| missing("metadata.uid"))?,
+        generation: object.meta().generation.unwrap_or(1),
+        name,
+    })
+}
+
+/// Writes `status` with server-side apply (field manager [`FIELD_MANAGER`], forced: the
+/// operator owns status).
+async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// How a failed apply is answered: the condition to show, whether to warn, and when to look
+/// again (`None`: the error is transient, hand it to the error policy).
+fn answer(error: &ApplyError, resync: &Resync) -> (NotReady, Option<Action>) {
+    let why = NotReady::from_error_code(error.error_code());
+    match why {
+        NotReady::InvalidSpec | NotReady::Rejected if !error.is_retryable() => (why, Some(Action::await_change())),
+        NotReady::DatasetNotFound => (why, Some(Action::requeue(resync.waiting))),
+        _ => (why, None),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dataset
+
+/// Reconciles a Dataset: registers it in the catalog and projects the catalog's view of it.
+#[instrument(skip_all, fields(namespace = dataset.namespace(), dataset = dataset.name_any(), trace_id = duckmesh_telemetry::current_trace_id()))]
+pub async fn reconcile_dataset(dataset: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let api: Api<Dataset> = Api::namespaced(ctx.client.clone(), &dataset.namespace().unwrap_or_default());
+    let result = finalizer(&api, DATASET_FINALIZER, dataset, |event| async {
+        match event {
+            Finalized::Apply(dataset) => apply_dataset_resource(&dataset, &ctx, &api).await,
+            Finalized::Cleanup(dataset) => cleanup_dataset(&dataset, &ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from);
+    ctx.observe(Controller::Dataset, &result, started);
+    result
+}
+
+async fn apply_dataset_resource(dataset: &Dataset, ctx: &Context, api: &Api<Dataset>) -> Result<Action> {
+    let object = object_ref(dataset)?;
+    let generation = dataset.meta().generation;
+    let previous = dataset.status.as_ref();
+    let now = (ctx.now)();
+    let (status, action) = match apply_dataset(&ctx.catalog, &object, &dataset.spec).await {
+        Ok(record) => (decide::dataset_status(&record, previous, generation, now), Action::requeue(ctx.resync.idle)),
+        Err(error) => {
+            let (why, action) = answer(&error, &ctx.resync);
+            let Some(action) = action else { return Err(error.into()) };
+            let status = decide::dataset_not_ready(previous, why, &error.to_string(), generation, now);
+            if decide::dataset_status_changed(previous, &status) {
+                ctx.publish(dataset, EventType::Warning, why.reason(), error.to_string(), "Register").await;
+            }
+            (status, action)
+        }
+    };
+    if decide::dataset_status_changed(previous, &status) {
+        apply_status::<Dataset>(api, &object.name, &status).await?;
+    }
+    ctx.succeeded(&object.uid);
+    Ok(action)
+}
+
+/// Deleting a Dataset resource never deletes data: its committed snapshots and files stay in
+/// the catalog and the bucket (a Dataset re-created under the same name continues from them).
+/// The operator says so in an Event; removing the data is an explicit, separate operation.
+async fn cleanup_dataset(dataset: &Dataset, ctx: &Context) -> Result<Action> {
+    let note = format!(
+        "dataset {} was deleted from Kubernetes; its committed snapshots and files are retained in the catalog and object storage",
+        dataset.name_any()
+    );
+    info!(error_code = "dataset_data_retained", "{note}");
+    ctx.publish(dataset, EventType::Normal, "DataRetained", note, "Delete").await;
+    Ok(Action::await_change())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job
+
+/// Reconciles a Job: creates its owned Task resources, registers it in the catalog, and keeps
+/// a bounded summary of its progress in its status.
+#[instrument(skip_all, fields(namespace = job.namespace(), job = job.name_any(), trace_id = duckmesh_telemetry::current_trace_id()))]
+pub async fn reconcile_job(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let result = finalizer(&api, JOB_FINALIZER, job, |event| async {
+        match event {
+            Finalized::Apply(job) => apply_job_resource(&job, &ctx, &api).await,
+            Finalized::Cleanup(job) => cleanup_job(&job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from);
+    ctx.observe(Controller::Job, &result, started);
+    result
+}
+
+async fn apply_job_resource(job: &Job, ctx: &Context, api: &Api<Job>) -> Result<Action> {
+    let object = object_ref(job)?;
+    let generation = job.meta().generation;
+    let previous = job.status.as_ref();
+    let now = (ctx.now)();
+
+    if let Err(errors) = duckmesh_resources::validate_job(&object.name, &job.spec) {
+        let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return job_not_ready(job, ctx, api, NotReady::InvalidSpec, &message, Action::await_change()).await;
+    }
+
+    // The Task resources come first, so that every task the catalog can lease already has its
+    // resource (the owner of its worker pods). They only change with the Job's generation.
+    let registered = previous.is_some_and(|s| {
+        s.observed_generation == generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == decide::READY && c.status == duckmesh_resources::ConditionStatus::True)
+    });
+    if !registered {
+        let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &object.namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for task in decide::desired_tasks(job)? {
+            let name = task.name_any();
+            let mut body = serde_json::to_value(&task)?;
+            if let Some(map) = body.as_object_mut() {
+                map.remove("status");
+            }
+            tasks.patch(&name, &params, &Patch::Apply(&body)).await?;
+        }
+    }
+
+    let upsert = match apply_job(&ctx.catalog, &object, &job.spec).await {
+        Ok(upsert) => upsert,
+        Err(error) => {
+            let (why, action) = answer(&error, &ctx.resync);
+            let Some(action) = action else { return Err(error.into()) };
+            return job_not_ready(job, ctx, api, why, &error.to_string(), action).await;
+        }
+    };
+    if !upsert.cancelled_attempts.is_empty() {
+        info!(cancelled = upsert.cancelled_attempts.len(), "a new incarnation of the job replaced an older one");
+    }
+    let summary = ctx.catalog.job_summary(upsert.job.id).await?;
+    let status = decide::job_status(&summary, previous, generation, now);
+    if previous != Some(&status) {
+        apply_status::<Job>(api, &object.name, &status).await?;
+        let was = previous.and_then(|s| s.phase.as_deref());
+        if was != status.phase.as_deref() {
+            announce_job_phase(job, ctx, &status).await;
+        }
+    }
+    ctx.succeeded(&object.uid);
+    let finished = status.completion_time.is_some();
+    Ok(Action::requeue(if finished { ctx.resync.idle } else { ctx.resync.active }))
+}
+
+async fn announce_job_phase(job: &Job, ctx: &Context, status: &JobStatus) {
+    let counts = &status.counts;
+    let (type_, reason, note) = match status.phase.as_deref() {
+        Some("Succeeded") => (EventType::Normal, "Succeeded", format!("all {} tasks succeeded", counts.total)),
+        Some("Failed") => (
+            EventType::Warning,
+            "Failed",
+            format!("{} of {} tasks failed: {}", counts.failed, counts.total, status.failed_tasks.join(", ")),
+        ),
+        Some("Cancelled") => (EventType::Warning, "Cancelled", "the job was cancelled".to_owned()),
+        Some("Running") => (EventType::Normal, "Started", "the first task started".to_owned()),
+        _ => return,
+    };
+    ctx.publish(job, type_, reason, note, "Run").await;
+}
+
+async fn job_not_ready(
+    job: &Job,
+    ctx: &Context,
+    api: &Api<Job>,
+    why: NotReady,
+    message: &str,
+    action: Action,
+) -> Result<Action> {
+    let previous = job.status.as_ref();
+    let status = decide::job_not_ready(previous, why, message, job.meta().generation, (ctx.now)());
+    if previous != Some(&status) {
+        apply_status::<Job>(api, &job.name_any(), &status).await?;
+        ctx.publish(job, EventType::Warning, why.reason(), message.to_owned(), "Register").await;
+    }
+    if let Some(uid) = &job.meta().uid {
+        ctx.succeeded(uid);
+    }
+    Ok(action)
+}
+
+/// Deleting a Job cancels it in the catalog (its unfinished tasks become `Cancelled`, their
+/// live attempts can no longer commit) and deletes its worker pods at once rather than waiting
+/// for garbage collection. Its committed outputs stay.
+async fn cleanup_job(job: &Job, ctx: &Context) -> Result<Action> {
+    let object = object_ref(job)?;
+    match ctx.catalog.job_by_name(&object.namespace, &object.name).await {
+        Ok(record) if record.uid == object.uid => {
+            let cancelled = ctx.catalog.delete_job(record.id).await?;
+            info!(cancelled_attempts = cancelled.len(), "job deleted: cancelled in the catalog");
+        }
+        Ok(_) => {} // the catalog holds another incarnation; not ours to cancel
+        Err(duckmesh_catalog::Error::NotFound { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &object.namespace);
+    let selector = format!("{},{}={}", names::WORKER_SELECTOR, names::JOB_LABEL, names::label_value(&object.name));
+    match pods.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)).await {
+        Ok(_) => {}
+        Err(error) if is_status(&error, 404) => {}
+        Err(error) => return Err(error.into()),
+    }
+    ctx.publish(job, EventType::Normal, "Cancelled", "the job was deleted: its tasks were cancelled".into(), "Delete")
+        .await;
+    Ok(Action::await_change())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task
+
+/// Reconciles a Task: a Job's task is projected from the catalog; a standalone task is first
+/// registered there.
+#[instrument(skip_all, fields(namespace = task.namespace(), task = task.name_any(), trace_id = duckmesh_telemetry::current_trace_id()))]
+pub async fn reconcile_task(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_task_inner(&task, &ctx).await;
+    ctx.observe(Controller::Task, &result, started);
+    result
+}
+
+async fn reconcile_task_inner(task: &Task, ctx: &Context) -> Result<Action> {
+    let object = object_ref(task)?;
+    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &object.namespace);
+    let generation = task.meta().generation;
+    let previous = task.status.as_ref();
+    let now = (ctx.now)();
+
+    let record = match &task.spec.job {
+        Some(job) => {
+            let owner_uid = task.owner_references().iter().find(|o| o.kind == "Job").map(|o| o.uid.clone());
+            match ctx.catalog.job_by_name(&object.namespace, job).await {
+                Ok(record) if owner_uid.as_ref().is_none_or(|uid| *uid == record.uid) => {
+                    ctx.catalog.task_in_job(record.id, &task.spec.template.name).await?
+                }
+                Ok(_) | Err(duckmesh_catalog::Error::NotFound { .. }) => None,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        None => match apply_task(&ctx.catalog, &object, &task.spec).await {
+            Ok(id) => Some(ctx.catalog.task(id).await?),
+            Err(error) => {
+                let (why, action) = answer(&error, &ctx.resync);
+                let Some(action) = action else { return Err(error.into()) };
+                let status = decide::task_not_ready(previous, why, &error.to_string(), generation, now);
+                if previous != Some(&status) {
+                    apply_status::<Task>(&api, &object.name, &status).await?;
+                    ctx.publish(task, EventType::Warning, why.reason(), error.to_string(), "Register").await;
+                }
+                return Ok(action);
+            }
+        },
+    };
+    let Some(record) = record else {
+        // The Job controller registers the job right after creating its tasks.
+        return Ok(Action::requeue(ctx.resync.waiting));
+    };
+    let attempts = ctx.catalog.attempts_of_task(record.id).await?;
+    let status: TaskStatus = decide::task_status(&record, &attempts, previous, generation, now);
+    if previous != Some(&status) {
+        apply_status::<Task>(&api, &object.name, &status).await?;
+        let was = previous.map(|s| (s.phase.clone(), s.attempt));
+        if was != Some((status.phase.clone(), status.attempt))
+            && let Some((reason, _)) = decide::task_event(&record)
+        {
+            let note = format!(
+                "attempt {} of {}: {}: {}",
+                record.attempts,
+                record.max_attempts,
+                record.last_error_code.as_deref().unwrap_or("unknown"),
+                record.last_error_message.as_deref().unwrap_or("no message")
+            );
+            ctx.publish(task, EventType::Warning, reason, note, "Run").await;
+        }
+    }
+    ctx.succeeded(&object.uid);
+    Ok(Action::requeue(if record.phase.is_terminal() { ctx.resync.idle } else { ctx.resync.task }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error policy
+
+/// Counts the failure and requeues the object after an exponential back-off (5 s → 5 min).
+/// The error's code goes to the log, never to a metric label.
+pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let uid = object.meta().uid.clone().unwrap_or_default();
+    let delay = ctx.backoff(&uid);
+    warn!(
+        error = %error,
+        error_code = error.error_code(),
+        namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+        name = object.meta().name.as_deref().unwrap_or_default(),
+        retry_in_seconds = delay.as_secs(),
+        "reconcile failed"
+    );
+    if let Some(metrics) = &ctx.metrics {
+        let controller = match K::kind(&()).as_ref() {
+            "Dataset" => Some(Controller::Dataset),
+            "Job" => Some(Controller::Job),
+            "Task" => Some(Controller::Task),
+            _ => None,
+        };
+        if let Some(controller) = controller {
+            metrics
+                .control_plane
+                .workqueue_retries
+                .get_or_create(&duckmesh_telemetry::metrics::ControllerLabels { controller })
+                .inc();
+        }
+    }
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff_for(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff_for(u32::MAX), Duration::from_secs(300));
+    }
+}
