@@ -63,17 +63,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
 async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    crate::signals::terminated().await;
     tracing::info!("shutting down: finishing requests in flight");
 }

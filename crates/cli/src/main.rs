@@ -6,6 +6,7 @@ mod dev;
 mod migrate;
 mod operator;
 mod query;
+mod signals;
 mod status;
 mod worker;
 

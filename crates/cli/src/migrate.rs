@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
-use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
+use duckmesh_localpg::resolve_state_dir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,9 +38,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     state.display()
                 );
             }
-            let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&ClusterOptions::persistent(state)))
-                .await?
-                .context("starting the private PostgreSQL")?;
+            let cluster =
+                duckmesh_dev::private_postgres(&args.state_dir).await.context("starting the private PostgreSQL")?;
             eprintln!("private PostgreSQL on 127.0.0.1:{} ({})", cluster.port(), cluster.base_dir().display());
             let url = cluster.url("postgres");
             _cluster = Some(cluster);

@@ -5,7 +5,7 @@ use anyhow::Context;
 use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
 use duckmesh_dev::InstanceInfo;
 use duckmesh_dev::progress::{JobView, datasets_table, tasks_table};
-use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
+use duckmesh_localpg::resolve_state_dir;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,10 +57,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     args.state_dir.display()
                 );
             }
-            let data = resolve_state_dir(&requested)?;
-            let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&ClusterOptions::persistent(data)))
-                .await?
-                .context("starting the dev PostgreSQL")?;
+            let cluster =
+                duckmesh_dev::private_postgres(&args.state_dir).await.context("starting the dev PostgreSQL")?;
             let url = cluster.url("postgres");
             _cluster = Some(cluster);
             url

@@ -11,4 +11,4 @@ pub mod run;
 pub mod source;
 
 pub use instance::{Instance, InstanceInfo};
-pub use run::{DEV_DEFAULTS, DevError, DevOptions, DevOutcome, run};
+pub use run::{DEV_DEFAULTS, DevError, DevOptions, DevOutcome, private_postgres, run};

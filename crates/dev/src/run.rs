@@ -149,6 +149,19 @@ fn is_set(overlay: &HashMap<String, String>, name: &str) -> bool {
     overlay.contains_key(name) || std::env::var_os(name).is_some()
 }
 
+/// Starts (creating it on first use) the private PostgreSQL of a state directory, kept in
+/// `<state_dir>/postgres`, or in its `/var/tmp` stand-in when running as root
+/// ([`resolve_state_dir`]). Shared by `duckmesh dev`, `migrate` and `status`.
+pub async fn private_postgres(state_dir: &Path) -> Result<LocalCluster, duckmesh_localpg::Error> {
+    let data = resolve_state_dir(&state_dir.join("postgres"))?;
+    tokio::task::spawn_blocking(move || LocalCluster::start(&ClusterOptions::persistent(data))).await.map_err(
+        |error| duckmesh_localpg::Error::Io {
+            step: "starting PostgreSQL".into(),
+            source: std::io::Error::other(error.to_string()),
+        },
+    )?
+}
+
 /// Runs dev mode to the end of its jobs (or Ctrl-C).
 pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     // Everything the user wrote is checked before anything starts.
@@ -163,11 +176,7 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     let (_cluster, database_url) = match &options.database_url {
         Some(url) => (None, url.clone()),
         None => {
-            let requested = state_dir.join("postgres");
-            let data = resolve_state_dir(&requested)?;
-            let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&ClusterOptions::persistent(data)))
-                .await
-                .map_err(|e| DevError::Config(format!("PostgreSQL start-up task failed: {e}")))??;
+            let cluster = private_postgres(&state_dir).await?;
             let url = cluster.url("postgres");
             (Some(cluster), url)
         }
