@@ -9,7 +9,7 @@
 //! staging prefix for GC.
 
 use crate::leases::LockedAttempt;
-use crate::model::{AttemptRef, Column, CommitRequest, Committed};
+use crate::model::{AttemptRef, Column, CommitRequest, Committed, NewFile};
 use crate::notify::COMMITS_CHANNEL;
 use crate::{Catalog, Error, Result};
 use duckmesh_core::SnapshotId;
@@ -26,7 +26,7 @@ impl Catalog {
     /// output and the schema, then writes snapshot, files, dataset header, attempt, task and
     /// the outbox row in the same transaction. Listeners are woken right after it commits.
     pub async fn commit(&self, attempt: AttemptRef, request: &CommitRequest) -> Result<Committed> {
-        validate_files(request)?;
+        validate_new_files(&request.files)?;
         let schema = request.schema.as_ref().map(|columns| normalized(columns));
         let paths: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
         let sizes: Vec<i64> = request.files.iter().map(|f| f.bytes).collect();
@@ -74,6 +74,7 @@ impl Catalog {
                 Ok(committed)
             }
             "fenced" => Err(self.diagnose(attempt).await),
+            "read_only" => Err(self.read_only_error().await),
             "no_dataset" => Err(Error::NotFound { what: format!("dataset {}", request.dataset) }),
             "wrong_output" => {
                 let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
@@ -132,17 +133,18 @@ impl Catalog {
 }
 
 /// Type names in upper case, so that stored schemas compare as sets in SQL.
-fn normalized(columns: &[Column]) -> Vec<Column> {
+pub(crate) fn normalized(columns: &[Column]) -> Vec<Column> {
     columns
         .iter()
         .map(|column| Column { name: column.name.clone(), data_type: column.data_type.to_ascii_uppercase() })
         .collect()
 }
 
-fn validate_files(request: &CommitRequest) -> Result<()> {
+/// Checks the file list of a commit: relative keys, sizes, hashes, no path twice.
+pub(crate) fn validate_new_files(files: &[NewFile]) -> Result<()> {
     let invalid = |message: String| Err(Error::Invalid { what: "commit", message });
     let mut seen = std::collections::HashSet::new();
-    for file in &request.files {
+    for file in files {
         if file.path.is_empty() || file.path.starts_with('/') || file.path.split('/').any(|s| s == "..") {
             return invalid(format!("file path {:?} must be a relative object key", file.path));
         }
@@ -165,21 +167,26 @@ impl Catalog {
     /// is flushed, which serialises every committer and defeats group commit. Notifications are
     /// hints (listeners re-read the catalog), so losing one to a crash right here only delays a
     /// wake-up until the listener's next periodic check.
-    async fn notify_commit(&self, committed: &Committed) {
+    pub(crate) async fn notify_commit(&self, committed: &Committed) {
         let payload = json!({
             "dataset": committed.dataset, "snapshot": committed.snapshot,
             "visibility_token": committed.visibility_token,
         });
+        self.notify_relaxed(COMMITS_CHANNEL, &payload.to_string()).await;
+    }
+
+    /// Sends one wake-up on `channel` without waiting for its WAL flush (see above).
+    pub(crate) async fn notify_relaxed(&self, channel: &str, payload: &str) {
         let sent = sqlx::query(
             "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
              SELECT pg_notify($1, $2) FROM relaxed",
         )
-        .bind(COMMITS_CHANNEL)
-        .bind(payload.to_string())
+        .bind(channel)
+        .bind(payload)
         .execute(&self.pool)
         .await;
         if let Err(error) = sent {
-            tracing::warn!(%error, dataset = %committed.dataset, "could not send the commit wake-up");
+            tracing::warn!(%error, channel, "could not send a wake-up notification");
         }
     }
 }

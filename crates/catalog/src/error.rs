@@ -78,6 +78,31 @@ pub enum Error {
         /// Which columns differ.
         message: String,
     },
+    /// Emergency read-only mode is on: ingest and commits are refused until it is turned off.
+    #[error("the catalog is in emergency read-only mode{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    ReadOnly {
+        /// Why it was turned on, as its operator wrote it.
+        reason: Option<String>,
+    },
+    /// The dataset's ingest buffer holds as many pending events as it may.
+    #[error("the ingest buffer of dataset {dataset} is full ({pending} pending events, limit {limit})")]
+    BufferFull {
+        /// The dataset.
+        dataset: DatasetId,
+        /// Pending events counted (up to the limit).
+        pending: i64,
+        /// The limit.
+        limit: i64,
+    },
+    /// An ingest batch's claim was lost (it expired and the events may be claimed by another
+    /// coordinator): the batch must not commit.
+    #[error("the claim with fence {fence} on ingest events of dataset {dataset} was lost")]
+    ClaimLost {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The claim's fence.
+        fence: Fence,
+    },
     /// The catalog holds a value this version does not understand.
     #[error("corrupt catalog row: {0}")]
     Corrupt(String),
@@ -101,6 +126,9 @@ impl Error {
             Self::NotFound { .. } => "not_found",
             Self::Invalid { .. } => "invalid_spec",
             Self::SchemaMismatch { .. } => "schema_mismatch",
+            Self::ReadOnly { .. } => "read_only",
+            Self::BufferFull { .. } => "ingest_buffer_full",
+            Self::ClaimLost { .. } => "claim_lost",
             Self::Corrupt(_) => "catalog_corrupt",
         }
     }

@@ -12,6 +12,7 @@
 mod commit;
 mod config;
 mod error;
+mod ingest;
 mod leases;
 mod model;
 mod notify;
@@ -22,6 +23,10 @@ mod specs;
 pub use commit::schema_difference;
 pub use config::{ConfigError, KNOBS};
 pub use error::{Error, Result};
+pub use ingest::{
+    ClaimOptions, ClaimedBatch, ClaimedEvent, DeadLetter, DeadLetterFilter, INGEST_CHANNEL, IngestAck, IngestBacklog,
+    IngestCommit, IngestCommitted, IngestRecord, IngestRequest, MAX_DEDUPE_KEY_BYTES, PoisonEvent, ReadOnlyState,
+};
 pub use leases::{Reaped, ScheduleOptions, Scheduled};
 pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};

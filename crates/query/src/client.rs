@@ -144,6 +144,24 @@ impl QueryClient {
         Ok(RawAnswer { content_type, body })
     }
 
+    /// Posts records to `POST /v1/ingest/{dataset}` as NDJSON (`body` holds one JSON object
+    /// per line, or a JSON array) and returns the durable ack.
+    pub async fn ingest(
+        &self,
+        dataset: &str,
+        namespace: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<crate::ingest::IngestResponse, ClientError> {
+        let mut path = format!("/v1/ingest/{dataset}");
+        if let Some(namespace) = namespace {
+            path.push_str(&format!("?namespace={namespace}"));
+        }
+        let (url, builder) = self.request(reqwest::Method::POST, &path);
+        let builder = builder.header(reqwest::header::CONTENT_TYPE, "application/x-ndjson").body(body);
+        let response = Self::send(&url, builder).await?;
+        Self::json(&url, response).await
+    }
+
     /// The caller tenant's datasets.
     pub async fn datasets(&self) -> Result<DatasetList, ClientError> {
         let (url, builder) = self.request(reqwest::Method::GET, "/v1/datasets");

@@ -54,6 +54,23 @@ pub const KNOBS: &[(&str, &str, &str)] = &[
     ("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", "10", "POST /v1/query requests per minute per user (0 = off)"),
     ("DUCKMESH_API_RATE_LIMIT_PER_USER", "100", "API requests per minute per user (0 = off)"),
     ("DUCKMESH_API_RATE_LIMIT_PER_TENANT", "1000", "API requests per minute per tenant (0 = off)"),
+    ("DUCKMESH_INGEST_MAX_BODY_BYTES", "8388608", "largest POST /v1/ingest body; larger ones get 413"),
+    ("DUCKMESH_INGEST_MAX_RECORDS", "10000", "most records in one ingest request"),
+    (
+        "DUCKMESH_INGEST_RECORDS_PER_MINUTE",
+        "600000",
+        "records per minute one tenant may ingest into one dataset, unless the Dataset sets spec.ingest.rateLimitPerMinute (0 = off)",
+    ),
+    (
+        "DUCKMESH_INGEST_MAX_PENDING",
+        "100000",
+        "acknowledged, not yet visible records per dataset beyond which ingest gets 429, unless the Dataset sets spec.ingest.maxPendingRecords",
+    ),
+    (
+        "DUCKMESH_READ_ONLY",
+        "false",
+        "emergency read-only mode for this process: ingest answers 503 read_only (the catalog switch `duckmesh read-only on` covers every process)",
+    ),
 ];
 
 /// Requests per minute; `None` turns a limit off.
@@ -125,6 +142,33 @@ pub struct QueryConfig {
     /// Locked-down databases kept for reuse, one per exact snapshot set (0: a fresh database
     /// per query).
     pub engine_pool: usize,
+    /// Ingest limits.
+    pub ingest: IngestLimits,
+    /// Process-local emergency read-only mode (the catalog switch is the shared one).
+    pub read_only: bool,
+}
+
+/// Limits of `POST /v1/ingest/{dataset}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Largest body in bytes.
+    pub max_body_bytes: usize,
+    /// Most records per request.
+    pub max_records: usize,
+    /// Records per minute per tenant and dataset when the Dataset sets none (`None`: off).
+    pub records_per_minute: Option<NonZeroU32>,
+    /// Pending records per dataset when the Dataset sets none.
+    pub max_pending: u64,
+}
+
+impl IngestLimits {
+    /// The defaults: 8 MiB, 10,000 records, 600,000 records/min, 100,000 pending.
+    pub const DEFAULT: Self = Self {
+        max_body_bytes: 8 * 1024 * 1024,
+        max_records: 10_000,
+        records_per_minute: NonZeroU32::new(600_000),
+        max_pending: 100_000,
+    };
 }
 
 impl QueryConfig {
@@ -152,6 +196,8 @@ impl QueryConfig {
             barrier_recheck: Duration::from_secs(2),
             download_concurrency: 8,
             engine_pool: 4,
+            ingest: IngestLimits::DEFAULT,
+            read_only: false,
         }
     }
 
@@ -249,6 +295,19 @@ impl QueryConfig {
         if let Some(n) = number("DUCKMESH_QUERY_ENGINE_POOL", 0, 1024)? {
             config.engine_pool = n as usize;
         }
+        if let Some(n) = number("DUCKMESH_INGEST_MAX_BODY_BYTES", 1024, 1024 * 1024 * 1024)? {
+            config.ingest.max_body_bytes = n as usize;
+        }
+        if let Some(n) = number("DUCKMESH_INGEST_MAX_RECORDS", 1, 1_000_000)? {
+            config.ingest.max_records = n as usize;
+        }
+        if let Some(n) = number("DUCKMESH_INGEST_RECORDS_PER_MINUTE", 0, 1_000_000_000)? {
+            config.ingest.records_per_minute = NonZeroU32::new(n as u32);
+        }
+        if let Some(n) = number("DUCKMESH_INGEST_MAX_PENDING", 1, 1_000_000_000)? {
+            config.ingest.max_pending = n;
+        }
+        config.read_only = flag("DUCKMESH_READ_ONLY")?;
         config.threads = number("DUCKMESH_QUERY_THREADS", 1, 1024)?;
         config.memory_limit_bytes = number("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", 64 * 1024 * 1024, u64::MAX / 2)?;
         let per_minute = |name: &str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {

@@ -38,6 +38,46 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// An ingest record does not fit the dataset (the whole request is rejected).
+    #[error("record {record}{}: {message}", field.as_ref().map(|f| format!(", field {f:?}")).unwrap_or_default())]
+    InvalidRecord {
+        /// 0-based position of the record in the request.
+        record: usize,
+        /// The offending field, when one is to blame.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The request body is larger than the service accepts.
+    #[error("the request body is larger than {limit} bytes; send smaller batches")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Ingest into a dataset whose columns are unknown.
+    #[error("dataset {name:?} has no schema: declare spec.schema on the Dataset to ingest into it")]
+    SchemaRequired {
+        /// The dataset.
+        name: String,
+    },
+    /// Emergency read-only mode is on: ingest is refused, queries keep working.
+    #[error("DuckMesh is in emergency read-only mode{}: ingest is refused until it is turned off; queries work", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    ReadOnly {
+        /// Why it was turned on.
+        reason: Option<String>,
+    },
+    /// The dataset's buffer of acknowledged, not yet visible records is full.
+    #[error("dataset {name:?} has {pending} records waiting to become visible (limit {limit}); retry in {} s", retry_after_seconds(*retry_after))]
+    IngestBackpressure {
+        /// The dataset.
+        name: String,
+        /// Pending records.
+        pending: i64,
+        /// The limit.
+        limit: i64,
+        /// A suggested delay.
+        retry_after: Duration,
+    },
     /// The SQL does not parse or bind (syntax, unknown column, type error…).
     #[error("invalid query: {message}")]
     QueryInvalid {
@@ -158,6 +198,11 @@ impl Error {
             Error::QueryNotAllowed { .. } => "query_not_allowed",
             Error::DatasetNotFound { .. } => "dataset_not_found",
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
+            Error::InvalidRecord { .. } => "invalid_record",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::SchemaRequired { .. } => "schema_required",
+            Error::ReadOnly { .. } => "read_only",
+            Error::IngestBackpressure { .. } => "ingest_backpressure",
             Error::DatasetEmpty { .. } => "dataset_empty",
             Error::ConsistencyTimeout { .. } => "consistency_timeout",
             Error::QueryTimeout { .. } => "query_timeout",
@@ -176,7 +221,11 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Unauthorized { .. } => 401,
-            Error::RateLimited { .. } | Error::Overloaded { .. } => 429,
+            Error::RateLimited { .. } | Error::Overloaded { .. } | Error::IngestBackpressure { .. } => 429,
+            Error::InvalidRecord { .. } => 400,
+            Error::PayloadTooLarge { .. } => 413,
+            Error::SchemaRequired { .. } => 409,
+            Error::ReadOnly { .. } => 503,
             Error::InvalidRequest { .. } | Error::QueryInvalid { .. } | Error::QueryNotAllowed { .. } => 400,
             Error::DatasetNotFound { .. } | Error::SnapshotNotFound { .. } => 404,
             Error::DatasetEmpty { .. } => 409,
@@ -193,9 +242,9 @@ impl Error {
     /// For 429 answers: the `Retry-After` delay in whole seconds (at least 1).
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after, .. } => {
-                Some(retry_after_seconds(*retry_after).max(1))
-            }
+            Error::RateLimited { retry_after, .. }
+            | Error::Overloaded { retry_after, .. }
+            | Error::IngestBackpressure { retry_after, .. } => Some(retry_after_seconds(*retry_after).max(1)),
             _ => None,
         }
     }

@@ -23,6 +23,7 @@ pub fn router(service: QueryService) -> Router {
     Router::new()
         .route("/v1/query", post(query))
         .route("/v1/task/query", post(task_query))
+        .route("/v1/ingest/{dataset}", post(ingest))
         .route("/v1/datasets", get(datasets))
         .route("/v1/datasets/{name}/snapshots", get(snapshots))
         .route_layer(from_fn_with_state(service.clone(), authenticate))
@@ -74,6 +75,7 @@ fn route_of(path: &str) -> Route {
         "/v1/health" | "/healthz" => Route::Health,
         "/v1/ready" | "/readyz" => Route::Ready,
         "/metrics" => Route::Metrics,
+        path if path.starts_with("/v1/ingest/") => Route::Ingest,
         path if path.starts_with("/v1/datasets/") && path.ends_with("/snapshots") => Route::Snapshots,
         _ => Route::Other,
     }
@@ -185,6 +187,56 @@ fn insert_metadata(headers: &mut HeaderMap, response: &crate::model::QueryRespon
     {
         headers.insert("x-duckmesh-snapshots", value);
     }
+}
+
+/// `POST /v1/ingest/{dataset}[?namespace=]`: a JSON array or NDJSON of records.
+async fn ingest(
+    State(service): State<QueryService>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Response {
+    let principal = match principal_of(request.extensions()) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let namespace = match namespace_parameter(raw.as_deref()) {
+        Ok(namespace) => namespace,
+        Err(error) => return error.into_response(),
+    };
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| value.len() <= 128)
+        .map(str::to_owned);
+    let limit = service.config().ingest.max_body_bytes;
+    let body: Bytes = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(body) => body,
+        Err(error) => {
+            let inner = error.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                return Error::PayloadTooLarge { limit }.into_response();
+            }
+            return Error::InvalidRequest { message: format!("unreadable body: {inner}") }.into_response();
+        }
+    };
+    match service.ingest(&principal, &name, namespace.as_deref(), &body, traceparent.as_deref()).await {
+        Ok(ack) => json_response(StatusCode::OK, &ack),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `?namespace=` (the only parameter of ingest).
+fn namespace_parameter(raw: Option<&str>) -> Result<Option<String>, Error> {
+    let mut namespace = None;
+    for pair in raw.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("namespace", value)) if !value.is_empty() => namespace = Some(value.to_owned()),
+            _ => return Err(Error::InvalidRequest { message: format!("unknown or empty parameter {pair:?}") }),
+        }
+    }
+    Ok(namespace)
 }
 
 async fn datasets(State(service): State<QueryService>, request: Request) -> Response {

@@ -26,15 +26,17 @@ pub mod engine;
 mod error;
 pub mod format;
 mod http;
+pub mod ingest;
 pub mod limits;
 pub mod model;
 mod service;
 pub mod sql;
 
 pub use auth::{ApiKeyEntry, ApiKeys, Principal};
-pub use config::{KNOBS, QueryConfig, RateLimits};
+pub use config::{IngestLimits, KNOBS, QueryConfig, RateLimits};
 pub use error::{ConfigError, Error, Result};
 pub use http::{router, serve};
+pub use ingest::IngestResponse;
 pub use model::{
     ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, QueryRequest, QueryResponse, SnapshotInfo,
     SnapshotPage,

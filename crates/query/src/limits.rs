@@ -19,6 +19,8 @@ type Limiter = DefaultKeyedRateLimiter<String>;
 /// The request-rate limiters.
 #[derive(Debug)]
 pub struct RateLimiter {
+    /// Ingest record rates, one keyed-by-tenant limiter per dataset and quota.
+    ingest: std::sync::Mutex<std::collections::HashMap<(i64, u32), Arc<Limiter>>>,
     query_per_user: Option<Limiter>,
     api_per_user: Option<Limiter>,
     api_per_tenant: Option<Limiter>,
@@ -37,6 +39,7 @@ impl RateLimiter {
             query_per_user: limiter(limits.query_per_user),
             api_per_user: limiter(limits.api_per_user),
             api_per_tenant: limiter(limits.api_per_tenant),
+            ingest: std::sync::Mutex::new(std::collections::HashMap::new()),
             clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
         }
@@ -66,6 +69,47 @@ impl RateLimiter {
     /// Counts one `POST /v1/query` of `principal` against the per-user query limit.
     pub fn check_query(&self, principal: &Principal) -> Result<()> {
         self.check(self.query_per_user.as_ref(), &user_key(principal), "query per user")
+    }
+}
+
+impl RateLimiter {
+    /// Counts `records` ingested by `tenant` into `dataset` against `per_minute` records a
+    /// minute (`None`: unlimited). A request larger than a whole minute's allowance is
+    /// refused as invalid: it could never pass.
+    pub fn check_ingest(
+        &self,
+        tenant: &str,
+        dataset: i64,
+        per_minute: Option<NonZeroU32>,
+        records: usize,
+    ) -> Result<()> {
+        let (Some(per_minute), Some(records)) = (per_minute, NonZeroU32::new(records.try_into().unwrap_or(u32::MAX)))
+        else {
+            return Ok(());
+        };
+        let limiter = {
+            let mut limiters = self.ingest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if limiters.len() > 4096 {
+                limiters.clear();
+            }
+            Arc::clone(
+                limiters
+                    .entry((dataset, per_minute.get()))
+                    .or_insert_with(|| Arc::new(Limiter::keyed(Quota::per_minute(per_minute)))),
+            )
+        };
+        match limiter.check_key_n(&tenant.to_owned(), records) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Error::RateLimited {
+                scope: "ingest records per tenant",
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            }),
+            Err(_) => Err(Error::InvalidRequest {
+                message: format!(
+                    "{records} records exceed the dataset's limit of {per_minute} records per minute; send smaller batches"
+                ),
+            }),
+        }
     }
 }
 

@@ -8,17 +8,18 @@ use crate::cache::{CacheStats, FileCache, HeldFiles};
 use crate::config::QueryConfig;
 use crate::engine::{Body, Caps, DatasetView, EngineSettings, Outcome, Sandbox};
 use crate::error::{Error, Result};
+use crate::ingest::{IngestResponse, IngestSettings};
 use crate::limits::{Admission, RateLimiter};
 use crate::model::{
     DatasetInfo, DatasetList, ExportInfo, Format, QueryRequest, QueryResponse, SnapshotInfo, SnapshotPage,
 };
 use crate::sql;
 use duckdb::{Connection, InterruptHandle};
-use duckmesh_catalog::{Catalog, DatasetRecord, FileRecord};
+use duckmesh_catalog::{Catalog, DatasetRecord, FileRecord, IngestRequest};
 use duckmesh_core::{DatasetId, SnapshotId};
 use duckmesh_storage::ObjectStore;
 use duckmesh_telemetry::Metrics;
-use duckmesh_telemetry::metrics::{Barrier, QueryKind, QueryObservation, QueryResult};
+use duckmesh_telemetry::metrics::{Barrier, IngestResult, QueryKind, QueryObservation, QueryResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -447,15 +448,8 @@ impl QueryService {
     /// Subscribes to commit notifications before re-reading, so no commit falls in between;
     /// re-reads on each relevant notification and every `barrier_recheck` (a lost notification).
     async fn barrier(&self, datasets: &mut [Resolved], token: i64, started: Instant, deadline: Instant) -> Result<()> {
-        let lagging = |datasets: &[Resolved]| -> Vec<(String, i64)> {
-            datasets
-                .iter()
-                .filter(|d| d.pin.is_none() && d.record.visibility_token < token)
-                .map(|d| (d.record.name.clone(), d.record.visibility_token))
-                .collect()
-        };
-        if lagging(datasets).is_empty() {
-            return Ok(());
+        if self.lagging(datasets, token).await?.is_empty() {
+            return self.reread_heads(datasets).await;
         }
         let _waiter = Arc::clone(&self.inner.barrier_waiters).try_acquire_owned().map_err(|_| Error::Overloaded {
             message: format!(
@@ -466,12 +460,9 @@ impl QueryService {
         })?;
         let mut listener = self.inner.catalog.listen_commits().await?;
         loop {
-            for dataset in datasets.iter_mut().filter(|d| d.pin.is_none()) {
-                dataset.record = self.inner.catalog.dataset(dataset.record.id).await?;
-            }
-            let behind = lagging(datasets);
+            let behind = self.lagging(datasets, token).await?;
             if behind.is_empty() {
-                return Ok(());
+                return self.reread_heads(datasets).await;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -485,7 +476,7 @@ impl QueryService {
             loop {
                 tokio::select! {
                     event = listener.recv() => match event {
-                        Ok(event) if datasets.iter().any(|d| d.record.id == event.dataset && event.visibility_token >= token) => break,
+                        Ok(event) if datasets.iter().any(|d| d.record.id == event.dataset) => break,
                         Ok(_) => continue,
                         Err(error) => {
                             tracing::warn!(%error, "commit listener failed; re-reading the catalog");
@@ -497,6 +488,134 @@ impl QueryService {
                 }
             }
         }
+    }
+
+    /// Re-reads the unpinned datasets' heads after a barrier passed: the records resolved
+    /// before the check may predate the commit that made it pass.
+    async fn reread_heads(&self, datasets: &mut [Resolved]) -> Result<()> {
+        for dataset in datasets.iter_mut().filter(|d| d.pin.is_none()) {
+            dataset.record = self.inner.catalog.dataset(dataset.record.id).await?;
+        }
+        Ok(())
+    }
+
+    /// The unpinned datasets not yet visible at `token`, with their current tokens: a dataset
+    /// is visible at `token` once its token reached it and no acknowledged ingest record
+    /// promised at or below it is still waiting for its commit.
+    async fn lagging(&self, datasets: &[Resolved], token: i64) -> Result<Vec<(String, i64)>> {
+        let mut behind = Vec::new();
+        for dataset in datasets.iter().filter(|d| d.pin.is_none()) {
+            if !self.inner.catalog.visible_at(dataset.record.id, token).await? {
+                let current = self.inner.catalog.dataset(dataset.record.id).await?;
+                behind.push((current.name, current.visibility_token));
+            }
+        }
+        Ok(behind)
+    }
+
+    /// Buffers the records of one `POST /v1/ingest/{dataset}` body durably and acknowledges
+    /// them (all or nothing), recording the request in the ingest metrics.
+    pub async fn ingest(
+        &self,
+        principal: &Principal,
+        name: &str,
+        namespace: Option<&str>,
+        body: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<IngestResponse> {
+        let started = Instant::now();
+        let result = self.ingest_inner(principal, name, namespace, body, traceparent).await;
+        let metrics = &self.inner.metrics;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(ack) => {
+                metrics.api.read_only_mode.set(0);
+                metrics.observe_ingest(
+                    &principal.tenant,
+                    IngestResult::Accepted,
+                    ack.accepted,
+                    ack.duplicates,
+                    elapsed_ms,
+                );
+                tracing::debug!(
+                    tenant_id = %principal.tenant, dataset = name, accepted = ack.accepted,
+                    duplicates = ack.duplicates, visibility_token = ack.visibility_token, "ingest acknowledged"
+                );
+            }
+            Err(error) => {
+                let outcome = match error {
+                    Error::ReadOnly { .. } => {
+                        metrics.api.read_only_mode.set(1);
+                        IngestResult::ReadOnly
+                    }
+                    Error::RateLimited { .. } | Error::IngestBackpressure { .. } | Error::Overloaded { .. } => {
+                        IngestResult::RateLimited
+                    }
+                    error if error.is_client_error() => IngestResult::Rejected,
+                    _ => IngestResult::Error,
+                };
+                metrics.observe_ingest(&principal.tenant, outcome, 0, 0, elapsed_ms);
+                if outcome == IngestResult::Error {
+                    tracing::error!(tenant_id = %principal.tenant, dataset = name, error_code = error.error_code(), %error, "ingest failed");
+                } else {
+                    tracing::info!(tenant_id = %principal.tenant, dataset = name, error_code = error.error_code(), %error, "ingest refused");
+                }
+            }
+        }
+        result
+    }
+
+    async fn ingest_inner(
+        &self,
+        principal: &Principal,
+        name: &str,
+        namespace: Option<&str>,
+        body: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<IngestResponse> {
+        let config = &self.inner.config;
+        if config.read_only {
+            return Err(Error::ReadOnly { reason: Some("DUCKMESH_READ_ONLY is set on this API process".into()) });
+        }
+        let namespace = namespace.unwrap_or(&config.namespace);
+        let record = self.find_dataset(principal, namespace, name).await?;
+        let schema = record.schema.clone().filter(|columns| !columns.is_empty());
+        let Some(schema) = schema else {
+            return Err(Error::SchemaRequired { name: record.name.clone() });
+        };
+        let settings = IngestSettings::from_spec(&record.spec);
+        let parsed = crate::ingest::parse_body(body, config.ingest.max_records)?;
+        let records = crate::ingest::prepare(parsed, &schema, settings.dedupe_key.as_deref())?;
+        let per_minute = match settings.rate_limit_per_minute {
+            Some(n) => std::num::NonZeroU32::new(n),
+            None => config.ingest.records_per_minute,
+        };
+        self.inner.rate_limiter.check_ingest(&principal.tenant, record.id.0, per_minute, records.len())?;
+        let request = IngestRequest {
+            dataset: record.id,
+            tenant: &principal.tenant,
+            records: &records,
+            traceparent,
+            max_pending: Some(settings.max_pending_records.unwrap_or(config.ingest.max_pending)),
+        };
+        let ack = self.inner.catalog.ingest(request).await.map_err(|error| match error {
+            duckmesh_catalog::Error::ReadOnly { reason } => Error::ReadOnly { reason },
+            duckmesh_catalog::Error::BufferFull { pending, limit, .. } => Error::IngestBackpressure {
+                name: record.name.clone(),
+                pending,
+                limit,
+                retry_after: Duration::from_secs(1),
+            },
+            duckmesh_catalog::Error::Invalid { message, .. } => Error::InvalidRequest { message },
+            other => other.into(),
+        })?;
+        Ok(IngestResponse {
+            accepted: ack.accepted,
+            duplicates: ack.duplicates,
+            visibility_token: ack.visibility_token,
+            dataset: record.name,
+            namespace: record.namespace,
+        })
     }
 
     /// The caller tenant's datasets.

@@ -1,0 +1,1 @@
+//! The ingest coordinator (being written).

@@ -1,0 +1,333 @@
+//! `POST /v1/ingest/{dataset}`: parse a JSON array or NDJSON body, check every record against
+//! the dataset's schema, take each record's dedupe key, and buffer the batch durably in the
+//! catalog in one transaction. The ack carries the visibility token that makes the records
+//! visible (pass it as `min_visibility_token`).
+//!
+//! A batch is all or nothing: one invalid record rejects the whole request with a 400 naming
+//! the record (0-based) and the field, and nothing is stored. Checks here are by JSON kind
+//! (a number for a `DOUBLE`, an integer in range for an `INTEGER`, a string for a `DATE`…);
+//! the coordinator does the exact conversion, and a value that passes here but does not
+//! convert there (a string `"2024-13-45"` for a `DATE`) is parked in the dead-letter table
+//! without holding up the rest.
+
+use crate::error::{Error, Result};
+use duckmesh_catalog::{Column, IngestRecord, MAX_DEDUPE_KEY_BYTES};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The record field that gives a record's dedupe key explicitly (not stored as a column).
+pub const KEY_FIELD: &str = "_dedupe_key";
+
+/// The answer to an accepted ingest request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResponse {
+    /// Records stored by this request.
+    pub accepted: u64,
+    /// Records whose dedupe key was already stored; acknowledged, not stored again.
+    pub duplicates: u64,
+    /// Pass it as `min_visibility_token` to `/v1/query` to read these records.
+    pub visibility_token: i64,
+    /// The dataset written.
+    pub dataset: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+/// The dataset's ingest settings (`spec.ingest` of the Dataset resource).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSettings {
+    /// Column whose value is the dedupe key.
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
+    /// Records per minute per tenant.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Pending records beyond which ingest answers 429.
+    #[serde(default)]
+    pub max_pending_records: Option<u64>,
+}
+
+impl IngestSettings {
+    /// Reads `ingest` from a stored Dataset spec (absent or malformed: no settings).
+    pub fn from_spec(spec: &Value) -> Self {
+        spec.get("ingest").and_then(|value| serde_json::from_value(value.clone()).ok()).unwrap_or_default()
+    }
+}
+
+/// Splits a body into records: a JSON array of objects, or one object per line (NDJSON; blank
+/// lines are skipped). At most `max_records`.
+pub fn parse_body(body: &[u8], max_records: usize) -> Result<Vec<Map<String, Value>>> {
+    let text = std::str::from_utf8(body).map_err(|error| invalid_body(format!("the body is not UTF-8: {error}")))?;
+    let trimmed = text.trim_start();
+    let values: Vec<Value> = if trimmed.starts_with('[') {
+        serde_json::from_str(trimmed).map_err(|error| invalid_body(format!("the body is not a JSON array: {error}")))?
+    } else {
+        let mut values = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if values.len() == max_records {
+                break;
+            }
+            let value = serde_json::from_str(line)
+                .map_err(|error| invalid_body(format!("line {} is not a JSON object: {error}", number + 1)))?;
+            values.push(value);
+        }
+        values
+    };
+    if values.is_empty() {
+        return Err(invalid_body("the body holds no records (send a JSON array or NDJSON)".into()));
+    }
+    if values.len() > max_records || (values.len() == max_records && more_lines_after(text, max_records)) {
+        return Err(Error::InvalidRequest {
+            message: format!("a request may carry at most {max_records} records; split the batch"),
+        });
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| match value {
+            Value::Object(map) => Ok(map),
+            other => Err(Error::InvalidRecord {
+                record: index,
+                field: None,
+                message: format!("expected a JSON object, got {}", kind_of(&other)),
+            }),
+        })
+        .collect()
+}
+
+fn more_lines_after(text: &str, records: usize) -> bool {
+    !text.trim_start().starts_with('[') && text.lines().filter(|line| !line.trim().is_empty()).nth(records).is_some()
+}
+
+fn invalid_body(message: String) -> Error {
+    Error::InvalidRequest { message }
+}
+
+/// Checks `records` against `schema` and takes their dedupe keys: from [`KEY_FIELD`] when a
+/// record has it, else from the `dedupe_column`. Unknown fields, values of the wrong kind, and
+/// missing or null keys are errors naming the record and field.
+pub fn prepare(
+    records: Vec<Map<String, Value>>,
+    schema: &[Column],
+    dedupe_column: Option<&str>,
+) -> Result<Vec<IngestRecord>> {
+    let mut prepared = Vec::with_capacity(records.len());
+    for (index, mut record) in records.into_iter().enumerate() {
+        let fail =
+            |field: &str, message: String| Error::InvalidRecord { record: index, field: Some(field.into()), message };
+        let explicit = record.remove(KEY_FIELD);
+        for (field, value) in &record {
+            let column = schema
+                .iter()
+                .find(|column| column.name == *field)
+                .ok_or_else(|| fail(field, "the dataset has no such column".into()))?;
+            check_value(&column.data_type, value).map_err(|message| fail(field, message))?;
+        }
+        let key = match (explicit, dedupe_column) {
+            (Some(value), _) => key_text(&value).map_err(|message| fail(KEY_FIELD, message))?,
+            (None, Some(column)) => match record.get(column) {
+                Some(value) => key_text(value).map_err(|message| fail(column, message))?,
+                None => return Err(fail(column, "the dedupe key column is missing".into())),
+            },
+            (None, None) => {
+                return Err(fail(
+                    KEY_FIELD,
+                    format!(
+                        "the dataset declares no dedupe key column (spec.ingest.dedupeKey); give each record a \
+                         {KEY_FIELD:?} field"
+                    ),
+                ));
+            }
+        };
+        prepared.push(IngestRecord { key, payload: Value::Object(record) });
+    }
+    Ok(prepared)
+}
+
+/// A dedupe key's text: a string as is, a number or boolean as written.
+fn key_text(value: &Value) -> std::result::Result<String, String> {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        other => return Err(format!("a dedupe key must be a string, number or boolean, got {}", kind_of(other))),
+    };
+    if text.is_empty() || text.len() > MAX_DEDUPE_KEY_BYTES {
+        return Err(format!("a dedupe key must be 1 to {MAX_DEDUPE_KEY_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// Whether `value` has the JSON kind a column of DuckDB type `data_type` takes. `null` fits
+/// every column.
+pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let upper = data_type.trim().to_ascii_uppercase();
+    let base = upper.split('(').next().unwrap_or_default().trim();
+    let expect = |ok: bool, wanted: &str| {
+        if ok { Ok(()) } else { Err(format!("expected {wanted} for a {data_type} column, got {}", kind_of(value))) }
+    };
+    if upper.ends_with(']') {
+        return expect(value.is_array(), "an array");
+    }
+    if base == "STRUCT" || base == "MAP" {
+        return expect(value.is_object(), "an object");
+    }
+    if let Some((min, max)) = integer_range(base) {
+        let fits = match value {
+            Value::Number(number) => number
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| number.as_u64().map(i128::from))
+                .is_some_and(|n| (min..=max).contains(&n)),
+            _ => false,
+        };
+        return expect(fits, &format!("an integer from {min} to {max}"));
+    }
+    match base {
+        "HUGEINT" | "INT128" | "UHUGEINT" => expect(value.is_i64() || value.is_u64(), "an integer"),
+        "DOUBLE" | "FLOAT" | "REAL" | "FLOAT4" | "FLOAT8" | "DECIMAL" | "NUMERIC" => {
+            expect(value.is_number(), "a number")
+        }
+        "BOOLEAN" | "BOOL" | "LOGICAL" => expect(value.is_boolean(), "true or false"),
+        "JSON" => Ok(()),
+        "VARCHAR" | "TEXT" | "STRING" | "CHAR" | "BPCHAR" | "UUID" | "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ"
+        | "DATETIME" | "INTERVAL" | "BLOB" | "BYTEA" => expect(value.is_string(), "a string"),
+        _ if base.starts_with("TIMESTAMP") || base.starts_with("TIME ") => expect(value.is_string(), "a string"),
+        // Other types (ENUM, UNION, BIT…): the coordinator's conversion decides.
+        _ => Ok(()),
+    }
+}
+
+fn integer_range(base: &str) -> Option<(i128, i128)> {
+    Some(match base {
+        "TINYINT" | "INT1" => (i128::from(i8::MIN), i128::from(i8::MAX)),
+        "SMALLINT" | "INT2" | "SHORT" => (i128::from(i16::MIN), i128::from(i16::MAX)),
+        "INTEGER" | "INT" | "INT4" | "SIGNED" => (i128::from(i32::MIN), i128::from(i32::MAX)),
+        "BIGINT" | "INT8" | "LONG" => (i128::from(i64::MIN), i128::from(i64::MAX)),
+        "UTINYINT" => (0, i128::from(u8::MAX)),
+        "USMALLINT" => (0, i128::from(u16::MAX)),
+        "UINTEGER" => (0, i128::from(u32::MAX)),
+        "UBIGINT" => (0, i128::from(u64::MAX)),
+        _ => return None,
+    })
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Vec<Column> {
+        [("id", "BIGINT"), ("amount", "DECIMAL(12,2)"), ("day", "DATE"), ("ok", "BOOLEAN"), ("tags", "VARCHAR[]")]
+            .iter()
+            .map(|(name, data_type)| Column { name: (*name).into(), data_type: (*data_type).into() })
+            .collect()
+    }
+
+    fn records(body: &str) -> Vec<Map<String, Value>> {
+        parse_body(body.as_bytes(), 100).expect("parses")
+    }
+
+    #[test]
+    fn bodies_are_arrays_or_ndjson() {
+        assert_eq!(records(r#"[{"id": 1}, {"id": 2}]"#).len(), 2);
+        assert_eq!(records("{\"id\": 1}\n\n{\"id\": 2}\n").len(), 2);
+        let cases: &[(&str, &str)] = &[
+            ("", "invalid_request"),
+            ("[]", "invalid_request"),
+            ("[1, {\"id\": 1}]", "invalid_record"),
+            ("{\"id\": 1}\nnot json", "invalid_request"),
+            ("[{\"id\": 1}", "invalid_request"),
+        ];
+        for (body, code) in cases {
+            let error = parse_body(body.as_bytes(), 100).expect_err(body);
+            assert_eq!(error.error_code(), *code, "{body:?}: {error}");
+        }
+        let error = parse_body(b"{\"id\":1}\n{\"id\":2}\n{\"id\":3}", 2).expect_err("too many");
+        assert!(error.to_string().contains("at most 2 records"), "{error}");
+        parse_body(b"{\"id\":1}\n{\"id\":2}\n", 2).expect("exactly the limit");
+        assert!(parse_body(br#"[{"id":1},{"id":2},{"id":3}]"#, 2).is_err());
+    }
+
+    #[test]
+    fn keys_come_from_the_column_or_the_explicit_field() {
+        let prepared = prepare(
+            records(r#"[{"id": 7, "day": "2024-01-02"}, {"id": 8, "_dedupe_key": "custom"}]"#),
+            &schema(),
+            Some("id"),
+        )
+        .expect("valid");
+        assert_eq!(prepared[0].key, "7");
+        assert_eq!(prepared[1].key, "custom");
+        assert_eq!(prepared[1].payload, json!({"id": 8}), "the explicit key is not a column");
+        let error = prepare(records(r#"[{"day": "2024-01-02"}]"#), &schema(), None).expect_err("no key");
+        assert!(error.to_string().contains("_dedupe_key"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_the_record_and_field() {
+        let cases: &[(&str, usize, &str)] = &[
+            (r#"[{"id": 1}, {"id": 2, "nope": 1}]"#, 1, "nope"),
+            (r#"[{"id": "x"}]"#, 0, "id"),
+            (r#"[{"id": 1}, {"id": 2}, {"id": 1.5}]"#, 2, "id"),
+            (r#"[{"id": 1, "amount": "12"}]"#, 0, "amount"),
+            (r#"[{"id": 1, "ok": 1}]"#, 0, "ok"),
+            (r#"[{"id": 1, "tags": "a"}]"#, 0, "tags"),
+            (r#"[{"id": 1, "day": 20240101}]"#, 0, "day"),
+            (r#"[{"amount": 1}]"#, 0, "id"),
+            (r#"[{"id": null}]"#, 0, "id"),
+        ];
+        for (body, record, field) in cases {
+            match prepare(records(body), &schema(), Some("id")) {
+                Err(Error::InvalidRecord { record: r, field: Some(f), .. }) => {
+                    assert_eq!((r, f.as_str()), (*record, *field), "{body}");
+                }
+                other => panic!("{body}: expected invalid_record, got {other:?}"),
+            }
+        }
+        prepare(
+            records(r#"[{"id": 1, "amount": 3.5, "day": null, "ok": true, "tags": ["a"]}]"#),
+            &schema(),
+            Some("id"),
+        )
+        .expect("valid record");
+    }
+
+    #[test]
+    fn integer_ranges_follow_the_type() {
+        assert!(check_value("TINYINT", &json!(127)).is_ok());
+        assert!(check_value("TINYINT", &json!(128)).is_err());
+        assert!(check_value("UBIGINT", &json!(u64::MAX)).is_ok());
+        assert!(check_value("UINTEGER", &json!(-1)).is_err());
+        assert!(check_value("integer", &json!(5)).is_ok());
+        assert!(check_value("JSON", &json!({"a": [1]})).is_ok());
+        assert!(check_value("TIMESTAMP WITH TIME ZONE", &json!("2024-01-01T00:00:00Z")).is_ok());
+        assert!(check_value("STRUCT(a INTEGER)", &json!({"a": 1})).is_ok());
+    }
+
+    #[test]
+    fn settings_come_from_the_dataset_spec() {
+        let settings = IngestSettings::from_spec(&json!({"ingest": {"dedupeKey": "id", "rateLimitPerMinute": 60}}));
+        assert_eq!(settings.dedupe_key.as_deref(), Some("id"));
+        assert_eq!(settings.rate_limit_per_minute, Some(60));
+        assert_eq!(IngestSettings::from_spec(&json!({})), IngestSettings::default());
+    }
+}
