@@ -44,6 +44,11 @@ bench-query:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh-query --bench query
 
+# Ingest end to end (HTTP acks, coordinator, durable catalog) at a fixed offered load: one line.
+bench-ingest:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh-coordinator --bench ingest
+
 # Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
 crds:
     DUCKMESH_BLESS=1 cargo test -p duckmesh-resources --test crds

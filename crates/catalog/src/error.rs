@@ -138,7 +138,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Database { source } => is_transient(source),
-            Self::Unreachable { .. } => true,
+            // Refusals that lift by themselves: the switch is turned off, the buffer drains.
+            Self::Unreachable { .. } | Self::ReadOnly { .. } | Self::BufferFull { .. } => true,
             _ => false,
         }
     }
@@ -191,5 +192,12 @@ mod tests {
         let mismatch = Error::SchemaMismatch { dataset: DatasetId(1), message: "x".into() };
         assert_eq!(mismatch.error_code(), "schema_mismatch");
         assert!(!mismatch.is_retryable());
+        let read_only = Error::ReadOnly { reason: Some("drill".into()) };
+        assert_eq!(read_only.error_code(), "read_only");
+        assert!(read_only.is_retryable() && !read_only.is_fencing());
+        assert!(read_only.to_string().contains("drill"));
+        let lost = Error::ClaimLost { dataset: DatasetId(1), fence: Fence(2) };
+        assert_eq!(lost.error_code(), "claim_lost");
+        assert!(!lost.is_retryable());
     }
 }

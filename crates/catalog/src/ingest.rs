@@ -152,7 +152,7 @@ pub struct IngestCommit {
     pub files: Vec<NewFile>,
     /// Where the batch's manifest was written.
     pub manifest_path: Option<String>,
-    /// The files' columns.
+    /// The files' columns, spelled as the dataset stores them (compared verbatim).
     pub schema: Option<Vec<Column>>,
 }
 
@@ -595,10 +595,11 @@ impl Catalog {
         self.read_only().await
     }
 
-    /// Starts listening for ingest acks (before reading state, so nothing falls in between).
+    /// Starts listening for ingest acks and replays (before reading state, so nothing falls in
+    /// between).
     pub async fn listen_ingest(&self) -> Result<PgListener> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen_all([INGEST_CHANNEL, crate::COMMITS_CHANNEL]).await?;
+        listener.listen(INGEST_CHANNEL).await?;
         Ok(listener)
     }
 

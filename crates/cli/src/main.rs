@@ -2,10 +2,16 @@
 //! over to the libraries.
 
 mod api;
+mod connect;
+mod coordinator;
+mod dead_letters;
 mod dev;
+mod ingest;
 mod migrate;
 mod operator;
+mod out;
 mod query;
+mod read_only;
 mod signals;
 mod status;
 mod worker;
@@ -62,11 +68,30 @@ enum Command {
     /// List jobs and datasets (or one job's tasks) with their state.
     Status(status::Args),
 
-    /// Serve the query API (`/v1/query`, `/v1/datasets`, health, metrics): the query deployment.
+    /// Serve the query API (`/v1/query`, `/v1/ingest`, `/v1/datasets`, health, metrics): the
+    /// query deployment.
     Api(api::Args),
+
+    /// Run the ingest coordinator: claim batches of acknowledged ingest events, write them as
+    /// Parquet and commit each batch as an ingest snapshot, exactly once; records that do not
+    /// convert to the dataset's types are dead-lettered. Serves /metrics, /healthz and /readyz
+    /// on --listen. Any number of replicas may run; SIGTERM stops it after the batch in hand.
+    /// See docs/coordinator.md.
+    Coordinator(coordinator::Args),
 
     /// Run one read-only SQL query against a query API and print the result.
     Query(query::Args),
+
+    /// Post records (NDJSON or a JSON array, from a file or stdin) to a dataset through the
+    /// ingest API, in batches; prints the visibility token that makes them readable.
+    Ingest(ingest::Args),
+
+    /// List ingest records parked in the dead-letter table, or re-queue them once fixed.
+    DeadLetters(dead_letters::Args),
+
+    /// Turn emergency read-only mode on or off (refuses ingest and commits everywhere, queries
+    /// keep working), or show it. See docs/runbooks/emergency-read-only.md.
+    ReadOnly(read_only::Args),
 }
 
 fn main() -> ExitCode {
@@ -98,7 +123,11 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Api(args) => api::run(args).await,
+            Command::Coordinator(args) => coordinator::run(args).await,
             Command::Query(args) => query::run(args).await,
+            Command::Ingest(args) => ingest::run(args).await,
+            Command::DeadLetters(args) => dead_letters::run(args).await,
+            Command::ReadOnly(args) => read_only::run(args).await,
         }
     });
     match result {
@@ -120,7 +149,11 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuar
         Command::Dev(_) => "dev",
         Command::Status(_) => "status",
         Command::Api(_) => "api",
+        Command::Coordinator(_) => "coordinator",
         Command::Query(_) => "query",
+        Command::Ingest(_) => "ingest",
+        Command::DeadLetters(_) => "dead-letters",
+        Command::ReadOnly(_) => "read-only",
     };
     let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
     if let Some(filter) = &cli.log {

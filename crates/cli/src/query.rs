@@ -64,10 +64,7 @@ fn parse_pin(text: &str) -> Result<(String, i64), String> {
 
 /// Runs the query and prints the result; a refused or failed query is an error naming its code.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let url = args
-        .url
-        .or_else(|| duckmesh_dev::InstanceInfo::running(&args.state_dir).map(|instance| instance.api_url))
-        .unwrap_or_else(|| "http://localhost:8080".to_owned());
+    let url = crate::connect::api_url(args.url, &args.state_dir);
     let client = QueryClient::new(url, args.api_key)?;
     let request = QueryRequest {
         snapshots: args.snapshots.into_iter().collect(),
@@ -82,6 +79,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Json => render_json(&response),
         Output::Csv => render_csv(&response),
     };
-    println!("{}", text.trim_end());
+    crate::out::print(text.trim_end())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,14 +2,11 @@
 //! dev instance, of the dev state directory, or of any database URL.
 
 use anyhow::Context;
-use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
-use duckmesh_dev::InstanceInfo;
+use duckmesh_catalog::Catalog;
 use duckmesh_dev::progress::{JobView, datasets_table, tasks_table};
-use duckmesh_localpg::resolve_state_dir;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Arguments of `duckmesh status`.
 #[derive(Debug, clap::Args)]
@@ -45,29 +42,8 @@ pub enum Format {
 
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut _cluster = None;
-    let url = match (&args.database_url, InstanceInfo::running(&args.state_dir)) {
-        (Some(url), _) => url.clone(),
-        (None, Some(instance)) => instance.database_url,
-        (None, None) => {
-            let requested = args.state_dir.join("postgres");
-            if !requested.exists() && !resolve_state_dir(&requested)?.join("data").exists() {
-                anyhow::bail!(
-                    "no dev catalog under {} (run `duckmesh dev <file.yaml>` first, or pass --database-url)",
-                    args.state_dir.display()
-                );
-            }
-            let cluster =
-                duckmesh_dev::private_postgres(&args.state_dir).await.context("starting the dev PostgreSQL")?;
-            let url = cluster.url("postgres");
-            _cluster = Some(cluster);
-            url
-        }
-    };
-    let mut options = ConnectOptions::new(url);
-    options.max_connections = 2;
-    options.acquire_timeout = Duration::from_secs(15);
-    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
+    let handle = crate::connect::catalog(args.database_url.as_deref(), &args.state_dir).await?;
+    let catalog = handle.catalog.clone();
     let result = print(&catalog, &args).await;
     catalog.close().await;
     result
@@ -79,7 +55,7 @@ async fn print(catalog: &Catalog, args: &Args) -> anyhow::Result<ExitCode> {
         let job = catalog.job_by_name(&args.namespace, name).await.with_context(|| format!("job {name}"))?;
         let view = JobView::read(catalog, job.id).await?;
         if args.format == Format::Json {
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"job": job, "tasks": view.tasks}))?);
+            crate::out::print(&serde_json::to_string_pretty(&serde_json::json!({"job": job, "tasks": view.tasks}))?)?;
             return Ok(ExitCode::SUCCESS);
         }
         let names: HashMap<_, _> = datasets.iter().map(|d| (d.id, d.name.clone())).collect();
@@ -93,8 +69,13 @@ async fn print(catalog: &Catalog, args: &Args) -> anyhow::Result<ExitCode> {
                 outputs.insert(task.name.clone(), (names.get(&output.dataset).cloned().unwrap_or_default(), rows));
             }
         }
-        println!("Job {}/{}: {}", job.namespace, job.name, job.phase.as_str());
-        println!("{}", tasks_table(&view, &outputs));
+        crate::out::print(&format!(
+            "Job {}/{}: {}\n{}",
+            job.namespace,
+            job.name,
+            job.phase.as_str(),
+            tasks_table(&view, &outputs)
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let jobs = catalog.jobs().await?;
@@ -103,7 +84,9 @@ async fn print(catalog: &Catalog, args: &Args) -> anyhow::Result<ExitCode> {
         summaries.push(catalog.job_summary(job.id).await?);
     }
     if args.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"jobs": summaries, "datasets": datasets}))?);
+        crate::out::print(&serde_json::to_string_pretty(
+            &serde_json::json!({"jobs": summaries, "datasets": datasets}),
+        )?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = comfy_table::Table::new();
@@ -122,7 +105,6 @@ async fn print(catalog: &Catalog, args: &Args) -> anyhow::Result<ExitCode> {
             summary.job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
         ]);
     }
-    println!("Jobs\n{table}");
-    println!("Datasets\n{}", datasets_table(&datasets));
+    crate::out::print(&format!("Jobs\n{table}\nDatasets\n{}", datasets_table(&datasets)))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,12 +3,15 @@
 //! against values computed here independently (plain Rust over the same integer formulas),
 //! and the run survives a SIGKILLed worker and a SIGKILLed `duckmesh dev`.
 
+mod common;
+
+use common::{sigkill, until, wait};
 use duckmesh_catalog::{Catalog, TaskRecord};
 use duckmesh_core::{AttemptState, JobPhase, TaskPhase};
 use duckmesh_testkit::TestDatabase;
 use std::collections::HashMap;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.yaml");
 
@@ -148,15 +151,6 @@ impl Dev {
     }
 }
 
-async fn wait(child: Child) -> (ExitStatus, String, String) {
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The `duckmesh worker` process running `task_id` against `database_url`, if any (found
 /// through /proc; tests run in parallel, each on its own database).
 fn worker_of(task_id: i64, database_url: &str) -> Option<i32> {
@@ -173,22 +167,6 @@ fn worker_of(task_id: i64, database_url: &str) -> Option<i32> {
         }
     }
     None
-}
-
-fn sigkill(pid: i32) {
-    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
-    assert!(status.success());
-}
-
-async fn until<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

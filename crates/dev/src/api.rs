@@ -1,4 +1,4 @@
-//! The API dev mode serves on 127.0.0.1: the query service's routes (`/v1/query`,
+//! The API dev mode serves on 127.0.0.1: the query service's routes (`/v1/query`, `/v1/ingest`,
 //! `/v1/datasets`, health, `/metrics`) over the dev instance's catalog and store, without API
 //! keys (everything is tenant `default`), caching files under the state directory.
 

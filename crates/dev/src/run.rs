@@ -1,5 +1,6 @@
 //! `duckmesh dev`: the whole pipeline in one process tree on one machine — a private
-//! PostgreSQL, a local object store, the shared scheduler with the process executor, the API —
+//! PostgreSQL, a local object store, the shared scheduler with the process executor, the API
+//! (queries and ingest) and an ingest coordinator —
 //! driven by the same YAML a cluster takes.
 
 use crate::instance::Instance;
@@ -7,6 +8,7 @@ use crate::process::{ProcessConfig, ProcessExecutor};
 use crate::progress::{JobView, Progress, datasets_table, tasks_table};
 use crate::source::{self, Applied, SourceError};
 use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_coordinator::{Coordinator, CoordinatorConfig};
 use duckmesh_core::{JobPhase, TaskPhase};
 use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
 use duckmesh_scheduler::{Scheduler, SchedulerOptions};
@@ -199,6 +201,22 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     instance.publish(&database_url, &api_url)?;
 
     let shutdown = CancellationToken::new();
+    // Live ingest: records posted to the API become visible through this coordinator.
+    let mut coordinator_config =
+        CoordinatorConfig::from_lookup(lookup).map_err(|e| DevError::Config(format!("coordinator: {e}")))?;
+    if lookup("DUCKMESH_COORDINATOR_WORK_DIR").is_none() {
+        coordinator_config.work_dir = state_dir.join("work").join("coordinator");
+    }
+    coordinator_config.identity = format!("dev/{}", std::process::id());
+    let coordinator = Coordinator::new(catalog.clone(), Arc::clone(&store), metrics.clone(), coordinator_config);
+    let ingesting = tokio::spawn({
+        let stop = shutdown.clone();
+        async move {
+            if let Err(error) = coordinator.run(stop).await {
+                tracing::error!(error_code = error.error_code(), %error, "the ingest coordinator stopped");
+            }
+        }
+    });
     let router = crate::api::router(catalog.clone(), store, metrics.clone(), &state_dir)
         .map_err(|e| DevError::Config(format!("query API: {e}")))?;
     let api = tokio::spawn({
@@ -254,13 +272,16 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
 
     if let Ok(outcome) = &outcome {
         print_summary(&catalog, &applied, *outcome, &api_url).await;
-        if options.keep_serving && *outcome != DevOutcome::Interrupted {
-            eprintln!("serving the API on {api_url} until Ctrl-C");
+        // Files with only Datasets are an ingest setup: nothing to wait for but Ctrl-C.
+        let nothing_to_run = applied.jobs.is_empty() && applied.tasks.is_empty();
+        if (options.keep_serving || nothing_to_run) && *outcome != DevOutcome::Interrupted {
+            eprintln!("serving the API (queries and ingest) on {api_url} until Ctrl-C");
             wait_for_interrupt(interrupts).await;
         }
     }
     shutdown.cancel();
     let _ = api.await;
+    let _ = ingesting.await;
     catalog.close().await;
     instance.release();
     outcome
@@ -313,8 +334,6 @@ async fn watch_jobs(
     let mut draining = false;
     let mut failing_since: Option<std::time::Instant> = None;
     if applied.jobs.is_empty() && applied.tasks.is_empty() {
-        progress.println("no Job or Task in the files: serving until Ctrl-C");
-        wait_for_interrupt(interrupts).await;
         return Ok(DevOutcome::Succeeded);
     }
     loop {

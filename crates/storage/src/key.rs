@@ -110,6 +110,30 @@ pub mod layout {
     pub fn manifest_key(dataset: &str, task: &str, attempt: u32) -> Result<String> {
         Ok(format!("{}{MANIFEST_FILE}", attempt_prefix(dataset, task, attempt)?))
     }
+
+    /// The prefix (ending in `/`) under which all ingest batches of `dataset` live.
+    pub fn ingests_prefix(dataset: &str) -> Result<String> {
+        validate_segment(dataset)?;
+        Ok(format!("{dataset}/ingest/"))
+    }
+
+    /// The prefix (ending in `/`) of one ingest batch, named by its claim's fencing token
+    /// (unique across the installation): `<dataset>/ingest/<fence>/`.
+    pub fn ingest_prefix(dataset: &str, fence: i64) -> Result<String> {
+        validate_segment(dataset)?;
+        Ok(format!("{dataset}/ingest/{fence}/"))
+    }
+
+    /// The key of data file number `index` of an ingest batch:
+    /// `<dataset>/ingest/<fence>/part-<index:05>.parquet`.
+    pub fn ingest_part_key(dataset: &str, fence: i64, index: u32) -> Result<String> {
+        Ok(format!("{}part-{index:05}.parquet", ingest_prefix(dataset, fence)?))
+    }
+
+    /// The key of an ingest batch's manifest: `<dataset>/ingest/<fence>/manifest.json`.
+    pub fn ingest_manifest_key(dataset: &str, fence: i64) -> Result<String> {
+        Ok(format!("{}{MANIFEST_FILE}", ingest_prefix(dataset, fence)?))
+    }
 }
 
 #[cfg(test)]
@@ -165,5 +189,19 @@ mod tests {
         assert!(layout::attempt_prefix("a/b", "t", 1).is_err());
         assert!(layout::attempt_prefix("orders", "..", 1).is_err());
         assert!(layout::attempt_prefix("", "t", 1).is_err());
+    }
+
+    #[test]
+    fn layout_builds_ingest_batch_keys() {
+        assert_eq!(layout::ingests_prefix("orders").expect("valid"), "orders/ingest/");
+        assert_eq!(layout::ingest_prefix("orders", 42).expect("valid"), "orders/ingest/42/");
+        assert_eq!(layout::ingest_part_key("orders", 42, 0).expect("valid"), "orders/ingest/42/part-00000.parquet");
+        assert_eq!(layout::ingest_manifest_key("orders", 42).expect("valid"), "orders/ingest/42/manifest.json");
+        for key in [layout::ingest_part_key("orders", 7, 3), layout::ingest_manifest_key("orders", 7)] {
+            validate_key(&key.expect("valid")).expect("a valid object key");
+        }
+        assert!(layout::ingest_prefix("a/b", 1).is_err());
+        assert!(layout::ingest_prefix("..", 1).is_err());
+        assert!(layout::ingests_prefix("").is_err());
     }
 }

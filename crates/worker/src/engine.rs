@@ -154,6 +154,31 @@ impl Engine {
         self.connection.execute_batch(&sql).map_err(|error| engine("restricting file access", error))
     }
 
+    /// Runs one or more statements that return no rows (set-up such as `CREATE TEMP TABLE …`).
+    /// Errors are classified like the task's own SQL ([`Error::Sql`], [`Error::OutOfMemory`]).
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        self.connection.execute_batch(sql).map_err(|error| classify_sql(&error))
+    }
+
+    /// Runs one query and returns its rows, every value as text (`None` for SQL `NULL`).
+    /// Every column of the query must be `VARCHAR`: cast in the SQL (`x::VARCHAR`) so the text
+    /// is DuckDB's own rendering of the value.
+    pub fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut statement = self.connection.prepare(sql).map_err(|error| classify_sql(&error))?;
+        let mut rows = statement.query([]).map_err(|error| classify_sql(&error))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|error| classify_sql(&error))? {
+            let width = row.as_ref().column_count();
+            let mut values = Vec::with_capacity(width);
+            for index in 0..width {
+                values
+                    .push(row.get::<_, Option<String>>(index).map_err(|error| engine("reading a result row", error))?);
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
     /// Binds the task's query (without running it) and returns its columns. Parser, binder
     /// and catalog errors surface here, before any work is done.
     pub fn prepare_query(&self, query: &str) -> Result<Vec<Column>> {
@@ -427,6 +452,20 @@ mod tests {
             let rows: i64 = engine.connection.query_row(query, [], |row| row.get(0)).expect(query);
             assert_eq!(rows, 0, "{query}");
         }
+    }
+
+    #[test]
+    fn statements_run_and_rows_come_back_as_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(&settings(dir.path())).expect("open");
+        engine
+            .execute_batch("CREATE TEMP TABLE t (id BIGINT, name VARCHAR); INSERT INTO t VALUES (1, 'a'), (2, NULL)")
+            .expect("set-up");
+        let rows = engine.query_text("SELECT id::VARCHAR, name FROM t ORDER BY id").expect("query");
+        assert_eq!(rows, vec![vec![Some("1".to_owned()), Some("a".to_owned())], vec![Some("2".to_owned()), None]]);
+        let error = engine.execute_batch("SELECT * FROM no_such_table").expect_err("unknown table");
+        assert_eq!(error.error_code(), "sql_error");
+        assert!(engine.query_text("SELEC 1").is_err());
     }
 
     #[test]

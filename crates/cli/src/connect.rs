@@ -1,0 +1,51 @@
+//! How the operator-facing commands (`status`, `dead-letters`, `read-only`) reach a catalog,
+//! and how the API clients (`query`, `ingest`) find an API: an explicit URL, else the running
+//! `duckmesh dev` instance of the state directory, else that directory's stopped dev catalog.
+
+use anyhow::Context;
+use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_dev::InstanceInfo;
+use duckmesh_localpg::{LocalCluster, resolve_state_dir};
+use std::path::Path;
+use std::time::Duration;
+
+/// A catalog connection, with the private PostgreSQL it started (kept running while held).
+pub struct CatalogHandle {
+    /// The catalog.
+    pub catalog: Catalog,
+    _cluster: Option<LocalCluster>,
+}
+
+/// Connects to `database_url`, or to the dev catalog of `state_dir` (the running instance's,
+/// or its stopped PostgreSQL, started for the duration of the command).
+pub async fn catalog(database_url: Option<&str>, state_dir: &Path) -> anyhow::Result<CatalogHandle> {
+    let mut cluster = None;
+    let url = match (database_url, InstanceInfo::running(state_dir)) {
+        (Some(url), _) => url.to_owned(),
+        (None, Some(instance)) => instance.database_url,
+        (None, None) => {
+            let requested = state_dir.join("postgres");
+            if !requested.exists() && !resolve_state_dir(&requested)?.join("data").exists() {
+                anyhow::bail!(
+                    "no dev catalog under {} (run `duckmesh dev <file.yaml>` first, or pass --database-url)",
+                    state_dir.display()
+                );
+            }
+            let started = duckmesh_dev::private_postgres(state_dir).await.context("starting the dev PostgreSQL")?;
+            let url = started.url("postgres");
+            cluster = Some(started);
+            url
+        }
+    };
+    let mut options = ConnectOptions::new(url);
+    options.max_connections = 2;
+    options.acquire_timeout = Duration::from_secs(15);
+    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
+    Ok(CatalogHandle { catalog, _cluster: cluster })
+}
+
+/// The API base URL: `url`, else the running dev instance's, else `http://localhost:8080`.
+pub fn api_url(url: Option<String>, state_dir: &Path) -> String {
+    url.or_else(|| InstanceInfo::running(state_dir).map(|instance| instance.api_url))
+        .unwrap_or_else(|| "http://localhost:8080".to_owned())
+}

@@ -1,0 +1,86 @@
+//! `duckmesh coordinator`: the ingest coordinator — claims batches of acknowledged ingest
+//! events, writes them as Parquet and commits them as ingest snapshots, and serves `/metrics`,
+//! `/healthz` and `/readyz` (docs/coordinator.md). Configuration comes from `DUCKMESH_*`
+//! variables (`duckmesh_coordinator::KNOBS`); the work is `duckmesh_coordinator`.
+
+use anyhow::Context;
+use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_coordinator::{Coordinator, CoordinatorConfig};
+use duckmesh_storage::{StoreConfig, StoreCounters};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `duckmesh coordinator`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "DUCKMESH_COORDINATOR_LISTEN", default_value = "0.0.0.0:9091")]
+    listen: SocketAddr,
+
+    /// Catalog database URL.
+    #[arg(long, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+
+    /// Catalog connections.
+    #[arg(long, env = "DUCKMESH_COORDINATOR_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
+}
+
+/// Runs until SIGTERM or Ctrl-C, then finishes the batch in hand and exits.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = CoordinatorConfig::from_env()?;
+    if config.read_only {
+        tracing::warn!("DUCKMESH_READ_ONLY is set: this coordinator claims and commits nothing");
+    }
+    let mut options = ConnectOptions::new(args.database_url);
+    // The claim/commit path, the LISTEN connection and the readiness probe run at once.
+    options.max_connections = args.db_connections.max(3);
+    options.acquire_timeout = Duration::from_secs(15);
+    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
+    // Same start-up rule as every component: refuse a database migrated by a newer build, then
+    // bring the schema up to date (the migrator takes an advisory lock).
+    let known = Catalog::known_migrations();
+    let applied = catalog.applied_migrations().await.context("reading applied migrations")?;
+    if let Some(unknown) = applied.iter().find(|migration| !known.contains(migration)) {
+        anyhow::bail!(
+            "the catalog has migration {} ({}) that this build does not know: it was migrated by a newer DuckMesh",
+            unknown.0,
+            unknown.1
+        );
+    }
+    catalog.migrate().await.context("applying catalog migrations")?;
+    let store =
+        StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
+    let metrics = duckmesh_telemetry::Metrics::new();
+    let coordinator = Coordinator::new(catalog.clone(), store, metrics, config);
+
+    let stop = CancellationToken::new();
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "serving /metrics, /healthz and /readyz");
+    let server = tokio::spawn(duckmesh_coordinator::serve(
+        listener,
+        duckmesh_coordinator::health_router(&coordinator),
+        stop.clone(),
+    ));
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        crate::signals::terminated().await;
+        tracing::info!("shutting down: finishing the batch in hand");
+        signal.cancel();
+    });
+
+    let result = coordinator.run(stop.clone()).await;
+    stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(error = %error, "the metrics server failed"),
+        Err(error) => tracing::warn!(error = %error, "the metrics server stopped unexpectedly"),
+    }
+    catalog.close().await;
+    result.context("running the ingest coordinator")?;
+    Ok(ExitCode::SUCCESS)
+}
