@@ -312,9 +312,10 @@ async fn next_signal(stream: Option<&mut tokio::signal::unix::Signal>) -> Option
     }
 }
 
+/// Waits for the first Ctrl-C of the run. Called only when none was handled yet, so one that
+/// arrived just before the call (while the summary was printed) counts too.
 async fn wait_for_interrupt(mut interrupts: watch::Receiver<u32>) {
-    let seen = *interrupts.borrow_and_update();
-    while *interrupts.borrow() == seen {
+    while *interrupts.borrow_and_update() == 0 {
         if interrupts.changed().await.is_err() {
             return;
         }
