@@ -9,12 +9,10 @@
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::FileRecord;
-use duckmesh_storage::ObjectStore;
+use duckmesh_storage::{Download, ObjectStore, download_verified, is_sha256};
 use futures::StreamExt;
 use lru::LruCache;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -289,31 +287,11 @@ impl Inner {
         expected: u64,
         target: &Path,
     ) -> Result<()> {
-        let mut problem = String::new();
-        for _ in 0..2 {
-            let incoming = self.root.join("incoming").join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-            if let Err(error) = store.get_to_file(&record.path, &incoming).await {
-                let _ = tokio::fs::remove_file(&incoming).await;
-                return Err(error.into());
-            }
-            let (bytes, actual) = hash_file(&incoming).await?;
-            if bytes == expected && actual == hash {
-                if let Some(parent) = target.parent() {
-                    tokio::fs::create_dir_all(parent)
-                        .await
-                        .map_err(|error| Error::io("creating a cache directory", parent, error))?;
-                }
-                return tokio::fs::rename(&incoming, target)
-                    .await
-                    .map_err(|error| Error::io("moving a verified download into the cache", target, error));
-            }
-            let _ = tokio::fs::remove_file(&incoming).await;
-            problem = format!(
-                "downloaded {bytes} bytes with sha256 {actual}; the catalog records {expected} bytes with sha256 {hash}"
-            );
-            tracing::warn!(path = %record.path, error_code = "input_corrupt", %problem, "a downloaded file did not verify");
+        let incoming = self.root.join("incoming");
+        match download_verified(store, &record.path, &incoming, target, expected, hash).await? {
+            Download::Verified => Ok(()),
+            Download::Mismatch(message) => Err(Error::InputCorrupt { path: record.path.clone(), message }),
         }
-        Err(Error::InputCorrupt { path: record.path.clone(), message: problem })
     }
 
     /// Deletes least recently used, unheld files until the cache fits its bound.
@@ -335,38 +313,13 @@ impl Inner {
     }
 }
 
-fn is_sha256(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Size and lower-case hex SHA-256 of a local file, computed off the async threads.
-pub async fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&owned).map_err(|error| Error::io("opening", &owned, error))?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 1024 * 1024];
-        let mut total = 0u64;
-        loop {
-            let read = file.read(&mut buffer).map_err(|error| Error::io("reading", &owned, error))?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-            total += read as u64;
-        }
-        Ok((total, hex::encode(hasher.finalize())))
-    })
-    .await
-    .map_err(|error| Error::Internal { message: format!("hashing task failed: {error}") })?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
     use duckmesh_core::SnapshotId;
     use duckmesh_storage::LocalStore;
+    use sha2::{Digest, Sha256};
 
     fn record(path: &str, content: &[u8]) -> FileRecord {
         FileRecord {

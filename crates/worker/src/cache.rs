@@ -9,9 +9,7 @@
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::FileRecord;
-use duckmesh_storage::ObjectStore;
-use sha2::{Digest, Sha256};
-use std::io::Read;
+use duckmesh_storage::{Download, ObjectStore, download_verified, is_sha256};
 use std::path::{Path, PathBuf};
 
 /// The cache directory.
@@ -55,7 +53,7 @@ impl FileCache {
     /// record is tried once more, then reported as `input_corrupt`.
     pub async fn fetch(&self, store: &dyn ObjectStore, file: &FileRecord) -> Result<(PathBuf, Fetched)> {
         let sha256 = file.sha256.as_str();
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !is_sha256(sha256) {
             return Err(Error::InputCorrupt {
                 path: file.path.clone(),
                 message: format!("the catalog records an invalid sha256 {sha256:?}"),
@@ -68,55 +66,17 @@ impl FileCache {
         {
             return Ok((target, Fetched::Hit));
         }
-        let mut last_problem = String::new();
-        for _ in 0..2 {
-            let incoming = self.root.join("incoming").join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-            store.get_to_file(&file.path, &incoming).await?;
-            let (bytes, actual) = hash_file(&incoming).await?;
-            if bytes == expected_bytes && actual == sha256 {
-                if let Some(parent) = target.parent() {
-                    tokio::fs::create_dir_all(parent)
-                        .await
-                        .map_err(|error| Error::io("creating cache directory", parent, error))?;
-                }
-                tokio::fs::rename(&incoming, &target)
-                    .await
-                    .map_err(|error| Error::io("moving a verified download into the cache", &target, error))?;
-                return Ok((target, Fetched::Downloaded));
-            }
-            let _ = tokio::fs::remove_file(&incoming).await;
-            last_problem = format!(
-                "downloaded {bytes} bytes with sha256 {actual}, the catalog records {expected_bytes} bytes with sha256 \
-                 {sha256}"
-            );
-            tracing::warn!(path = %file.path, error_code = "input_corrupt", problem = %last_problem, "input file did not verify");
+        let incoming = self.root.join("incoming");
+        match download_verified(store, &file.path, &incoming, &target, expected_bytes, sha256).await? {
+            Download::Verified => Ok((target, Fetched::Downloaded)),
+            Download::Mismatch(message) => Err(Error::InputCorrupt { path: file.path.clone(), message }),
         }
-        Err(Error::InputCorrupt { path: file.path.clone(), message: last_problem })
     }
 }
 
 /// Size and lower-case hex SHA-256 of a local file, computed off the async threads.
 pub async fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || hash_file_sync(&owned))
-        .await
-        .map_err(|error| Error::io("hashing", path, std::io::Error::other(error.to_string())))?
-}
-
-fn hash_file_sync(path: &Path) -> Result<(u64, String)> {
-    let mut file = std::fs::File::open(path).map_err(|error| Error::io("opening", path, error))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1024 * 1024];
-    let mut total = 0u64;
-    loop {
-        let read = file.read(&mut buffer).map_err(|error| Error::io("reading", path, error))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        total += read as u64;
-    }
-    Ok((total, hex::encode(hasher.finalize())))
+    Ok(duckmesh_storage::hash_file(path).await?)
 }
 
 #[cfg(test)]
@@ -125,6 +85,7 @@ mod tests {
     use bytes::Bytes;
     use duckmesh_core::SnapshotId;
     use duckmesh_storage::LocalStore;
+    use sha2::{Digest, Sha256};
 
     fn record(path: &str, content: &[u8]) -> FileRecord {
         FileRecord {
