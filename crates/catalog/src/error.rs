@@ -56,6 +56,16 @@ pub enum Error {
         /// Its state.
         state: String,
     },
+    /// The database holds a migration this build does not know: a newer DuckMesh migrated it.
+    #[error(
+        "the catalog has migration {version} ({description}) that this build does not know: it was migrated by a newer DuckMesh"
+    )]
+    SchemaTooNew {
+        /// The unknown migration's version.
+        version: i64,
+        /// Its description.
+        description: String,
+    },
     /// A referenced object does not exist.
     #[error("{what} not found")]
     NotFound {
@@ -120,6 +130,7 @@ impl Error {
         match self {
             Self::Database { .. } | Self::Unreachable { .. } => "catalog_unavailable",
             Self::Migrate { .. } => "catalog_migration_failed",
+            Self::SchemaTooNew { .. } => "catalog_schema_too_new",
             Self::StaleFence { .. } => "stale_fence",
             Self::LeaseExpired { .. } => "lease_expired",
             Self::AttemptNotActive { .. } => "attempt_not_active",

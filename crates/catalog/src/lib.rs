@@ -96,10 +96,24 @@ impl Catalog {
     }
 
     /// Applies any pending migrations. Safe to run concurrently from several processes
-    /// (the migrator takes an advisory lock) and on every start-up.
+    /// (the migrator takes an advisory lock) and on every start-up. Refuses, with
+    /// `catalog_schema_too_new` and before changing anything, a database that holds a migration
+    /// this build does not know (it was migrated by a newer DuckMesh).
     pub async fn migrate(&self) -> Result<()> {
+        self.ensure_not_newer().await?;
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Fails with `catalog_schema_too_new` when the database holds a migration this build does
+    /// not know.
+    pub async fn ensure_not_newer(&self) -> Result<()> {
+        let known = Self::known_migrations();
+        let applied = self.applied_migrations().await?;
+        match applied.into_iter().find(|migration| !known.contains(migration)) {
+            Some((version, description)) => Err(Error::SchemaTooNew { version, description }),
+            None => Ok(()),
+        }
     }
 
     /// The migrations this build knows, as `(version, description)`.

@@ -38,16 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.acquire_timeout = Duration::from_secs(15);
     let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
     // Same start-up rule as every component: bring the schema up to date (the migrator takes
-    // an advisory lock), and refuse a database migrated by a newer build.
-    let known = Catalog::known_migrations();
-    let applied = catalog.applied_migrations().await.context("reading applied migrations")?;
-    if let Some(unknown) = applied.iter().find(|migration| !known.contains(migration)) {
-        anyhow::bail!(
-            "the catalog has migration {} ({}) that this build does not know: it was migrated by a newer DuckMesh",
-            unknown.0,
-            unknown.1
-        );
-    }
+    // an advisory lock); a database migrated by a newer build is refused.
     catalog.migrate().await.context("applying catalog migrations")?;
     let store =
         StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
