@@ -9,6 +9,25 @@ use duckmesh_localpg::{LocalCluster, resolve_state_dir};
 use std::path::Path;
 use std::time::Duration;
 
+/// Where an operator-facing command finds its catalog (flattened into its arguments).
+#[derive(Debug, clap::Args)]
+pub struct CatalogArgs {
+    /// Catalog database URL; default: the dev instance of --state-dir.
+    #[arg(long, global = true, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// The dev state directory to use when no --database-url is given.
+    #[arg(long, global = true, env = "DUCKMESH_STATE_DIR", default_value = ".duckmesh")]
+    pub state_dir: std::path::PathBuf,
+}
+
+impl CatalogArgs {
+    /// Connects as [`catalog`] does.
+    pub async fn connect(&self) -> anyhow::Result<CatalogHandle> {
+        catalog(self.database_url.as_deref(), &self.state_dir).await
+    }
+}
+
 /// A catalog connection, with the private PostgreSQL it started (kept running while held).
 pub struct CatalogHandle {
     /// The catalog.

@@ -5,7 +5,6 @@
 use anyhow::Context;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use duckmesh_catalog::DeadLetterFilter;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `duckmesh dead-letters`.
@@ -14,13 +13,8 @@ pub struct Args {
     #[command(subcommand)]
     command: Command,
 
-    /// Catalog database URL; default: the dev instance of --state-dir.
-    #[arg(long, global = true, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-
-    /// The dev state directory to use when no --database-url is given.
-    #[arg(long, global = true, env = "DUCKMESH_STATE_DIR", default_value = ".duckmesh")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    target: crate::connect::CatalogArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,7 +47,7 @@ enum Command {
 
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let handle = crate::connect::catalog(args.database_url.as_deref(), &args.state_dir).await?;
+    let handle = args.target.connect().await?;
     let catalog = &handle.catalog;
     let result = match args.command {
         Command::List { dataset, all, limit, json } => {

@@ -2,7 +2,6 @@
 //! is on, every API process refuses ingest (503 `read_only`) and every task and ingest commit
 //! is refused, while queries keep working. See docs/runbooks/emergency-read-only.md.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `duckmesh read-only`.
@@ -11,13 +10,8 @@ pub struct Args {
     #[command(subcommand)]
     command: Command,
 
-    /// Catalog database URL; default: the dev instance of --state-dir.
-    #[arg(long, global = true, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-
-    /// The dev state directory to use when no --database-url is given.
-    #[arg(long, global = true, env = "DUCKMESH_STATE_DIR", default_value = ".duckmesh")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    target: crate::connect::CatalogArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -36,7 +30,7 @@ enum Command {
 
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let handle = crate::connect::catalog(args.database_url.as_deref(), &args.state_dir).await?;
+    let handle = args.target.connect().await?;
     let catalog = &handle.catalog;
     let who = std::env::var("USER").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "duckmesh-cli".into());
     let state = match args.command {

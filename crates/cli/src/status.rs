@@ -5,7 +5,6 @@ use anyhow::Context;
 use duckmesh_catalog::Catalog;
 use duckmesh_dev::progress::{JobView, datasets_table, tasks_table};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `duckmesh status`.
@@ -18,13 +17,8 @@ pub struct Args {
     #[arg(long, default_value = "default")]
     pub namespace: String,
 
-    /// Catalog database URL; default: the dev instance of --state-dir.
-    #[arg(long, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
-    /// The dev state directory to read when no --database-url is given.
-    #[arg(long, env = "DUCKMESH_STATE_DIR", default_value = ".duckmesh")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub target: crate::connect::CatalogArgs,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -42,7 +36,7 @@ pub enum Format {
 
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let handle = crate::connect::catalog(args.database_url.as_deref(), &args.state_dir).await?;
+    let handle = args.target.connect().await?;
     let catalog = handle.catalog.clone();
     let result = print(&catalog, &args).await;
     catalog.close().await;
