@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result, classify_sql, engine};
 use duckdb::{Connection, InterruptHandle};
-use duckmesh_catalog::Column;
+use duckmesh_catalog::{Column, NewFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +62,32 @@ pub struct ExportedFile {
     pub rows: u64,
     /// Partition values (column → value as written in the directory name).
     pub partition: Option<BTreeMap<String, String>>,
+}
+
+impl ExportedFile {
+    /// Its object key under `prefix` (which ends in `/`) as output file number `index`:
+    /// `<prefix>[<partition dirs>/]part-<index:05>.parquet`.
+    pub fn object_key(&self, prefix: &str, index: usize) -> String {
+        match self.relative.rsplit_once('/').map_or("", |(dir, _)| dir) {
+            "" => format!("{prefix}part-{index:05}.parquet"),
+            directory => format!("{prefix}{directory}/part-{index:05}.parquet"),
+        }
+    }
+
+    /// The catalog entry for this file uploaded as `key`, with its size and SHA-256.
+    pub fn new_file(&self, key: String, bytes: u64, sha256: String) -> NewFile {
+        NewFile {
+            path: key,
+            bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+            rows: i64::try_from(self.rows).unwrap_or(i64::MAX),
+            sha256,
+            partition: self.partition.as_ref().map(|values| {
+                serde_json::Value::Object(
+                    values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+                )
+            }),
+        }
+    }
 }
 
 /// A DuckDB database for one attempt.
@@ -385,6 +411,25 @@ fn path_text(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exported_files_name_their_keys_and_catalog_entries() {
+        let plain =
+            ExportedFile { path: "/x/a.parquet".into(), relative: "data_0.parquet".into(), rows: 3, partition: None };
+        assert_eq!(plain.object_key("ds/attempts/7/1/", 2), "ds/attempts/7/1/part-00002.parquet");
+        let partition = BTreeMap::from([("day".to_owned(), "2026-01-02".to_owned())]);
+        let split = ExportedFile {
+            path: "/x/b.parquet".into(),
+            relative: "day=2026-01-02/data_0.parquet".into(),
+            rows: 5,
+            partition: Some(partition),
+        };
+        let key = split.object_key("ds/ingest/9/", 0);
+        assert_eq!(key, "ds/ingest/9/day=2026-01-02/part-00000.parquet");
+        let entry = split.new_file(key.clone(), 120, "ab".repeat(32));
+        assert_eq!((entry.path, entry.bytes, entry.rows), (key, 120, 5));
+        assert_eq!(entry.partition, Some(serde_json::json!({"day": "2026-01-02"})));
+    }
 
     fn settings(dir: &Path) -> EngineSettings {
         EngineSettings {

@@ -2,7 +2,7 @@
 //! catalog's file list for the commit from the bucket alone, and to verify every file.
 
 use chrono::{DateTime, Utc};
-use duckmesh_catalog::{Column, CommitMode};
+use duckmesh_catalog::{Column, CommitMode, NewFile};
 use serde::{Deserialize, Serialize};
 
 /// The format tag of this manifest version.
@@ -98,6 +98,18 @@ pub struct ManifestFile {
     /// Partition values, for a partitioned dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<serde_json::Value>,
+}
+
+impl From<&NewFile> for ManifestFile {
+    fn from(file: &NewFile) -> Self {
+        Self {
+            path: file.path.clone(),
+            bytes: file.bytes,
+            rows: file.rows,
+            sha256: file.sha256.clone(),
+            partition: file.partition.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

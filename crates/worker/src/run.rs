@@ -377,16 +377,7 @@ impl Worker {
                 })
                 .collect(),
             schema: schema.clone(),
-            files: files
-                .iter()
-                .map(|file| ManifestFile {
-                    path: file.path.clone(),
-                    bytes: file.bytes,
-                    rows: file.rows,
-                    sha256: file.sha256.clone(),
-                    partition: file.partition.clone(),
-                })
-                .collect(),
+            files: files.iter().map(ManifestFile::from).collect(),
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             created_at: chrono::Utc::now(),
@@ -475,25 +466,10 @@ impl Worker {
 
     /// Uploads output file number `index` as `<prefix>[<partition dirs>/]part-<index>.parquet`.
     async fn upload_one(&self, prefix: &str, index: usize, file: &ExportedFile) -> Result<NewFile> {
-        let directory = file.relative.rsplit_once('/').map_or("", |(dir, _)| dir);
-        let key = if directory.is_empty() {
-            format!("{prefix}part-{index:05}.parquet")
-        } else {
-            format!("{prefix}{directory}/part-{index:05}.parquet")
-        };
+        let key = file.object_key(prefix, index);
         let (bytes, sha256) = hash_file(&file.path).await?;
         self.store.put_file(&key, &file.path).await?;
-        Ok(NewFile {
-            path: key,
-            bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-            rows: i64::try_from(file.rows).unwrap_or(i64::MAX),
-            sha256,
-            partition: file.partition.as_ref().map(|values| {
-                serde_json::Value::Object(
-                    values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
-                )
-            }),
-        })
+        Ok(file.new_file(key, bytes, sha256))
     }
 }
 
