@@ -82,16 +82,9 @@ impl CoordinatorConfig {
     /// Reads the knobs through `lookup` (tests pass a map instead of touching the process
     /// environment). The identity is `DUCKMESH_COORDINATOR_ID`, else `HOSTNAME` (the pod name).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
-        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
-            match get(name) {
-                None => Ok(None),
-                Some(raw) => match raw.parse::<u64>() {
-                    Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
-                    _ => Err(ConfigError::new(format!("{name}={raw:?}: expected a whole number from {min} to {max}"))),
-                },
-            }
-        };
+        let knobs = duckmesh_core::Knobs::new(lookup);
+        let get = |name: &str| knobs.string(name);
+        let number = |name: &str, min: u64, max: u64| knobs.number(name, min, max).map_err(ConfigError::from);
         let mut config = Self::default();
         if let Some(events) = number("DUCKMESH_COORDINATOR_BATCH_MAX_EVENTS", 1, 1_000_000)? {
             config.batch_max_events = u32::try_from(events).unwrap_or(u32::MAX);
@@ -111,11 +104,7 @@ impl CoordinatorConfig {
         if let Some(dir) = get("DUCKMESH_COORDINATOR_WORK_DIR") {
             config.work_dir = dir.into();
         }
-        config.read_only = match get("DUCKMESH_READ_ONLY").map(|value| value.to_ascii_lowercase()).as_deref() {
-            None | Some("false" | "0" | "no" | "off") => false,
-            Some("true" | "1" | "yes" | "on") => true,
-            Some(_) => return Err(ConfigError::new("DUCKMESH_READ_ONLY must be true or false")),
-        };
+        config.read_only = knobs.flag("DUCKMESH_READ_ONLY")?;
         if let Some(identity) = get("DUCKMESH_COORDINATOR_ID").or_else(|| get("HOSTNAME")) {
             config.identity = identity;
         }

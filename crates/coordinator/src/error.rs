@@ -11,11 +11,13 @@ pub struct ConfigError {
     pub message: String,
 }
 
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+impl From<duckmesh_core::KnobError> for ConfigError {
+    fn from(error: duckmesh_core::KnobError) -> Self {
+        Self { message: error.message }
     }
+}
 
+impl ConfigError {
     /// The stable code of every configuration error.
     pub fn error_code(&self) -> &'static str {
         "invalid_config"
@@ -139,7 +141,7 @@ mod tests {
         assert_eq!(Error::ReadOnly.error_code(), "read_only");
         let catalog = Error::Catalog { step: "claiming", source: duckmesh_catalog::Error::Corrupt("x".into()) };
         assert_eq!(catalog.error_code(), "catalog_corrupt");
-        let config = Error::from(ConfigError::new("DUCKMESH_COORDINATOR_LINGER_MS=abc"));
+        let config = Error::from(ConfigError { message: "DUCKMESH_COORDINATOR_LINGER_MS=abc".into() });
         assert_eq!(config.error_code(), "invalid_config");
         assert!(!config.is_retryable());
         assert!(Error::ReadOnly.is_retryable());

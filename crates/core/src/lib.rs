@@ -9,11 +9,13 @@ pub mod backoff;
 pub mod dag;
 pub mod exit;
 pub mod ids;
+pub mod knobs;
 pub mod phase;
 pub mod schedule;
 
 pub use backoff::BackoffPolicy;
 pub use dag::{DagError, topological_order};
 pub use ids::{AttemptId, DatasetId, Fence, JobId, SnapshotId, TaskId};
+pub use knobs::{KnobError, Knobs};
 pub use phase::{AttemptState, JobPhase, TaskPhase, UnknownPhase};
 pub use schedule::{ConcurrencyLimits, Plan, SchedulingState, TaskView, runnable};

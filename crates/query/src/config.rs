@@ -214,23 +214,10 @@ impl QueryConfig {
     /// Reads the knobs through `lookup` (tests pass a map instead of touching the process
     /// environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
-            match get(name) {
-                None => Ok(None),
-                Some(raw) => match raw.parse::<u64>() {
-                    Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
-                    _ => Err(ConfigError::new(format!("{name}={raw:?}: expected a whole number from {min} to {max}"))),
-                },
-            }
-        };
-        let flag = |name: &str| -> Result<bool, ConfigError> {
-            match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
-                None | Some("false" | "0" | "no" | "off") => Ok(false),
-                Some("true" | "1" | "yes" | "on") => Ok(true),
-                Some(_) => Err(ConfigError::new(format!("{name} must be true or false"))),
-            }
-        };
+        let knobs = duckmesh_core::Knobs::new(lookup);
+        let get = |name: &str| knobs.string(name);
+        let number = |name: &str, min: u64, max: u64| knobs.number(name, min, max).map_err(ConfigError::from);
+        let flag = |name: &str| knobs.flag(name).map_err(ConfigError::from);
         let temp = std::env::temp_dir();
         let mut config = Self::local(&temp);
         config.cache_dir = temp.join("duckmesh-query-cache");

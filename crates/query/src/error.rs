@@ -267,6 +267,12 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl From<duckmesh_core::KnobError> for ConfigError {
+    fn from(error: duckmesh_core::KnobError) -> Self {
+        Self { message: error.message }
+    }
+}
+
 impl ConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self { message: message.into() }
