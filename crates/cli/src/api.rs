@@ -3,13 +3,11 @@
 //! `DUCKMESH_*` variables (`duckmesh_query::KNOBS`); the work is `duckmesh_query`.
 
 use anyhow::Context;
-use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
 use duckmesh_query::{QueryConfig, QueryService};
 use duckmesh_storage::{StoreConfig, StoreCounters};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Arguments of `duckmesh api`.
 #[derive(Debug, clap::Args)]
@@ -33,13 +31,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if config.auth.is_none() {
         tracing::warn!("DUCKMESH_QUERY_AUTH=none: serving every request as tenant `default` without authentication");
     }
-    let mut options = ConnectOptions::new(args.database_url);
-    options.max_connections = args.db_connections.max(2);
-    options.acquire_timeout = Duration::from_secs(15);
-    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
-    // Same start-up rule as every component: bring the schema up to date (the migrator takes
-    // an advisory lock); a database migrated by a newer build is refused.
-    catalog.migrate().await.context("applying catalog migrations")?;
+    let catalog = crate::connect::service_catalog(args.database_url, args.db_connections.max(2)).await?;
     let store =
         StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
     let metrics = duckmesh_telemetry::Metrics::new();

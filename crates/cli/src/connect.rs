@@ -63,6 +63,19 @@ pub async fn catalog(database_url: Option<&str>, state_dir: &Path) -> anyhow::Re
     Ok(CatalogHandle { catalog, _cluster: cluster })
 }
 
+/// The catalog of a long-running service (`api`, `coordinator`): a pool of `connections`,
+/// 15 s to get a connection, and the schema brought up to date as every component does at
+/// start-up (the migrator takes an advisory lock; a database migrated by a newer build is
+/// refused).
+pub async fn service_catalog(url: String, connections: u32) -> anyhow::Result<Catalog> {
+    let mut options = ConnectOptions::new(url);
+    options.max_connections = connections;
+    options.acquire_timeout = Duration::from_secs(15);
+    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
+    catalog.migrate().await.context("applying catalog migrations")?;
+    Ok(catalog)
+}
+
 /// The API base URL: `url`, else the running dev instance's, else `http://localhost:8080`.
 pub fn api_url(url: Option<String>, state_dir: &Path) -> String {
     url.or_else(|| InstanceInfo::running(state_dir).map(|instance| instance.api_url))

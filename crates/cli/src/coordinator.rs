@@ -4,13 +4,11 @@
 //! variables (`duckmesh_coordinator::KNOBS`); the work is `duckmesh_coordinator`.
 
 use anyhow::Context;
-use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
 use duckmesh_coordinator::{Coordinator, CoordinatorConfig};
 use duckmesh_storage::{StoreConfig, StoreCounters};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Arguments of `duckmesh coordinator`.
@@ -35,14 +33,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if config.read_only {
         tracing::warn!("DUCKMESH_READ_ONLY is set: this coordinator claims and commits nothing");
     }
-    let mut options = ConnectOptions::new(args.database_url);
     // The claim/commit path, the LISTEN connection and the readiness probe run at once.
-    options.max_connections = args.db_connections.max(3);
-    options.acquire_timeout = Duration::from_secs(15);
-    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
-    // Same start-up rule as every component: bring the schema up to date (the migrator takes
-    // an advisory lock); a database migrated by a newer build is refused.
-    catalog.migrate().await.context("applying catalog migrations")?;
+    let catalog = crate::connect::service_catalog(args.database_url, args.db_connections.max(3)).await?;
     let store =
         StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
     let metrics = duckmesh_telemetry::Metrics::new();
