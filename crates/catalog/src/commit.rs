@@ -132,11 +132,13 @@ impl Catalog {
     }
 }
 
-/// Type names in upper case, so that stored schemas compare as sets in SQL.
+/// Type names in DuckDB's canonical spelling ([`canonical_type`](crate::canonical_type)),
+/// so that stored schemas compare as sets in SQL. Every schema the catalog stores (declared
+/// by a Dataset, committed by a task or by ingest) goes through here.
 pub(crate) fn normalized(columns: &[Column]) -> Vec<Column> {
     columns
         .iter()
-        .map(|column| Column { name: column.name.clone(), data_type: column.data_type.to_ascii_uppercase() })
+        .map(|column| Column { name: column.name.clone(), data_type: crate::canonical_type(&column.data_type) })
         .collect()
 }
 
@@ -203,7 +205,8 @@ pub fn schema_difference(existing: &[Column], incoming: &[Column]) -> Option<Str
         .iter()
         .filter_map(|c| {
             let other = find(incoming, &c.name)?;
-            (!other.eq_ignore_ascii_case(&c.data_type)).then(|| format!("{} ({} → {})", c.name, c.data_type, other))
+            let same = crate::canonical_type(&other) == crate::canonical_type(&c.data_type);
+            (!same).then(|| format!("{} ({} → {})", c.name, c.data_type, other))
         })
         .collect();
     let mut parts = Vec::new();

@@ -125,6 +125,10 @@ impl From<UnknownPhase> for Error {
 }
 
 impl Error {
+    /// The code of [`Error::ReadOnly`], which runners report back in a
+    /// [`Failure`](crate::Failure) when the switch refused their commit.
+    pub const READ_ONLY_CODE: &'static str = "read_only";
+
     /// A stable code for logs, API responses and metric labels.
     pub fn error_code(&self) -> &'static str {
         match self {
@@ -137,7 +141,7 @@ impl Error {
             Self::NotFound { .. } => "not_found",
             Self::Invalid { .. } => "invalid_spec",
             Self::SchemaMismatch { .. } => "schema_mismatch",
-            Self::ReadOnly { .. } => "read_only",
+            Self::ReadOnly { .. } => Self::READ_ONLY_CODE,
             Self::BufferFull { .. } => "ingest_buffer_full",
             Self::ClaimLost { .. } => "claim_lost",
             Self::Corrupt(_) => "catalog_corrupt",

@@ -404,9 +404,8 @@ impl Catalog {
                 message: "committed events need files and files need committed events".into(),
             });
         }
-        // Compared verbatim with the dataset's stored columns, which keep the spelling they were
-        // declared with (`bigint`, `int`): upper-casing here refused every batch of such a dataset.
-        let schema = commit.schema.clone();
+        // Stored schemas are canonical (declared or committed), so this one is made so too.
+        let schema = commit.schema.as_deref().map(crate::commit::normalized);
         let paths: Vec<&str> = commit.files.iter().map(|f| f.path.as_str()).collect();
         let sizes: Vec<i64> = commit.files.iter().map(|f| f.bytes).collect();
         let counts: Vec<i64> = commit.files.iter().map(|f| f.rows).collect();

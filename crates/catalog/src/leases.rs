@@ -231,7 +231,11 @@ impl Catalog {
 
     /// Takes a lease on one task: a new attempt with the next fencing token, expiring after
     /// `lease` unless heartbeated. Returns `None` when the task is not runnable (already
-    /// leased, finished, waiting for a dependency or for its retry time).
+    /// leased, finished, waiting for a dependency or for its retry time) or the catalog is in
+    /// emergency read-only mode, where its commit would be refused anyway.
+    ///
+    /// Attempt numbers count every try; `tasks.attempts` counts the ones held against
+    /// `maxAttempts`, which leaves out read-only refusals.
     pub async fn lease_task(&self, task: TaskId, runner: &str, lease: Duration) -> Result<Option<Lease>> {
         let lease_ms = i32::try_from(lease.as_millis()).unwrap_or(i32::MAX).max(1);
         let row = sqlx::query(
@@ -241,10 +245,12 @@ impl Catalog {
                      started_at = coalesce(t.started_at, clock_timestamp()) \
                  WHERE t.id = $1 AND t.phase IN ('Pending', 'Retrying') AND t.attempts < t.max_attempts \
                    AND (t.next_retry_at IS NULL OR t.next_retry_at <= clock_timestamp()) \
+                   AND NOT duckmesh_read_only() \
                    AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = ANY (t.depends_on) AND d.phase <> 'Succeeded') \
                  RETURNING t.id, t.attempts, t.fence) \
              INSERT INTO attempts (task_id, n, fence, state, runner, lease_ms, lease_expires_at) \
-             SELECT id, attempts, fence, 'Leased', $2, $3, clock_timestamp() + make_interval(secs => $4) FROM leased \
+             SELECT l.id, (SELECT coalesce(max(a.n), 0) + 1 FROM attempts a WHERE a.task_id = l.id), l.fence, \
+                 'Leased', $2, $3, clock_timestamp() + make_interval(secs => $4) FROM leased l \
              RETURNING id, task_id, n, fence, lease_expires_at",
         )
         .bind(task.0)
@@ -351,7 +357,8 @@ impl Catalog {
 
     /// The runner reports a classified failure. A retryable failure with attempts left sends
     /// the task to `Retrying` after a jittered backoff; otherwise the task fails terminally and
-    /// its dependents fail as `upstream_failed`. A stale attempt changes nothing.
+    /// its dependents fail as `upstream_failed`. A commit refused by the read-only switch
+    /// always retries and does not use up an attempt. A stale attempt changes nothing.
     pub async fn fail_attempt(&self, attempt: AttemptRef, failure: &Failure) -> Result<FailOutcome> {
         let mut tx = self.pool.begin().await?;
         let locked = LockedAttempt::lock_existing(&mut tx, attempt).await?;
@@ -475,10 +482,14 @@ impl Catalog {
     ) -> Result<FailOutcome> {
         close_attempt(tx, locked, failure, attempt_state).await?;
         let message = truncate(&failure.message, 4_000);
-        if failure.retryable && locked.attempts < locked.max_attempts {
+        // A read-only refusal is the operator's doing, not the task's: it is given back so an
+        // emergency switch left on for an hour does not fail every job that tried to commit.
+        let excused = failure.is_read_only_refusal();
+        if failure.retryable && (excused || locked.attempts < locked.max_attempts) {
             let delay = self.config.task_backoff.sample(locked.attempts.saturating_sub(1), &mut rand::rng());
             let next_retry_at: DateTime<Utc> = sqlx::query_scalar(
                 "UPDATE tasks SET phase = 'Retrying', next_retry_at = clock_timestamp() + make_interval(secs => $2), \
+                     attempts = attempts - CASE WHEN $5 THEN 1 ELSE 0 END, \
                      last_error_code = $3, last_error_message = $4, updated_at = clock_timestamp() \
                  WHERE id = $1 RETURNING next_retry_at",
             )
@@ -486,11 +497,12 @@ impl Catalog {
             .bind(seconds(delay))
             .bind(&failure.code)
             .bind(message)
+            .bind(excused)
             .fetch_one(&mut **tx)
             .await?;
             let payload = json!({
                 "task": locked.task, "job": locked.job, "attempt": locked.attempt, "error_code": failure.code,
-                "next_retry_at": next_retry_at,
+                "next_retry_at": next_retry_at, "attempt_counted": !excused,
             });
             crate::outbox::enqueue_in(tx, "task_retrying", &payload).await?;
             return Ok(FailOutcome::Retrying { next_retry_at });

@@ -19,6 +19,7 @@ mod notify;
 mod outbox;
 mod reads;
 mod specs;
+mod types;
 
 pub use commit::schema_difference;
 pub use config::{ConfigError, KNOBS};
@@ -33,6 +34,7 @@ pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wa
 pub use outbox::{OutboxMessage, OutboxStats};
 pub use reads::BacklogStats;
 pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, TIMEOUT_LIMIT_SECONDS};
+pub use types::canonical_type;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -102,6 +104,29 @@ impl Catalog {
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_not_newer().await?;
         MIGRATOR.run(&self.pool).await?;
+        self.canonicalize_stored_schemas().await?;
+        Ok(())
+    }
+
+    /// Rewrites stored dataset schemas into canonical type names ([`canonical_type`]). Catalogs
+    /// written before type names were canonicalized kept a declared `bigint` or `int`, which
+    /// a task's `BIGINT` or `INTEGER` would then fail to match. Idempotent; a row that changed
+    /// meanwhile is left for the next run.
+    async fn canonicalize_stored_schemas(&self) -> Result<()> {
+        let rows: Vec<(i64, sqlx::types::Json<Vec<Column>>)> =
+            sqlx::query_as("SELECT id, schema FROM datasets WHERE schema IS NOT NULL").fetch_all(&self.pool).await?;
+        for (id, sqlx::types::Json(stored)) in rows {
+            let canonical = commit::normalized(&stored);
+            if canonical != stored {
+                sqlx::query("UPDATE datasets SET schema = $2 WHERE id = $1 AND schema = $3")
+                    .bind(id)
+                    .bind(sqlx::types::Json(&canonical))
+                    .bind(sqlx::types::Json(&stored))
+                    .execute(&self.pool)
+                    .await?;
+                tracing::info!(dataset = id, "stored schema rewritten with canonical type names");
+            }
+        }
         Ok(())
     }
 

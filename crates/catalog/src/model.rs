@@ -343,6 +343,15 @@ pub struct Failure {
     pub retryable: bool,
 }
 
+impl Failure {
+    /// Whether the catalog's emergency read-only switch refused the attempt's commit. The
+    /// attempt did nothing wrong, so the refusal does not count against the task's
+    /// `maxAttempts`: the task waits and retries for as long as the switch stays on.
+    pub fn is_read_only_refusal(&self) -> bool {
+        self.code == crate::Error::READ_ONLY_CODE
+    }
+}
+
 /// What failing an attempt did to its task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum FailOutcome {

@@ -59,7 +59,7 @@ impl Catalog {
             .bind(spec.generation)
             .bind(&spec.tenant)
             .bind(&spec.spec)
-            .bind(spec.schema.as_ref().map(Json))
+            .bind(spec.schema.as_deref().map(|columns| Json(crate::commit::normalized(columns))))
             .fetch_optional(&self.pool)
             .await?;
         match row {

@@ -146,6 +146,47 @@ async fn invalid_commits_are_refused_with_clear_errors() -> Result<(), BoxError>
 }
 
 #[tokio::test]
+async fn declared_type_aliases_match_the_names_duckdb_reports() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let columns = |spec: &[(&str, &str)]| {
+        spec.iter().map(|(n, t)| Column { name: (*n).into(), data_type: (*t).into() }).collect::<Vec<_>>()
+    };
+    let declared = columns(&[("id", "int8"), ("name", "text"), ("amount", "numeric(10, 2)"), ("tags", "string[]")]);
+    let described =
+        columns(&[("id", "BIGINT"), ("name", "VARCHAR"), ("amount", "DECIMAL(10,2)"), ("tags", "VARCHAR[]")]);
+    let record = catalog
+        .upsert_dataset(&DatasetSpec {
+            namespace: "default".into(),
+            name: "orders".into(),
+            uid: "uid-orders".into(),
+            generation: 1,
+            tenant: "acme".into(),
+            schema: Some(declared.clone()),
+            spec: serde_json::json!({}),
+        })
+        .await?;
+    assert_eq!(record.schema.as_ref(), Some(&described), "stored in DuckDB's spelling");
+    let ds = record.id;
+    let ids = job(&catalog, &job_spec("load", vec![task("t", &[], Some(ds))])).await?;
+    let attempt = lease(&catalog, id_of(&ids, "t")).await?;
+    let commit = CommitRequest { schema: Some(described.clone()), ..append(ds, vec![file("o/1.parquet", 2)]) };
+    catalog.commit(attempt.attempt_ref(), &commit).await?;
+
+    // A catalog written before names were canonical is repaired by the next migrate.
+    sqlx::query("UPDATE datasets SET schema = $2 WHERE id = $1")
+        .bind(ds.0)
+        .bind(sqlx::types::Json(&declared))
+        .execute(catalog.pool())
+        .await?;
+    assert_eq!(catalog.dataset(ds).await?.schema.as_ref(), Some(&declared));
+    catalog.migrate().await?;
+    assert_eq!(catalog.dataset(ds).await?.schema.as_ref(), Some(&described));
+    catalog.migrate().await?;
+    assert_eq!(catalog.dataset(ds).await?.schema.as_ref(), Some(&described), "idempotent");
+    Ok(())
+}
+
+#[tokio::test]
 async fn commits_wake_listeners() -> Result<(), BoxError> {
     let (_db, catalog) = setup().await?;
     let ds = dataset(&catalog, "live").await?;

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use duckmesh_catalog::*;
-use duckmesh_core::{DatasetId, SnapshotId};
+use duckmesh_core::{DatasetId, SnapshotId, TaskPhase};
 use duckmesh_testkit::BoxError;
 use serde_json::json;
 use std::collections::HashSet;
@@ -226,6 +226,42 @@ async fn read_only_mode_refuses_ingest_and_every_commit_until_turned_off() -> Re
     catalog.commit_ingest(&commit_of(&batch, "events/ingest/1.parquet")).await?;
     catalog.commit(leased.attempt_ref(), &append(ds, vec![file("events/t.parquet", 1)])).await?;
     assert_eq!(ingest(&catalog, ds, &["b"]).await?.accepted, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn read_only_refusals_do_not_use_up_attempts_and_no_task_starts_meanwhile() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let ds = dataset(&catalog, "events").await?;
+    let mut only_once = task("t", &[], Some(ds));
+    only_once.max_attempts = Some(1);
+    let t = id_of(&job(&catalog, &job_spec("load", vec![only_once])).await?, "t");
+    let first = lease(&catalog, t).await?;
+
+    catalog.set_read_only(true, Some("restore in progress"), "test").await?;
+    let refused = catalog.commit(first.attempt_ref(), &append(ds, vec![file("events/1.parquet", 1)])).await;
+    let refused = refused.expect_err("read-only");
+    let failure =
+        Failure { code: refused.error_code().into(), message: refused.to_string(), retryable: refused.is_retryable() };
+    assert!(failure.is_read_only_refusal());
+    let outcome = catalog.fail_attempt(first.attempt_ref(), &failure).await?;
+    assert!(matches!(outcome, FailOutcome::Retrying { .. }), "the only attempt was given back: {outcome:?}");
+    let waiting = catalog.task(t).await?;
+    assert_eq!((waiting.phase, waiting.attempts), (TaskPhase::Retrying, 0));
+    assert_eq!(waiting.last_error_code.as_deref(), Some("read_only"));
+    // past the retry time (20-150 ms in the test config) the task still does not start
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(catalog.lease_task(t, "test", Duration::from_secs(30)).await?.is_none(), "no lease while read-only");
+
+    catalog.set_read_only(false, None, "test").await?;
+    let second = lease(&catalog, t).await?;
+    assert_eq!(second.number, 2, "attempt numbers still count every try");
+    catalog.commit(second.attempt_ref(), &append(ds, vec![file("events/2.parquet", 1)])).await?;
+    let done = catalog.task(t).await?;
+    assert_eq!((done.phase, done.attempts), (TaskPhase::Succeeded, 1));
+    let history = catalog.attempts_of_task(t).await?;
+    let codes: Vec<_> = history.iter().map(|a| (a.number, a.error_code.as_deref())).collect();
+    assert_eq!(codes, [(1, Some("read_only")), (2, None)]);
     Ok(())
 }
 

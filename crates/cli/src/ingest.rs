@@ -1,14 +1,17 @@
 //! `duckmesh ingest <dataset> [FILE]`: post records (NDJSON or a JSON array, from a file or
-//! stdin) to a query deployment's `POST /v1/ingest/{dataset}`, in batches, and print each
-//! durable ack with the visibility token to read them with.
+//! stdin) to a query deployment's `POST /v1/ingest/{dataset}`, in batches, and print the
+//! durable acks with the visibility token to read them with.
+//!
+//! NDJSON is streamed: a batch is sent as soon as it is full, so input of any size runs in
+//! memory bounded by `--batch`/`--max-batch-bytes`. A JSON array is parsed whole.
 
 use anyhow::Context;
 use duckmesh_query::client::{ClientError, QueryClient};
 use serde_json::Value;
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Arguments of `duckmesh ingest`.
 #[derive(Debug, clap::Args)]
@@ -16,12 +19,17 @@ pub struct Args {
     /// The dataset to write.
     dataset: String,
 
-    /// NDJSON (one JSON object per line) or a JSON array of objects; `-` or absent: stdin.
+    /// NDJSON (one JSON object per line, streamed) or a JSON array of objects (read whole);
+    /// `-` or absent: stdin.
     file: Option<PathBuf>,
 
-    /// Records per request.
+    /// Most records per request (the server's default cap is 10,000).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch: u32,
+
+    /// Most bytes of records per request (the server's default cap is 8 MiB).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    max_batch_bytes: u64,
 
     /// Namespace of the dataset (the server's default when absent).
     #[arg(long)]
@@ -45,39 +53,29 @@ pub struct Args {
     retries: u32,
 }
 
-/// Posts every batch; each is acknowledged before the next is sent.
+/// Reads the input and posts it batch by batch; each batch is acknowledged before the next
+/// is sent. A failure names how much was acknowledged before it.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut text = String::new();
-    match args.file.as_ref().filter(|path| path.as_os_str() != "-") {
-        Some(path) => {
-            text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let input = open(args.file.as_deref()).await?;
+    let client = QueryClient::new(crate::connect::api_url(args.url.clone(), &args.state_dir), args.api_key.clone())?;
+    let mut sender = Sender { client: &client, args: &args, totals: Totals::default() };
+    let mut batch = Batch::new(args.batch as usize, args.max_batch_bytes as usize);
+    if let Err(error) = send_all(input, &mut batch, &mut sender).await {
+        let Totals { accepted, duplicates, requests, .. } = sender.totals;
+        if requests == 0 {
+            return Err(error);
         }
-        None => {
-            std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
-        }
+        let plural = if requests == 1 { "" } else { "s" };
+        return Err(anyhow::anyhow!(
+            "{error:#}\n  note: {} records in {requests} request{plural} were acknowledged before this ({accepted} \
+             accepted, {duplicates} duplicates); sending the whole input again is safe: acknowledged records \
+             are recognised by their dedupe keys and not stored twice",
+            accepted + duplicates
+        ));
     }
-    let lines = records(&text)?;
-    if lines.is_empty() {
+    let Totals { accepted, duplicates, token, requests } = sender.totals;
+    if requests == 0 {
         anyhow::bail!("no records to send (expected NDJSON or a JSON array of objects)");
-    }
-    let client = QueryClient::new(crate::connect::api_url(args.url, &args.state_dir), args.api_key)?;
-    let (mut accepted, mut duplicates, mut token) = (0, 0, 0);
-    for chunk in lines.chunks(args.batch as usize) {
-        let body = chunk.join("\n");
-        let mut attempt = 0;
-        let ack = loop {
-            match client.ingest(&args.dataset, args.namespace.as_deref(), body.clone()).await {
-                Ok(ack) => break ack,
-                Err(ClientError::Api { status: 429 | 503, retry_after, .. }) if attempt < args.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 60))).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
-        accepted += ack.accepted;
-        duplicates += ack.duplicates;
-        token = token.max(ack.visibility_token);
     }
     crate::out::print(&format!(
         "{accepted} records accepted, {duplicates} duplicates, into {}; visible at token {token} \
@@ -87,36 +85,191 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One compact JSON text per record: the elements of a JSON array, or the non-blank lines of
-/// NDJSON (checked to be JSON, so a bad line is reported with its number before anything is
-/// sent).
-fn records(text: &str) -> anyhow::Result<Vec<String>> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let values: Vec<Value> = serde_json::from_str(trimmed).context("the input is not a JSON array")?;
-        return Ok(values.iter().map(Value::to_string).collect());
+type Input = BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>;
+
+/// The file, or stdin for `-` or no file.
+async fn open(file: Option<&Path>) -> anyhow::Result<Input> {
+    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match file.filter(|path| path.as_os_str() != "-") {
+        Some(path) => {
+            Box::new(tokio::fs::File::open(path).await.with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => Box::new(tokio::io::stdin()),
+    };
+    Ok(BufReader::with_capacity(256 * 1024, reader))
+}
+
+/// Splits the input into records and sends every full batch, then the rest.
+async fn send_all(mut input: Input, batch: &mut Batch, sender: &mut Sender<'_>) -> anyhow::Result<()> {
+    if starts_with_array(&mut input).await.context("reading the input")? {
+        let mut text = String::new();
+        input.read_to_string(&mut text).await.context("reading the input")?;
+        let values: Vec<Value> = serde_json::from_str(&text).context("the input is not a JSON array")?;
+        for (index, value) in values.iter().enumerate() {
+            if let Some(full) = batch.push(value.to_string(), || format!("element {}", index + 1))? {
+                sender.send(full).await?;
+            }
+        }
+    } else {
+        let mut lines = input.lines();
+        let mut number = 0usize;
+        while let Some(line) = lines.next_line().await.context("reading the input")? {
+            number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record = compact(&line).with_context(|| format!("line {number} is not JSON"))?;
+            if let Some(full) = batch.push(record, || format!("line {number}"))? {
+                sender.send(full).await?;
+            }
+        }
     }
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(number, line)| {
-            serde_json::from_str::<Value>(line)
-                .map(|value| value.to_string())
-                .with_context(|| format!("line {} is not JSON", number + 1))
-        })
-        .collect()
+    if let Some(rest) = batch.take() {
+        sender.send(rest).await?;
+    }
+    Ok(())
+}
+
+/// Whether the first non-blank byte of the input opens a JSON array (the blanks are consumed).
+async fn starts_with_array<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<bool> {
+    loop {
+        let buffer = input.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(false);
+        }
+        let blanks = buffer.iter().take_while(|byte| byte.is_ascii_whitespace()).count();
+        if blanks < buffer.len() {
+            let opens_array = buffer[blanks] == b'[';
+            input.consume(blanks);
+            return Ok(opens_array);
+        }
+        input.consume(blanks);
+    }
+}
+
+/// One NDJSON line as compact JSON text.
+fn compact(line: &str) -> serde_json::Result<String> {
+    serde_json::from_str::<Value>(line).map(|value| value.to_string())
+}
+
+/// Records waiting to be sent, bounded by count and bytes.
+struct Batch {
+    max_records: usize,
+    max_bytes: usize,
+    records: Vec<String>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn new(max_records: usize, max_bytes: usize) -> Self {
+        Self { max_records, max_bytes, records: Vec::new(), bytes: 0 }
+    }
+
+    /// Adds a record. Returns the batch to send first when the record does not fit beside
+    /// it, or the batch with it when that reached the record cap. A record larger than the
+    /// byte cap on its own is an error naming it (`which`).
+    fn push(&mut self, record: String, which: impl FnOnce() -> String) -> anyhow::Result<Option<Vec<String>>> {
+        let size = record.len() + 1;
+        if size > self.max_bytes {
+            anyhow::bail!(
+                "{} is {} bytes, more than --max-batch-bytes ({}) allows in one request",
+                which(),
+                record.len(),
+                self.max_bytes
+            );
+        }
+        let flushed = if self.bytes + size > self.max_bytes { self.take() } else { None };
+        self.bytes += size;
+        self.records.push(record);
+        if flushed.is_some() {
+            return Ok(flushed);
+        }
+        Ok(if self.records.len() >= self.max_records { self.take() } else { None })
+    }
+
+    /// Everything waiting, if anything is.
+    fn take(&mut self) -> Option<Vec<String>> {
+        self.bytes = 0;
+        (!self.records.is_empty()).then(|| std::mem::take(&mut self.records))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    accepted: u64,
+    duplicates: u64,
+    token: i64,
+    requests: u64,
+}
+
+/// Posts batches, retrying 429 and 503 after `Retry-After`.
+struct Sender<'a> {
+    client: &'a QueryClient,
+    args: &'a Args,
+    totals: Totals,
+}
+
+impl Sender<'_> {
+    async fn send(&mut self, records: Vec<String>) -> anyhow::Result<()> {
+        let body = records.join("\n");
+        let mut attempt = 0;
+        let ack = loop {
+            match self.client.ingest(&self.args.dataset, self.args.namespace.as_deref(), body.clone()).await {
+                Ok(ack) => break ack,
+                Err(ClientError::Api { status: 429 | 503, retry_after, .. }) if attempt < self.args.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 60))).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        self.totals.accepted += ack.accepted;
+        self.totals.duplicates += ack.duplicates;
+        self.totals.token = self.totals.token.max(ack.visibility_token);
+        self.totals.requests += 1;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn batches(max_records: usize, max_bytes: usize, records: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+        let mut batch = Batch::new(max_records, max_bytes);
+        let mut sent = Vec::new();
+        for record in records {
+            sent.extend(batch.push((*record).to_owned(), || record.to_string())?);
+        }
+        sent.extend(batch.take());
+        Ok(sent)
+    }
+
     #[test]
-    fn arrays_and_ndjson_split_into_records() {
-        assert_eq!(records("[{\"a\": 1}, {\"a\": 2}]").expect("array"), ["{\"a\":1}", "{\"a\":2}"]);
-        assert_eq!(records("{\"a\": 1}\n\n{\"a\": 2}\n").expect("ndjson"), ["{\"a\":1}", "{\"a\":2}"]);
-        let error = records("{\"a\": 1}\nnope").expect_err("bad line");
-        assert!(error.to_string().contains("line 2"), "{error}");
-        assert!(records("").expect("empty").is_empty());
+    fn batches_close_at_the_record_cap_and_before_passing_the_byte_cap() {
+        let by_count = batches(2, 1024, &["a", "b", "c"]).expect("fits");
+        assert_eq!(by_count, [vec!["a", "b"], vec!["c"]]);
+        // each record costs its length plus a newline: "aaaa" + "bbbb" = 10 bytes fit, a third does not
+        let by_bytes = batches(100, 10, &["aaaa", "bbbb", "cccc"]).expect("fits");
+        assert_eq!(by_bytes, [vec!["aaaa", "bbbb"], vec!["cccc"]]);
+        assert!(batches(100, 10, &[]).expect("empty").is_empty());
+        let error = batches(100, 10, &["a", "0123456789"]).expect_err("too big");
+        assert!(error.to_string().contains("0123456789 is 10 bytes"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_first_non_blank_byte_decides_array_or_ndjson() {
+        for (text, array) in [("  \n [1]", true), ("{\"a\": 1}\n", false), ("", false), ("\n\n", false)] {
+            let mut input = BufReader::with_capacity(1, text.as_bytes());
+            assert_eq!(starts_with_array(&mut input).await.expect("reads"), array, "{text:?}");
+            let mut rest = String::new();
+            input.read_to_string(&mut rest).await.expect("reads");
+            assert_eq!(rest, text.trim_start(), "only blanks were consumed");
+        }
+    }
+
+    #[test]
+    fn ndjson_lines_are_compacted_and_bad_ones_refused() {
+        assert_eq!(compact("{ \"a\" : 1 }").expect("json"), "{\"a\":1}");
+        assert!(compact("nope").is_err());
     }
 }

@@ -184,6 +184,35 @@ async fn dev_mode_ingest_is_exactly_once_reads_its_writes_and_parks_poison() {
     cli_output(duckmesh(&["read-only", "off", "--state-dir"]).arg(state.path()));
     assert_eq!(client.ingest("events", None, "{\"id\": \"ro\"}").await.expect("accepted").accepted, 1);
 
+    // `duckmesh ingest` streams NDJSON in batches; sending it again stores nothing twice.
+    let lines: Vec<String> = (0..10).map(|n| format!("{{\"id\": \"cli-{n}\", \"n\": {n}}}")).collect();
+    let ndjson = state.path().join("cli.ndjson");
+    std::fs::write(&ndjson, lines.join("\n")).expect("ndjson");
+    let send = |file: &Path| {
+        let mut command = duckmesh(&["ingest", "events", "--batch", "3", "--max-batch-bytes", "1024", "--state-dir"]);
+        command.arg(state.path()).arg(file);
+        command
+    };
+    let first = cli_output(&mut send(&ndjson));
+    assert!(first.starts_with("10 records accepted, 0 duplicates"), "{first}");
+    let again = cli_output(&mut send(&ndjson));
+    assert!(again.starts_with("0 records accepted, 10 duplicates"), "{again}");
+    let token = again.split("token ").nth(1).and_then(|rest| rest.split(' ').next()).expect("token");
+    let mut cli_rows = QueryRequest::new("SELECT count(*) FROM events WHERE id LIKE 'cli-%'");
+    cli_rows.min_visibility_token = Some(token.parse().expect("token number"));
+    assert_eq!(client.query(&cli_rows).await.expect("read-your-writes").rows, vec![vec![json!(10)]]);
+    // A bad line stops the upload there; the batches before it are acked and say so.
+    let broken = state.path().join("broken.ndjson");
+    std::fs::write(&broken, format!("{}\n{{\"id\": \"cli-x\"}}\nnot json\n", lines[..3].join("\n"))).expect("ndjson");
+    let output = send(&broken).output().expect("run duckmesh ingest");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("line 5 is not JSON"), "{stderr}");
+    assert!(
+        stderr.contains("3 records in 1 request were acknowledged before this (0 accepted, 3 duplicates)"),
+        "{stderr}"
+    );
+
     signal(dev.id(), "INT");
     let (status, _, stderr) = wait(dev).await;
     assert_eq!(status.code(), Some(0), "{stderr}");

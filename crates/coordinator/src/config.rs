@@ -30,6 +30,16 @@ pub const KNOBS: &[(&str, &str, &str)] = &[
     ),
     ("DUCKMESH_COORDINATOR_WORK_DIR", "<temp dir>", "parent of each batch's scratch directory (event file, Parquet)"),
     (
+        "DUCKMESH_COORDINATOR_MEMORY_LIMIT_MB",
+        "<DuckDB's default>",
+        "DuckDB memory limit per batch conversion (set it below the pod's memory limit; larger batches spill to the work dir)",
+    ),
+    (
+        "DUCKMESH_COORDINATOR_THREADS",
+        "<DuckDB's default>",
+        "DuckDB threads per batch conversion (set it to the pod's CPU limit)",
+    ),
+    (
         "DUCKMESH_READ_ONLY",
         "false",
         "process-local emergency read-only override: claim and commit nothing (the catalog switch is the main one)",
@@ -52,6 +62,10 @@ pub struct CoordinatorConfig {
     pub poll_interval: Duration,
     /// Parent of each batch's scratch directory.
     pub work_dir: PathBuf,
+    /// DuckDB memory limit for a batch conversion; `None` keeps DuckDB's default.
+    pub memory_limit_bytes: Option<u64>,
+    /// DuckDB threads for a batch conversion; `None` keeps DuckDB's default.
+    pub threads: Option<u64>,
     /// Process-local read-only override.
     pub read_only: bool,
     /// This replica's name (pod name) for logs and manifests.
@@ -67,6 +81,8 @@ impl Default for CoordinatorConfig {
             max_claims: 5,
             poll_interval: Duration::from_millis(1000),
             work_dir: std::env::temp_dir(),
+            memory_limit_bytes: None,
+            threads: None,
             read_only: false,
             identity: "duckmesh-coordinator".into(),
         }
@@ -104,6 +120,10 @@ impl CoordinatorConfig {
         if let Some(dir) = get("DUCKMESH_COORDINATOR_WORK_DIR") {
             config.work_dir = dir.into();
         }
+        config.memory_limit_bytes =
+            number("DUCKMESH_COORDINATOR_MEMORY_LIMIT_MB", crate::convert::MIN_MEMORY_LIMIT_MB, 1024 * 1024)?
+                .map(|mb| mb * 1024 * 1024);
+        config.threads = number("DUCKMESH_COORDINATOR_THREADS", 1, 1024)?;
         config.read_only = knobs.flag("DUCKMESH_READ_ONLY")?;
         if let Some(identity) = get("DUCKMESH_COORDINATOR_ID").or_else(|| get("HOSTNAME")) {
             config.identity = identity;
@@ -132,6 +152,7 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_secs(1));
         assert_eq!(config.work_dir, std::env::temp_dir());
         assert!(!config.read_only);
+        assert_eq!((config.memory_limit_bytes, config.threads), (None, None));
         assert_eq!(config.identity, "duckmesh-coordinator");
         for (name, default, _) in KNOBS {
             assert!(name.starts_with("DUCKMESH_"), "{name}");
@@ -152,6 +173,8 @@ mod tests {
             ("DUCKMESH_COORDINATOR_MAX_CLAIMS", "2"),
             ("DUCKMESH_COORDINATOR_POLL_INTERVAL_MS", "250"),
             ("DUCKMESH_COORDINATOR_WORK_DIR", "/scratch"),
+            ("DUCKMESH_COORDINATOR_MEMORY_LIMIT_MB", "512"),
+            ("DUCKMESH_COORDINATOR_THREADS", "2"),
             ("DUCKMESH_READ_ONLY", "TRUE"),
             ("HOSTNAME", "coordinator-7f9c"),
         ])
@@ -162,6 +185,7 @@ mod tests {
         assert_eq!(config.max_claims, 2);
         assert_eq!(config.poll_interval, Duration::from_millis(250));
         assert_eq!(config.work_dir, PathBuf::from("/scratch"));
+        assert_eq!((config.memory_limit_bytes, config.threads), (Some(512 * 1024 * 1024), Some(2)));
         assert!(config.read_only);
         assert_eq!(config.identity, "coordinator-7f9c");
     }

@@ -35,6 +35,10 @@ const MESSAGE_CHARS: usize = 2_000;
 /// a line that also carries the envelope).
 const MAX_EVENT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The smallest DuckDB memory limit a conversion runs in: reading NDJSON takes buffers of
+/// twice [`MAX_EVENT_BYTES`], plus room for the batch.
+pub(crate) const MIN_MEMORY_LIMIT_MB: u64 = 256;
+
 /// How a dataset's events become files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -294,14 +298,27 @@ pub(crate) fn write_events(path: &Path, events: &[ClaimedEvent]) -> Result<()> {
     writer.flush().map_err(|error| Error::io("writing the event file", path, error))
 }
 
+/// DuckDB resources for one batch conversion; `None` keeps DuckDB's default.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Limits {
+    /// Memory limit; past it DuckDB spills to the scratch directory.
+    pub memory_limit_bytes: Option<u64>,
+    /// Worker threads.
+    pub threads: Option<u64>,
+}
+
 /// Converts the events of `events_file` per `plan` inside `scratch` and writes the good
 /// rows as Parquet under `scratch/out`. Blocking: run it on a blocking thread.
-pub(crate) fn convert(plan: &Plan, events_file: &Path, scratch: &Path) -> Result<Conversion> {
+pub(crate) fn convert(plan: &Plan, events_file: &Path, scratch: &Path, limits: Limits) -> Result<Conversion> {
     let spill_dir = scratch.join("spill");
     std::fs::create_dir_all(&spill_dir)
         .map_err(|error| Error::io("creating the spill directory", &spill_dir, error))?;
-    let settings =
-        EngineSettings { memory_limit_bytes: None, threads: None, spill_dir, allowed_dirs: vec![scratch.to_owned()] };
+    let settings = EngineSettings {
+        memory_limit_bytes: limits.memory_limit_bytes,
+        threads: limits.threads,
+        spill_dir,
+        allowed_dirs: vec![scratch.to_owned()],
+    };
     let engine_error = |source| Error::Engine { source };
     let engine = Engine::open(&settings).map_err(engine_error)?;
     engine.lock_down(&settings).map_err(engine_error)?;
@@ -491,7 +508,9 @@ mod tests {
         ];
         let file = dir.path().join("events.ndjson");
         write_events(&file, &events).expect("write");
-        let Conversion::Rows { poison, files } = convert(&plan, &file, dir.path()).expect("convert") else {
+        // tight limits, as a small coordinator pod would set them
+        let limits = Limits { memory_limit_bytes: Some(MIN_MEMORY_LIMIT_MB * 1024 * 1024), threads: Some(1) };
+        let Conversion::Rows { poison, files } = convert(&plan, &file, dir.path(), limits).expect("convert") else {
             panic!("the schema is valid");
         };
         assert_eq!(poison.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 4, 5]);
@@ -547,7 +566,7 @@ mod tests {
         };
         let file = dir.path().join("events.ndjson");
         write_events(&file, &[event(1, json!({"id": 1}))]).expect("write");
-        match convert(&plan, &file, dir.path()).expect("convert") {
+        match convert(&plan, &file, dir.path(), Limits::default()).expect("convert") {
             Conversion::InvalidSchema(problem) => {
                 assert_eq!(problem.code, INVALID_SCHEMA);
                 assert!(problem.message.contains("BIGNUMBER"), "{}", problem.message);

@@ -440,10 +440,14 @@ impl Coordinator {
         let events = batch.events.clone();
         let blocking_plan = plan.clone();
         let directory = scratch.path().to_owned();
+        let limits = convert::Limits {
+            memory_limit_bytes: self.inner.config.memory_limit_bytes,
+            threads: self.inner.config.threads,
+        };
         let conversion = tokio::task::spawn_blocking(move || {
             let events_file = directory.join("events.ndjson");
             convert::write_events(&events_file, &events)?;
-            convert::convert(&blocking_plan, &events_file, &directory)
+            convert::convert(&blocking_plan, &events_file, &directory, limits)
         })
         .await
         .map_err(|error| Error::Task { message: error.to_string() })??;

@@ -440,6 +440,78 @@ mod tests {
         }
     }
 
+    /// The catalog's canonical type names (which declared schemas are stored in) must be the
+    /// very names DuckDB reports for a task's output, or an append would fail its schema check.
+    #[test]
+    fn the_catalogs_canonical_type_names_are_what_duckdb_reports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let written = [
+            "bool",
+            "logical",
+            "int1",
+            "int2",
+            "short",
+            "int16",
+            "int",
+            "int4",
+            "signed",
+            "int32",
+            "int8",
+            "long",
+            "int64",
+            "int128",
+            "hugeint",
+            "uint8",
+            "uint16",
+            "uint32",
+            "uint64",
+            "uint128",
+            "real",
+            "float4",
+            "float8",
+            "double",
+            "numeric",
+            "decimal(9)",
+            "numeric( 10 , 2 )",
+            "char",
+            "bpchar",
+            "text",
+            "string",
+            "varchar(12)",
+            "bytea",
+            "binary",
+            "varbinary",
+            "blob",
+            "date",
+            "time",
+            "datetime",
+            "timestamp_us",
+            "timestamp_ns",
+            "timestamptz",
+            "timestamp with time zone",
+            "timetz",
+            "interval",
+            "uuid",
+            "json",
+            "bitstring",
+            "int[]",
+            "text [ 3 ]",
+            "int[][]",
+            "struct(a int, \"b c\" text[])",
+            "map(text, bool)",
+            "union(n int, s text)",
+            "struct(a int)[]",
+        ];
+        for data_type in written {
+            // one engine per query: the result view is made once per engine
+            let engine = Engine::open(&settings(dir.path())).expect("open");
+            let columns = engine
+                .prepare_query(&format!("SELECT CAST(NULL AS {data_type}) AS c"))
+                .unwrap_or_else(|error| panic!("{data_type}: {error}"));
+            assert_eq!(duckmesh_catalog::canonical_type(data_type), columns[0].data_type, "{data_type:?}");
+        }
+    }
+
     #[test]
     fn limits_are_applied() {
         let dir = tempfile::tempdir().expect("tempdir");
