@@ -397,22 +397,51 @@ async fn a_crashed_claim_cannot_commit_and_its_events_are_taken_over_after_the_l
     Ok(())
 }
 
-/// A store whose manifest writes stall, to let a claim run out in the middle of a batch.
+/// A store that misbehaves on demand: manifest writes stall (to let a claim run out in the
+/// middle of a batch), or writes of keys ending in a given suffix fail as an outage would.
 #[derive(Debug)]
-struct SlowManifests {
+struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
-    delay: Duration,
+    manifest_delay: Duration,
+    failing_suffix: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner, manifest_delay: Duration::ZERO, failing_suffix: std::sync::Mutex::new(None) }
+    }
+
+    /// Makes writes of keys ending in `suffix` fail from now on (`None`: the outage is over).
+    fn fail_writes_ending_in(&self, suffix: Option<&'static str>) {
+        *self.failing_suffix.lock().expect("faults") = suffix;
+    }
+
+    async fn before_write(&self, key: &str) -> duckmesh_storage::Result<()> {
+        if key.ends_with("manifest.json") {
+            tokio::time::sleep(self.manifest_delay).await;
+        }
+        let failing = *self.failing_suffix.lock().expect("faults");
+        match failing {
+            Some(suffix) if key.ends_with(suffix) => Err(duckmesh_storage::Error::Unavailable {
+                operation: "put",
+                key: key.to_owned(),
+                attempts: 3,
+                message: "503 Slow Down (injected outage)".into(),
+                source: None,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
-impl ObjectStore for SlowManifests {
+impl ObjectStore for FaultyStore {
     async fn put(&self, key: &str, data: Bytes) -> duckmesh_storage::Result<()> {
-        if key.ends_with("manifest.json") {
-            tokio::time::sleep(self.delay).await;
-        }
+        self.before_write(key).await?;
         self.inner.put(key, data).await
     }
     async fn put_file(&self, key: &str, path: &Path) -> duckmesh_storage::Result<u64> {
+        self.before_write(key).await?;
         self.inner.put_file(key, path).await
     }
     async fn get(&self, key: &str) -> duckmesh_storage::Result<Bytes> {
@@ -439,12 +468,51 @@ impl ObjectStore for SlowManifests {
 }
 
 #[tokio::test]
+async fn an_object_store_outage_gives_batches_back_and_loses_nothing() -> TestResult {
+    let harness = Harness::local().await;
+    let dataset = harness.dataset("outage", Some(columns(&[("id", "BIGINT")])), json!({})).await;
+    harness.post(dataset, &(1..=5).map(|i| json!({"id": i})).collect::<Vec<_>>()).await;
+    let faulty = Arc::new(FaultyStore::new(harness.store.clone()));
+    let metrics = Metrics::new();
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let coordinator = Coordinator::new(harness.catalog.clone(), store, metrics.clone(), harness.config("outage"));
+
+    // The Parquet upload fails; then the Parquet lands but its manifest does not.
+    for (round, suffix) in [".parquet", "manifest.json"].into_iter().enumerate() {
+        faulty.fail_writes_ending_in(Some(suffix));
+        let error = coordinator.run_once().await.expect_err("the store is down");
+        assert!(matches!(error, Error::Storage { .. }), "{error}");
+        let failures = metric(&metrics, "duckmesh_snapshot_publish_failures_total{reason=\"object_store_error\"}");
+        assert_eq!(failures, (round + 1) as f64);
+        assert!(harness.catalog.latest_snapshot(dataset).await?.is_none(), "nothing committed");
+        let claims: Vec<(i32, Option<i64>)> =
+            sqlx::query_as("SELECT claims, snapshot_id FROM ingest_events WHERE dataset_id = $1 ORDER BY seq")
+                .bind(dataset.0)
+                .fetch_all(harness.catalog.pool())
+                .await?;
+        assert_eq!(claims, vec![(0, None); 5], "given back at once, and not held against the events");
+    }
+
+    faulty.fail_writes_ending_in(None);
+    let report = coordinator.run_once().await?.expect("the same events");
+    assert_eq!((report.committed, report.dead_lettered), (5, 0));
+    let files = harness.catalog.snapshot_files(dataset, report.snapshot.expect("snapshot")).await?;
+    assert!(files.iter().all(|f| f.path.starts_with(&format!("outage/ingest/{}/", report.fence.0))));
+    let ids: Vec<i64> =
+        harness.rows(dataset, "SELECT id").await.into_iter().map(|row| row["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids, (1..=5).collect::<Vec<i64>>(), "each record exactly once");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_coordinator_whose_claim_runs_out_mid_batch_commits_nothing() -> TestResult {
     let harness = Harness::local().await;
     let dataset = harness.dataset("slow", Some(columns(&[("id", "BIGINT")])), json!({})).await;
     harness.post(dataset, &(1..=5).map(|i| json!({"id": i})).collect::<Vec<_>>()).await;
-    let slow: Arc<dyn ObjectStore> =
-        Arc::new(SlowManifests { inner: harness.store.clone(), delay: Duration::from_millis(1_500) });
+    let slow: Arc<dyn ObjectStore> = Arc::new(FaultyStore {
+        manifest_delay: Duration::from_millis(1_500),
+        ..FaultyStore::new(harness.store.clone())
+    });
     let metrics = Metrics::new();
     let config = CoordinatorConfig { claim_lease: Duration::from_secs(1), ..harness.config("stalled") };
     let stalled = Coordinator::new(harness.catalog.clone(), slow, metrics.clone(), config);
