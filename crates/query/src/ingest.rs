@@ -11,7 +11,7 @@
 //! without holding up the rest.
 
 use crate::error::{Error, Result};
-use duckmesh_catalog::{Column, IngestRecord, MAX_DEDUPE_KEY_BYTES};
+use duckmesh_catalog::{Column, IngestRecord, MAX_DEDUPE_KEY_BYTES, canonical_type};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -115,17 +115,19 @@ pub fn prepare(
     schema: &[Column],
     dedupe_column: Option<&str>,
 ) -> Result<Vec<IngestRecord>> {
+    let canonical: Vec<(&str, String)> =
+        schema.iter().map(|column| (column.name.as_str(), canonical_type(&column.data_type))).collect();
     let mut prepared = Vec::with_capacity(records.len());
     for (index, mut record) in records.into_iter().enumerate() {
         let fail =
             |field: &str, message: String| Error::InvalidRecord { record: index, field: Some(field.into()), message };
         let explicit = record.remove(KEY_FIELD);
         for (field, value) in &record {
-            let column = schema
+            let (_, data_type) = canonical
                 .iter()
-                .find(|column| column.name == *field)
+                .find(|(name, _)| name == field)
                 .ok_or_else(|| fail(field, "the dataset has no such column".into()))?;
-            check_value(&column.data_type, value).map_err(|message| fail(field, message))?;
+            check_canonical(data_type, value).map_err(|message| fail(field, message))?;
         }
         let key = match (explicit, dedupe_column) {
             (Some(value), _) => key_text(&value).map_err(|message| fail(KEY_FIELD, message))?,
@@ -165,15 +167,19 @@ fn key_text(value: &Value) -> std::result::Result<String, String> {
 /// Whether `value` has the JSON kind a column of DuckDB type `data_type` takes. `null` fits
 /// every column.
 pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), String> {
+    check_canonical(&canonical_type(data_type), value)
+}
+
+/// [`check_value`] for a type name already in canonical spelling.
+fn check_canonical(data_type: &str, value: &Value) -> std::result::Result<(), String> {
     if value.is_null() {
         return Ok(());
     }
-    let upper = duckmesh_catalog::canonical_type(data_type);
-    let base = upper.split('(').next().unwrap_or_default().trim();
+    let base = data_type.split('(').next().unwrap_or_default().trim();
     let expect = |ok: bool, wanted: &str| {
         if ok { Ok(()) } else { Err(format!("expected {wanted} for a {data_type} column, got {}", kind_of(value))) }
     };
-    if upper.ends_with(']') {
+    if data_type.ends_with(']') {
         return expect(value.is_array(), "an array");
     }
     if base == "STRUCT" || base == "MAP" {
