@@ -5,14 +5,14 @@
 
 use crate::instance::Instance;
 use crate::process::{ProcessConfig, ProcessExecutor};
-use crate::progress::{JobView, Progress, datasets_table, tasks_table};
+use crate::progress::{JobView, Progress, datasets_table, human_bytes, tasks_table};
 use crate::source::{self, Applied, SourceError};
 use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
 use duckmesh_coordinator::{Coordinator, CoordinatorConfig};
-use duckmesh_core::{JobPhase, TaskPhase};
+use duckmesh_core::{JobPhase, Knobs, TaskPhase};
 use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
 use duckmesh_scheduler::{Scheduler, SchedulerOptions};
-use duckmesh_storage::{StoreConfig, StoreCounters};
+use duckmesh_storage::{Pruned, StoreConfig, StoreCounters, prune_cached};
 use duckmesh_telemetry::Metrics;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +30,14 @@ pub const DEV_DEFAULTS: &[(&str, &str)] = &[
     ("DUCKMESH_TASK_RETRY_BASE_SECONDS", "2"),
     ("DUCKMESH_TASK_RETRY_MAX_SECONDS", "60"),
 ];
+
+/// Default size bound of the worker cache that `duckmesh dev` keeps in its state directory
+/// (`DUCKMESH_DEV_CACHE_MAX_MB`), the same as the query service's cache.
+pub const DEFAULT_CACHE_MAX_MB: u64 = 2048;
+
+/// Files used this recently are never pruned: a worker left from a crashed run may be about to
+/// open one.
+const CACHE_KEEP_RECENT: Duration = Duration::from_secs(600);
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -151,6 +159,47 @@ fn is_set(overlay: &HashMap<String, String>, name: &str) -> bool {
     overlay.contains_key(name) || std::env::var_os(name).is_some()
 }
 
+/// Trims the worker cache this instance owns (`<state dir>/cache`, unless `DUCKMESH_CACHE_DIR`
+/// points elsewhere, when it is left alone) to `DUCKMESH_DEV_CACHE_MAX_MB`, least recently used
+/// first. It runs while this instance holds the state directory and before any worker starts;
+/// a cache that cannot be trimmed is logged and the run goes on.
+async fn trim_worker_cache(
+    state_dir: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Pruned>, DevError> {
+    let max_mb = Knobs::new(&lookup)
+        .number("DUCKMESH_DEV_CACHE_MAX_MB", 0, u64::MAX >> 20)
+        .map_err(|e| DevError::Config(e.to_string()))?
+        .unwrap_or(DEFAULT_CACHE_MAX_MB);
+    let root = state_dir.join("cache");
+    if lookup("DUCKMESH_CACHE_DIR").is_some_and(|dir| Path::new(dir.trim()) != root) {
+        return Ok(None);
+    }
+    let trimmed = tokio::task::spawn_blocking({
+        let root = root.clone();
+        move || prune_cached(&root, max_mb << 20, CACHE_KEEP_RECENT)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|result| result);
+    match trimmed {
+        Ok(pruned) => {
+            tracing::info!(
+                cache = %root.display(),
+                removed_files = pruned.removed_files,
+                removed_bytes = pruned.removed_bytes,
+                kept_bytes = pruned.kept_bytes,
+                "trimmed the worker cache"
+            );
+            Ok(Some(pruned))
+        }
+        Err(error) => {
+            tracing::warn!(cache = %root.display(), %error, error_code = "cache_prune_failed", "cannot trim the worker cache; it is left as it is");
+            Ok(None)
+        }
+    }
+}
+
 /// Starts (creating it on first use) the private PostgreSQL of a state directory, kept in
 /// `<state_dir>/postgres`, or in its `/var/tmp` stand-in when running as root
 /// ([`resolve_state_dir`]). Shared by `duckmesh dev`, `migrate` and `status`.
@@ -174,6 +223,7 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     let state_dir = instance.dir().to_path_buf();
     let overlay = environment(&state_dir, &options.extra_env);
     let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
+    let trimmed = trim_worker_cache(&state_dir, lookup).await?;
 
     let (_cluster, database_url) = match &options.database_url {
         Some(url) => (None, url.clone()),
@@ -233,6 +283,14 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
         options.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
         state_dir.display(),
     ));
+    if let Some(pruned) = trimmed.filter(|pruned| pruned.removed_files > 0) {
+        progress.println(&format!(
+            "worker cache: removed {} least recently used file(s) ({}), kept {} (bound: DUCKMESH_DEV_CACHE_MAX_MB)",
+            pruned.removed_files,
+            human_bytes(i64::try_from(pruned.removed_bytes).unwrap_or(i64::MAX)),
+            human_bytes(i64::try_from(pruned.kept_bytes).unwrap_or(i64::MAX)),
+        ));
+    }
     for (_, name, created) in &applied.jobs {
         if !created {
             progress.println(&format!("job {name}: resuming from the catalog (committed tasks are not run again)"));
@@ -438,5 +496,60 @@ async fn print_summary(catalog: &Catalog, applied: &Applied, outcome: DevOutcome
             println!("\nA job did not succeed; worker logs are under the state directory's logs/ folder.")
         }
         DevOutcome::Interrupted => println!("\nStopped; run the same command again to resume."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duckmesh_storage::{cached_path, list_cached};
+    use std::time::SystemTime;
+
+    fn cache_file(root: &Path, digit: char, bytes: usize) {
+        let path = cached_path(root, &digit.to_string().repeat(64));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("shard");
+        std::fs::write(&path, vec![0u8; bytes]).expect("write");
+        let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+        std::fs::File::options().write(true).open(&path).expect("open").set_modified(day_ago).expect("age");
+    }
+
+    fn knobs(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[tokio::test]
+    async fn dev_trims_only_its_own_worker_cache_to_the_configured_bound() {
+        let state = tempfile::tempdir().expect("state");
+        let root = state.path().join("cache");
+        cache_file(&root, '1', 1 << 20);
+        cache_file(&root, '2', 1 << 20);
+        let own = root.display().to_string();
+
+        // Under the default bound nothing goes.
+        let pruned = trim_worker_cache(state.path(), knobs(&[("DUCKMESH_CACHE_DIR", own.clone())])).await;
+        assert_eq!(pruned.expect("trim").map(|p| (p.removed_files, p.kept_files)), Some((0, 2)));
+
+        // A cache dir pointing elsewhere is not dev's to trim.
+        let elsewhere =
+            knobs(&[("DUCKMESH_CACHE_DIR", "/srv/cache".into()), ("DUCKMESH_DEV_CACHE_MAX_MB", "0".into())]);
+        assert_eq!(trim_worker_cache(state.path(), elsewhere).await.expect("trim"), None);
+        assert_eq!(list_cached(&root).expect("list").len(), 2);
+
+        // A 1 MiB bound removes the least recently used file (both old; ties go by hash).
+        let pruned = trim_worker_cache(state.path(), knobs(&[("DUCKMESH_DEV_CACHE_MAX_MB", "1".into())]))
+            .await
+            .expect("trim")
+            .expect("trimmed");
+        assert_eq!((pruned.removed_files, pruned.removed_bytes, pruned.kept_bytes), (1, 1 << 20, 1 << 20));
+        let left: Vec<_> = list_cached(&root).expect("list").into_iter().map(|f| f.sha256).collect();
+        assert_eq!(left, ["2".repeat(64)]);
+
+        // A bad value is a configuration error that names the variable.
+        let error = trim_worker_cache(state.path(), knobs(&[("DUCKMESH_DEV_CACHE_MAX_MB", "lots".into())]))
+            .await
+            .expect_err("bad knob");
+        assert_eq!(error.error_code(), "invalid_config");
+        assert!(error.to_string().contains("DUCKMESH_DEV_CACHE_MAX_MB"), "{error}");
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::FileRecord;
-use duckmesh_storage::{Download, ObjectStore, download_verified, is_sha256};
+use duckmesh_storage::{Download, ObjectStore, cached_path, download_verified, incoming_dir, is_sha256, list_cached};
 use futures::StreamExt;
 use lru::LruCache;
 use std::collections::HashMap;
@@ -78,30 +78,17 @@ impl FileCache {
     /// are removed.
     pub fn open(root: impl Into<PathBuf>, capacity: u64) -> Result<Self> {
         let root = root.into();
-        let incoming = root.join("incoming");
+        let incoming = incoming_dir(&root);
         let _ = std::fs::remove_dir_all(&incoming);
         for dir in [root.join("sha256"), incoming] {
             std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating the cache directory", &dir, error))?;
         }
-        let mut found = Vec::new();
-        let shards = std::fs::read_dir(root.join("sha256"))
-            .map_err(|error| Error::io("listing the cache", root.join("sha256"), error))?;
-        for shard in shards.flatten() {
-            let Ok(files) = std::fs::read_dir(shard.path()) else { continue };
-            for file in files.flatten() {
-                let name = file.file_name().to_string_lossy().into_owned();
-                let Some(hash) = name.strip_suffix(".parquet").filter(|hash| is_sha256(hash)) else { continue };
-                if let Ok(meta) = file.metadata() {
-                    found.push((meta.modified().ok(), hash.to_owned(), meta.len()));
-                }
-            }
-        }
-        found.sort();
+        let found = list_cached(&root).map_err(|error| Error::io("listing the cache", root.join("sha256"), error))?;
         let mut files = LruCache::unbounded();
         let mut bytes = 0;
-        for (_, hash, size) in found {
-            bytes += size;
-            files.put(hash, Entry { bytes: size, pins: 0 });
+        for file in found {
+            bytes += file.bytes;
+            files.put(file.sha256, Entry { bytes: file.bytes, pins: 0 });
         }
         let inner = Inner {
             root,
@@ -245,8 +232,7 @@ impl Inner {
     }
 
     fn path_for(&self, sha256: &str) -> PathBuf {
-        let shard = sha256.get(..2).unwrap_or("xx");
-        self.root.join("sha256").join(shard).join(format!("{sha256}.parquet"))
+        cached_path(&self.root, sha256)
     }
 
     /// Pins the cached file if the index has it and it is still on disk with the right size.
@@ -287,7 +273,7 @@ impl Inner {
         expected: u64,
         target: &Path,
     ) -> Result<()> {
-        let incoming = self.root.join("incoming");
+        let incoming = incoming_dir(&self.root);
         match download_verified(store, &record.path, &incoming, target, expected, hash).await? {
             Download::Verified => Ok(()),
             Download::Mismatch(message) => Err(Error::InputCorrupt { path: record.path.clone(), message }),

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod cache_dir;
 mod config;
 mod env;
 mod error;
@@ -31,6 +32,7 @@ mod verify;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use cache_dir::{CachedFile, Pruned, cached_path, incoming_dir, list_cached, mark_used, prune_cached};
 pub use config::StoreConfig;
 pub use env::{EnvLookup, process_env};
 pub use error::{BoxError, Error, Result};

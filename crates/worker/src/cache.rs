@@ -5,11 +5,13 @@
 //! A download goes to `<root>/incoming/` first, is checked against the recorded size and hash,
 //! and only then renamed into place, so the cache never holds a partial or wrong file under a
 //! hash name, even when several workers share the directory. A cached file is reused when its
-//! size still matches; it is hashed once, when it enters the cache.
+//! size still matches; it is hashed once, when it enters the cache, and its modification time
+//! is refreshed on every hit so that pruning (`duckmesh dev` trims its worker cache at start,
+//! [`duckmesh_storage::prune_cached`]) deletes the least recently used files first.
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::FileRecord;
-use duckmesh_storage::{Download, ObjectStore, download_verified, is_sha256};
+use duckmesh_storage::{Download, ObjectStore, cached_path, download_verified, incoming_dir, is_sha256, mark_used};
 use std::path::{Path, PathBuf};
 
 /// The cache directory.
@@ -31,7 +33,7 @@ impl FileCache {
     /// Opens (creating if needed) a cache rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for dir in [root.join("sha256"), root.join("incoming")] {
+        for dir in [root.join("sha256"), incoming_dir(&root)] {
             std::fs::create_dir_all(&dir).map_err(|error| Error::io("creating cache directory", &dir, error))?;
         }
         Ok(Self { root })
@@ -44,8 +46,7 @@ impl FileCache {
 
     /// Where the file with this content hash lives in the cache.
     pub fn path_for(&self, sha256: &str) -> PathBuf {
-        let shard = sha256.get(..2).unwrap_or("xx");
-        self.root.join("sha256").join(shard).join(format!("{sha256}.parquet"))
+        cached_path(&self.root, sha256)
     }
 
     /// Returns a local path holding exactly the content of `file`, downloading it from `store`
@@ -64,9 +65,10 @@ impl FileCache {
         if let Ok(meta) = tokio::fs::metadata(&target).await
             && meta.len() == expected_bytes
         {
+            mark_used(&target);
             return Ok((target, Fetched::Hit));
         }
-        let incoming = self.root.join("incoming");
+        let incoming = incoming_dir(&self.root);
         match download_verified(store, &file.path, &incoming, &target, expected_bytes, sha256).await? {
             Download::Verified => Ok((target, Fetched::Downloaded)),
             Download::Mismatch(message) => Err(Error::InputCorrupt { path: file.path.clone(), message }),
@@ -111,9 +113,13 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"hello parquet");
         assert_eq!(path, cache.path_for(&file.sha256));
 
-        // Gone from the store: the cache still answers.
+        // Gone from the store: the cache still answers, and the hit marks the file as used.
         store.delete("ds/a.parquet").await.expect("delete");
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&path).expect("open").set_modified(hour_ago).expect("age it");
         let (again, second) = cache.fetch(&store, &file).await.expect("fetch");
+        let modified = std::fs::metadata(&again).expect("meta").modified().expect("mtime");
+        assert!(modified > hour_ago + std::time::Duration::from_secs(3500), "a hit refreshes the file's time");
         assert_eq!((again, second), (path, Fetched::Hit));
         assert_eq!(std::fs::read_dir(cache.root().join("incoming")).expect("incoming").count(), 0);
     }
