@@ -162,7 +162,8 @@ impl Catalog {
     }
 
     /// Stores a standalone task (a `Task` resource not owned by a job), keyed by namespace and
-    /// name. An existing task is left as it is.
+    /// name. An existing task is left as it is; one deleted with
+    /// [`Catalog::delete_standalone_task`] no longer holds the name, so this stores a new task.
     pub async fn upsert_standalone_task(&self, namespace: &str, tenant: &str, task: &TaskSpec) -> Result<TaskId> {
         validate_name("task", namespace, &task.name)?;
         if !task.depends_on.is_empty() {
@@ -174,11 +175,13 @@ impl Catalog {
         validate_task(task)?;
         let mut tx = self.pool.begin().await?;
         insert_tasks(&mut tx, None, namespace, tenant, &[task], self.config.default_max_attempts).await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM tasks WHERE job_id IS NULL AND namespace = $1 AND name = $2")
-            .bind(namespace)
-            .bind(&task.name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let id: i64 = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE job_id IS NULL AND deleted_at IS NULL AND namespace = $1 AND name = $2",
+        )
+        .bind(namespace)
+        .bind(&task.name)
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::TASKS_CHANNEL)
             .bind(id.to_string())
@@ -209,33 +212,75 @@ impl Catalog {
         tx.commit().await?;
         Ok(cancelled)
     }
+
+    /// Deletes the standalone task `namespace/name` (its `Task` resource was deleted): an
+    /// unfinished task becomes `Cancelled` and its live attempt can no longer commit, and the
+    /// name is freed, so a Task created again under it is a new task that runs afresh. The row
+    /// and its attempts stay, queryable by id. Returns the cancelled attempts so their runners
+    /// can be stopped. Idempotent: with no live task of that name it does nothing.
+    pub async fn delete_standalone_task(&self, namespace: &str, name: &str) -> Result<Vec<CancelledAttempt>> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE job_id IS NULL AND deleted_at IS NULL AND namespace = $1 AND name = $2 \
+             FOR UPDATE",
+        )
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else { return Ok(Vec::new()) };
+        let cancelled = cancel_in(&mut tx, Scope::Task(TaskId(id)), "task deleted").await?;
+        sqlx::query("UPDATE tasks SET deleted_at = clock_timestamp() WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+}
+
+/// The tasks a cancellation covers.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// Every task of a job.
+    Job(JobId),
+    /// One task.
+    Task(TaskId),
 }
 
 async fn cancel_job_in(tx: &mut Transaction<'_, Postgres>, job: JobId, reason: &str) -> Result<Vec<CancelledAttempt>> {
-    let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
-        "UPDATE attempts a SET state = 'Cancelled', finished_at = clock_timestamp(), \
-             error_code = 'cancelled', error_message = $2 \
-         FROM tasks t WHERE t.job_id = $1 AND a.task_id = t.id AND a.state IN ('Leased', 'Running') \
-         RETURNING a.task_id, a.id, a.runner",
-    )
-    .bind(job.0)
-    .bind(reason)
-    .fetch_all(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE tasks SET phase = 'Cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
-             next_retry_at = NULL, last_error_code = 'cancelled', last_error_message = $2 \
-         WHERE job_id = $1 AND phase NOT IN ('Succeeded', 'Failed', 'Cancelled')",
-    )
-    .bind(job.0)
-    .bind(reason)
-    .execute(&mut **tx)
-    .await?;
+    let cancelled = cancel_in(tx, Scope::Job(job), reason).await?;
     sqlx::query(
         "UPDATE jobs SET phase = 'Cancelled', finished_at = coalesce(finished_at, clock_timestamp()) \
          WHERE id = $1 AND phase NOT IN ('Succeeded', 'Failed', 'Cancelled')",
     )
     .bind(job.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(cancelled)
+}
+
+/// Retires the live attempts of the tasks in `scope` and makes their unfinished tasks
+/// `Cancelled`.
+async fn cancel_in(tx: &mut Transaction<'_, Postgres>, scope: Scope, reason: &str) -> Result<Vec<CancelledAttempt>> {
+    let (filter, id) = match scope {
+        Scope::Job(job) => ("t.job_id = $1", job.0),
+        Scope::Task(task) => ("t.id = $1", task.0),
+    };
+    let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(&format!(
+        "UPDATE attempts a SET state = 'Cancelled', finished_at = clock_timestamp(), \
+             error_code = 'cancelled', error_message = $2 \
+         FROM tasks t WHERE {filter} AND a.task_id = t.id AND a.state IN ('Leased', 'Running') \
+         RETURNING a.task_id, a.id, a.runner"
+    ))
+    .bind(id)
+    .bind(reason)
+    .fetch_all(&mut **tx)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE tasks t SET phase = 'Cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(), \
+             next_retry_at = NULL, last_error_code = 'cancelled', last_error_message = $2 \
+         WHERE {filter} AND t.phase NOT IN ('Succeeded', 'Failed', 'Cancelled')"
+    ))
+    .bind(id)
+    .bind(reason)
     .execute(&mut **tx)
     .await?;
     Ok(rows
@@ -262,7 +307,7 @@ async fn insert_tasks(
     let conflict = if job.is_some() {
         "ON CONFLICT (job_id, name) WHERE job_id IS NOT NULL DO NOTHING"
     } else {
-        "ON CONFLICT (namespace, name) WHERE job_id IS NULL DO NOTHING"
+        "ON CONFLICT (namespace, name) WHERE job_id IS NULL AND deleted_at IS NULL DO NOTHING"
     };
     let sql = format!(
         "INSERT INTO tasks (job_id, namespace, tenant, name, kind, spec, max_attempts, timeout_seconds, \

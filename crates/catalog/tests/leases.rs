@@ -342,6 +342,40 @@ async fn cancelling_a_job_retires_its_attempts() -> Result<(), BoxError> {
 }
 
 #[tokio::test]
+async fn deleting_a_standalone_task_cancels_it_and_frees_its_name() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let out = dataset(&catalog, "out").await?;
+    let first = catalog.upsert_standalone_task("default", "acme", &task("backfill", &[], Some(out))).await?;
+    assert_eq!(catalog.upsert_standalone_task("default", "acme", &task("backfill", &[], Some(out))).await?, first);
+    let running = lease(&catalog, first).await?;
+
+    let cancelled = catalog.delete_standalone_task("default", "backfill").await?;
+    assert_eq!(cancelled.iter().map(|c| (c.task, c.attempt)).collect::<Vec<_>>(), [(first, running.attempt)]);
+    let error =
+        catalog.commit(running.attempt_ref(), &append(out, vec![file("x.parquet", 1)])).await.expect_err("refused");
+    assert!(error.is_fencing(), "{error}");
+    assert_eq!(catalog.dataset(out).await?.current_snapshot, None, "nothing committed");
+    let gone = catalog.task(first).await?;
+    assert_eq!((gone.phase, gone.last_error_code.as_deref()), (TaskPhase::Cancelled, Some("cancelled")));
+    assert_eq!(catalog.attempt(running.attempt).await?.state, AttemptState::Cancelled);
+    assert!(catalog.delete_standalone_task("default", "backfill").await?.is_empty(), "idempotent");
+
+    // The name is free again: a Task created anew under it is a new task that runs.
+    let second = catalog.upsert_standalone_task("default", "acme", &task("backfill", &[], Some(out))).await?;
+    assert_ne!(second, first);
+    assert_eq!(catalog.task(second).await?.phase, TaskPhase::Pending);
+    let rerun = lease(&catalog, second).await?;
+    catalog.commit(rerun.attempt_ref(), &append(out, vec![file("y.parquet", 1)])).await?;
+    assert_eq!(catalog.task(second).await?.phase, TaskPhase::Succeeded);
+
+    // A finished task keeps its outcome when deleted; it only frees the name.
+    assert!(catalog.delete_standalone_task("default", "backfill").await?.is_empty());
+    assert_eq!(catalog.task(second).await?.phase, TaskPhase::Succeeded);
+    assert_eq!(catalog.task(first).await?.phase, TaskPhase::Cancelled, "history stays");
+    Ok(())
+}
+
+#[tokio::test]
 async fn one_task_of_a_job_is_found_by_its_node_name() -> Result<(), BoxError> {
     let (_db, catalog) = setup().await?;
     let out = dataset(&catalog, "out").await?;

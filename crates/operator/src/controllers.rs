@@ -35,6 +35,9 @@ pub const FIELD_MANAGER: &str = "duckmesh-operator";
 pub const DATASET_FINALIZER: &str = "duckmesh.io/dataset";
 /// Finalizer of Jobs (cancels the job in the catalog and stops its pods).
 pub const JOB_FINALIZER: &str = "duckmesh.io/job";
+/// Finalizer of standalone Tasks (cancels the task in the catalog, frees its name and stops its
+/// pods). A Job's Tasks have none: deleting the Job does that for all of them at once.
+pub const TASK_FINALIZER: &str = "duckmesh.io/task";
 
 /// How often controllers look at the catalog again while work is in progress (the catalog
 /// changes without Kubernetes events: leases, retries, commits).
@@ -394,9 +397,56 @@ async fn cleanup_job(job: &Job, ctx: &Context) -> Result<Action> {
 #[instrument(skip_all, fields(namespace = task.namespace(), task = task.name_any(), trace_id = duckmesh_telemetry::current_trace_id()))]
 pub async fn reconcile_task(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile_task_inner(&task, &ctx).await;
+    // A standalone task is deleted through its finalizer; one that carries the finalizer keeps
+    // going through it, so that it can always be deleted.
+    let standalone = task.spec.job.is_none() || task.finalizers().iter().any(|finalizer| finalizer == TASK_FINALIZER);
+    let result = if standalone {
+        let api: Api<Task> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+        finalizer(&api, TASK_FINALIZER, task, |event| async {
+            match event {
+                Finalized::Apply(task) => reconcile_task_inner(&task, &ctx).await,
+                Finalized::Cleanup(task) => cleanup_task(&task, &ctx).await,
+            }
+        })
+        .await
+        .map_err(Error::from)
+    } else {
+        reconcile_task_inner(&task, &ctx).await
+    };
     ctx.observe(Controller::Task, &result, started);
     result
+}
+
+/// Deleting a standalone Task cancels it in the catalog (an unfinished task becomes
+/// `Cancelled` and its live attempt can no longer commit), frees its name for a new Task, and
+/// deletes its worker pods at once. Its committed output stays.
+async fn cleanup_task(task: &Task, ctx: &Context) -> Result<Action> {
+    let object = object_ref(task)?;
+    if task.spec.job.is_some() {
+        return Ok(Action::await_change()); // a Job's task: the Job's deletion cancels it
+    }
+    let cancelled = ctx.catalog.delete_standalone_task(&object.namespace, &object.name).await?;
+    info!(cancelled_attempts = cancelled.len(), "task deleted: cancelled in the catalog");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &object.namespace);
+    let selector = format!(
+        "{},{}={},!{}",
+        names::WORKER_SELECTOR,
+        names::TASK_LABEL,
+        names::label_value(&object.name),
+        names::JOB_LABEL
+    );
+    match pods.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)).await {
+        Ok(_) => {}
+        Err(error) if is_status(&error, 404) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let note = if cancelled.is_empty() {
+        "the task was deleted".to_owned()
+    } else {
+        "the task was deleted: its running attempt was cancelled".to_owned()
+    };
+    ctx.publish(task, EventType::Normal, "Cancelled", note, "Delete").await;
+    Ok(Action::await_change())
 }
 
 async fn reconcile_task_inner(task: &Task, ctx: &Context) -> Result<Action> {

@@ -303,15 +303,86 @@ async fn deleting_a_dataset_keeps_its_data_and_says_so() -> Result<(), BoxError>
     Ok(())
 }
 
+fn standalone_json(finalizers: bool, deleting: bool) -> Value {
+    let mut task = json!({
+        "apiVersion": "duckmesh.io/v1alpha1", "kind": "Task",
+        "metadata": {"name": "adhoc", "namespace": "default", "uid": "task-uid", "generation": 3, "resourceVersion": "4"},
+        "spec": {"template": {"name": "adhoc", "sql": "SELECT 1", "output": {"dataset": "out"}, "maxAttempts": 5}}
+    });
+    if finalizers {
+        task["metadata"]["finalizers"] = json!(["duckmesh.io/task"]);
+    }
+    if deleting {
+        task["metadata"]["deletionTimestamp"] = json!("2026-11-23T10:00:00Z");
+    }
+    task
+}
+
+async fn standalone_tasks_named(catalog: &Catalog, name: &str) -> Result<Vec<(i64, String, bool)>, BoxError> {
+    Ok(sqlx::query_as(
+        "SELECT id, phase, deleted_at IS NOT NULL FROM tasks WHERE job_id IS NULL AND name = $1 ORDER BY id",
+    )
+    .bind(name)
+    .fetch_all(catalog.pool())
+    .await?)
+}
+
+#[tokio::test]
+async fn a_new_standalone_task_first_gets_its_finalizer() -> Result<(), BoxError> {
+    let (_db, catalog) = catalog_with(&["out"]).await?;
+    let (client, mut server) = mock_client();
+    let task: Task = serde_json::from_value(standalone_json(false, false))?;
+    let action = exchange(reconcile_task(Arc::new(task), context(client, &catalog)), async move {
+        let seen = server.next().await.expect("PATCH", &format!("{GROUP_PATH}/tasks/adhoc"));
+        assert!(seen.body.to_string().contains("duckmesh.io/task"), "{}", seen.body);
+        seen.reply(StatusCode::OK, &standalone_json(true, false));
+    })
+    .await?;
+    assert_eq!(action, Action::await_change(), "the finalizer patch itself triggers the next reconcile");
+    assert!(standalone_tasks_named(&catalog, "adhoc").await?.is_empty(), "registered only once it can be deleted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_standalone_task_cancels_it_frees_its_name_and_deletes_its_pods() -> Result<(), BoxError> {
+    let (_db, catalog) = catalog_with(&["out"]).await?;
+    let object = ObjectRef { namespace: "default".into(), name: "adhoc".into(), uid: "task-uid".into(), generation: 3 };
+    let task: Task = serde_json::from_value(standalone_json(true, true))?;
+    let id = duckmesh_scheduler::apply_task(&catalog, &object, &task.spec).await?;
+    let lease = catalog.lease_task(id, "operator-0", Duration::from_secs(120)).await?.expect("leased");
+
+    let (client, mut server) = mock_client();
+    let action = exchange(reconcile_task(Arc::new(task.clone()), context(client, &catalog)), async move {
+        let seen = server.next().await.expect("DELETE", "/api/v1/namespaces/default/pods");
+        let query = seen.query.replace("%2C", ",").replace("%3D", "=").replace("%2F", "/").replace("%21", "!");
+        assert!(query.contains("duckmesh.io/task=adhoc"), "{query}");
+        assert!(query.contains("!duckmesh.io/job"), "a Job's pods are never selected: {query}");
+        assert!(query.contains("app.kubernetes.io/component=worker"), "{query}");
+        seen.reply(StatusCode::OK, &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}));
+        let event = server.event("default").await;
+        assert_eq!(event["reason"], "Cancelled");
+        assert!(event["note"].as_str().is_some_and(|n| n.contains("running attempt was cancelled")), "{event}");
+        let seen = server.next().await.expect("PATCH", &format!("{GROUP_PATH}/tasks/adhoc"));
+        assert!(seen.body.to_string().contains("/metadata/finalizers"), "finalizer removal: {}", seen.body);
+        seen.reply(StatusCode::OK, &standalone_json(false, true));
+    })
+    .await?;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(catalog.task(id).await?.phase, TaskPhase::Cancelled);
+    assert_eq!(catalog.attempt(lease.attempt).await?.state, AttemptState::Cancelled, "it can no longer commit");
+    // A Task created again under the name is a new task.
+    let again = duckmesh_scheduler::apply_task(&catalog, &object, &task.spec).await?;
+    assert_ne!(again, id);
+    let rows = standalone_tasks_named(&catalog, "adhoc").await?;
+    assert_eq!(rows, [(id.0, "Cancelled".to_owned(), true), (again.0, "Pending".to_owned(), false)]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_standalone_task_is_registered_and_its_status_carries_the_generation() -> Result<(), BoxError> {
     let (_db, catalog) = catalog_with(&["out"]).await?;
     let (client, mut server) = mock_client();
-    let object = json!({
-        "apiVersion": "duckmesh.io/v1alpha1", "kind": "Task",
-        "metadata": {"name": "adhoc", "namespace": "default", "uid": "task-uid", "generation": 3},
-        "spec": {"template": {"name": "adhoc", "sql": "SELECT 1", "output": {"dataset": "out"}, "maxAttempts": 5}}
-    });
+    let object = standalone_json(true, false);
     let task: Task = serde_json::from_value(object.clone())?;
     let action = exchange(reconcile_task(Arc::new(task), context(client, &catalog)), async move {
         let seen = server.next().await.expect("PATCH", &format!("{GROUP_PATH}/tasks/adhoc/status"));
