@@ -2,16 +2,20 @@
 //! stdin) to a query deployment's `POST /v1/ingest/{dataset}`, in batches, and print the
 //! durable acks with the visibility token to read them with.
 //!
-//! NDJSON is streamed: a batch is sent as soon as it is full, so input of any size runs in
-//! memory bounded by `--batch`/`--max-batch-bytes`. A JSON array is parsed whole.
+//! Both forms are streamed: a batch is sent as soon as it is full, so input of any size runs
+//! in memory bounded by `--batch`/`--max-batch-bytes`. A JSON array is parsed element by
+//! element on a blocking thread that hands records over through a bounded channel.
 
 use anyhow::Context;
 use duckmesh_query::client::{ClientError, QueryClient};
+use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
 
 /// Arguments of `duckmesh ingest`.
 #[derive(Debug, clap::Args)]
@@ -19,7 +23,7 @@ pub struct Args {
     /// The dataset to write.
     dataset: String,
 
-    /// NDJSON (one JSON object per line, streamed) or a JSON array of objects (read whole);
+    /// NDJSON (one JSON object per line) or a JSON array of objects, streamed either way;
     /// `-` or absent: stdin.
     file: Option<PathBuf>,
 
@@ -101,14 +105,19 @@ async fn open(file: Option<&Path>) -> anyhow::Result<Input> {
 /// Splits the input into records and sends every full batch, then the rest.
 async fn send_all(mut input: Input, batch: &mut Batch, sender: &mut Sender<'_>) -> anyhow::Result<()> {
     if starts_with_array(&mut input).await.context("reading the input")? {
-        let mut text = String::new();
-        input.read_to_string(&mut text).await.context("reading the input")?;
-        let values: Vec<Value> = serde_json::from_str(&text).context("the input is not a JSON array")?;
-        for (index, value) in values.iter().enumerate() {
-            if let Some(full) = batch.push(value.to_string(), || format!("element {}", index + 1))? {
+        let (records, mut elements) = mpsc::channel(ARRAY_CHANNEL_RECORDS);
+        let parser = tokio::task::spawn_blocking(move || stream_array(input, records));
+        let mut index = 0usize;
+        while let Some(record) = elements.recv().await {
+            index += 1;
+            if let Some(full) = batch.push(record, || format!("element {index}"))? {
                 sender.send(full).await?;
             }
         }
+        // The channel closed: the parser is done, or failed and says why.
+        parser.await.context("the JSON array parser stopped")?.map_err(|error| {
+            anyhow::anyhow!("the input is not a JSON array of records: {error} (after element {index})")
+        })?;
     } else {
         let mut lines = input.lines();
         let mut number = 0usize;
@@ -143,6 +152,43 @@ async fn starts_with_array<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::R
             return Ok(opens_array);
         }
         input.consume(blanks);
+    }
+}
+
+/// Records parsed ahead of the sender, at most, while it waits on the server.
+const ARRAY_CHANNEL_RECORDS: usize = 1024;
+
+/// Parses a JSON array from `input` element by element, sending each as compact JSON text,
+/// then checks that nothing but blanks follows it. Stops early, without error, when the
+/// receiver is gone (the sender failed and reports that itself).
+fn stream_array(input: Input, records: mpsc::Sender<String>) -> serde_json::Result<()> {
+    let reader = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(input));
+    let mut parser = serde_json::Deserializer::from_reader(reader);
+    let finished = (&mut parser).deserialize_seq(Elements(&records))?;
+    if finished {
+        parser.end()?;
+    }
+    Ok(())
+}
+
+/// Visits the array, forwarding its elements; `false` when the receiver went away.
+struct Elements<'a>(&'a mpsc::Sender<String>);
+
+impl<'de> Visitor<'de> for Elements<'_> {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut elements: A) -> Result<bool, A::Error> {
+        while let Some(value) = elements.next_element::<Value>()? {
+            if self.0.blocking_send(value.to_string()).is_err() {
+                // Skip the rest unread: the caller ends on the sender's error.
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -233,6 +279,49 @@ impl Sender<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Runs [`stream_array`] over `text` (past its opening blanks, as `send_all` does) and
+    /// collects what it sent, keeping at most `keep` records before hanging up.
+    async fn parse_array(text: &str, keep: usize) -> (Vec<String>, serde_json::Result<()>) {
+        let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(std::io::Cursor::new(text.to_owned()));
+        let mut input = BufReader::with_capacity(8, reader);
+        assert!(starts_with_array(&mut input).await.expect("reads"), "{text:?} opens an array");
+        let (records, mut received) = mpsc::channel(1);
+        let parser = tokio::task::spawn_blocking(move || stream_array(input, records));
+        let mut got = Vec::new();
+        while got.len() < keep {
+            match received.recv().await {
+                Some(record) => got.push(record),
+                None => break,
+            }
+        }
+        drop(received);
+        (got, parser.await.expect("the parser thread ends"))
+    }
+
+    #[tokio::test]
+    async fn a_json_array_is_streamed_element_by_element() {
+        let (records, result) = parse_array(" [ {\"a\": [1, 2]}, {\"b\": \"x\"} ,{}]\n ", usize::MAX).await;
+        assert_eq!(records, ["{\"a\":[1,2]}", "{\"b\":\"x\"}", "{}"]);
+        result.expect("a whole array");
+
+        // A broken element: what came before it was handed over, then the error says where.
+        let (records, result) = parse_array("[{\"a\": 1},\n {\"b\": }]", usize::MAX).await;
+        assert_eq!(records, ["{\"a\":1}"]);
+        let error = result.expect_err("malformed");
+        assert_eq!((error.line(), error.is_syntax()), (2, true), "{error}");
+
+        // Anything but blanks after the array is refused.
+        let (records, result) = parse_array("[{\"a\": 1}] {\"b\": 2}", usize::MAX).await;
+        assert_eq!(records.len(), 1);
+        assert!(result.expect_err("trailing").to_string().contains("trailing"));
+
+        // A receiver that hangs up (the sender failed) stops the parser instead of blocking it.
+        let many = format!("[{}]", vec!["{\"n\": 1}"; 10_000].join(","));
+        let (records, _) = parse_array(&many, 3).await;
+        assert_eq!(records.len(), 3);
+    }
 
     fn batches(max_records: usize, max_bytes: usize, records: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
         let mut batch = Batch::new(max_records, max_bytes);

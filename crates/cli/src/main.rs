@@ -130,6 +130,9 @@ fn main() -> ExitCode {
             Command::ReadOnly(args) => read_only::run(args).await,
         }
     });
+    // The command is done. A blocking read of stdin may still be parked (tokio reads stdin on a
+    // blocking thread, and a pipe can stay open); do not wait on it for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(error) => {

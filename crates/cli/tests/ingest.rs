@@ -213,6 +213,30 @@ async fn dev_mode_ingest_is_exactly_once_reads_its_writes_and_parks_poison() {
         "{stderr}"
     );
 
+    // A JSON array on stdin is streamed the same way; a broken element stops it there.
+    let array = |elements: &[String]| {
+        let mut command = duckmesh(&["ingest", "events", "-", "--batch", "3", "--state-dir"]);
+        command.arg(state.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run duckmesh ingest");
+        let text = format!("[{}]", elements.join(",\n"));
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("duckmesh ingest ends")
+    };
+    let elements: Vec<String> = (0..7).map(|n| format!("{{\"id\": \"arr-{n}\", \"n\": {n}}}")).collect();
+    let output = array(&elements);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.starts_with("7 records accepted, 0 duplicates"), "{output:?}");
+    let mut broken = elements.clone();
+    broken.insert(4, "{\"id\": }".to_owned());
+    let output = array(&broken);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not a JSON array of records") && stderr.contains("line 5 column 8 (after element 4)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 records in 1 request were acknowledged before this"), "{stderr}");
+
     signal(dev.id(), "INT");
     let (status, _, stderr) = wait(dev).await;
     assert_eq!(status.code(), Some(0), "{stderr}");
