@@ -377,16 +377,22 @@ async fn cleanup_job(job: &Job, ctx: &Context) -> Result<Action> {
         Err(duckmesh_catalog::Error::NotFound { .. }) => {}
         Err(error) => return Err(error.into()),
     }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &object.namespace);
     let selector = format!("{},{}={}", names::WORKER_SELECTOR, names::JOB_LABEL, names::label_value(&object.name));
-    match pods.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)).await {
-        Ok(_) => {}
-        Err(error) if is_status(&error, 404) => {}
-        Err(error) => return Err(error.into()),
-    }
+    delete_worker_pods(ctx, &object.namespace, &selector).await?;
     ctx.publish(job, EventType::Normal, "Cancelled", "the job was deleted: its tasks were cancelled".into(), "Delete")
         .await;
     Ok(Action::await_change())
+}
+
+/// Deletes the worker pods matching `selector` at once (in the background) rather than waiting
+/// for garbage collection; none left is not an error.
+async fn delete_worker_pods(ctx: &Context, namespace: &str, selector: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    match pods.delete_collection(&DeleteParams::background(), &ListParams::default().labels(selector)).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_status(&error, 404) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,7 +433,6 @@ async fn cleanup_task(task: &Task, ctx: &Context) -> Result<Action> {
     }
     let cancelled = ctx.catalog.delete_standalone_task(&object.namespace, &object.name).await?;
     info!(cancelled_attempts = cancelled.len(), "task deleted: cancelled in the catalog");
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &object.namespace);
     let selector = format!(
         "{},{}={},!{}",
         names::WORKER_SELECTOR,
@@ -435,11 +440,7 @@ async fn cleanup_task(task: &Task, ctx: &Context) -> Result<Action> {
         names::label_value(&object.name),
         names::JOB_LABEL
     );
-    match pods.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)).await {
-        Ok(_) => {}
-        Err(error) if is_status(&error, 404) => {}
-        Err(error) => return Err(error.into()),
-    }
+    delete_worker_pods(ctx, &object.namespace, &selector).await?;
     let note = if cancelled.is_empty() {
         "the task was deleted".to_owned()
     } else {
