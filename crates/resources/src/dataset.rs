@@ -29,6 +29,7 @@ pub(crate) fn default_tenant() -> String {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::unsigned_formats)]
 pub struct DatasetSpec {
     /// The tenant that owns the dataset; other tenants can neither query nor ingest into it.
     #[serde(default = "default_tenant")]
@@ -120,6 +121,7 @@ pub struct IngestSettings {
 /// What the operator observed about a dataset.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::unsigned_formats)]
 pub struct DatasetStatus {
     /// The latest committed snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]

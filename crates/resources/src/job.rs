@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::unsigned_formats)]
 pub struct JobSpec {
     /// The tenant the job's tasks run as.
     #[serde(default = "crate::dataset::default_tenant")]
@@ -61,6 +62,7 @@ pub struct PhaseCounts {
 /// A bounded summary of the job's progress (never one entry per task).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::unsigned_formats)]
 pub struct JobStatus {
     /// `Pending`, `Running`, `Succeeded`, `Failed` or `Cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@ mod conditions;
 mod dataset;
 mod job;
 mod quantity;
+mod schema;
 mod task;
 mod validate;
 mod yaml;

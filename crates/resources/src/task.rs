@@ -143,6 +143,7 @@ pub struct TaskTemplate {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::unsigned_formats)]
 pub struct TaskSpec {
     /// The owning Job's name, for tasks created from a Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +159,7 @@ pub struct TaskSpec {
 /// What the operator observed about a task.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::unsigned_formats)]
 pub struct TaskStatus {
     /// `Pending`, `Leased`, `Running`, `Retrying`, `Succeeded`, `Failed` or `Cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

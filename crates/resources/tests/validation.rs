@@ -183,3 +183,45 @@ fn generated_schemas_are_structural_and_documented() {
         assert!(crd.spec.versions[0].additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 4));
     }
 }
+
+/// The API server knows only `int32` and `int64` for integers and warns about any other format
+/// on every apply; schemars' `uint32`/`uint64` must not reach the CRDs. Unsigned fields keep a
+/// `minimum` of at least 0.
+#[test]
+fn integer_formats_are_ones_the_api_server_knows() {
+    fn walk(path: &str, value: &serde_json::Value, formats: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(object) => {
+                if object.get("type").and_then(|t| t.as_str()) == Some("integer") {
+                    let format = object.get("format").and_then(|f| f.as_str()).unwrap_or("").to_owned();
+                    formats.push((path.to_owned(), format));
+                }
+                for (key, child) in object {
+                    walk(&format!("{path}.{key}"), child, formats);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(&format!("{path}[{i}]"), child, formats);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut formats = Vec::new();
+    for crd in [Dataset::crd(), Job::crd(), Task::crd()] {
+        let schema = crd.spec.versions[0].schema.clone().and_then(|s| s.open_api_v3_schema).expect("schema");
+        let json = serde_json::to_value(schema).expect("json");
+        walk(&crd.spec.names.kind, &json, &mut formats);
+    }
+    assert!(formats.len() > 20, "integers found: {formats:?}");
+    let unknown: Vec<_> = formats.iter().filter(|(_, f)| !f.is_empty() && f != "int32" && f != "int64").collect();
+    assert!(unknown.is_empty(), "formats the API server does not know: {unknown:#?}");
+    let yaml = duckmesh_resources::crds_yaml().expect("yaml");
+    assert!(!yaml.contains("format: uint"), "the generated YAML still names an unsigned format");
+    // A counter that was a u32 is still non-negative.
+    let job = serde_json::to_value(Job::crd()).expect("json");
+    let total = &job["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["counts"]
+        ["properties"]["total"];
+    assert_eq!((total["format"].as_str(), total["minimum"].as_f64()), (Some("int64"), Some(0.0)), "{total}");
+}
