@@ -157,6 +157,9 @@ pub struct JobRecord {
     pub name: String,
     /// Resource uid.
     pub uid: String,
+    /// The resource generation last applied (a finished job is never updated again, so for
+    /// a finished job this is the generation that ran).
+    pub generation: i64,
     /// Recorded phase (terminal phases are final).
     pub phase: JobPhase,
     /// Concurrency cap.
@@ -179,8 +182,11 @@ pub struct JobSummary {
     pub total: u64,
     /// Up to [`JobSummary::FAILED_NAMES_CAP`] names of failed tasks.
     pub failed_tasks: Vec<String>,
-    /// When the first task started.
+    /// When the first task started (was first leased).
     pub started_at: Option<DateTime<Utc>>,
+    /// When a worker first actually ran one of its tasks (confirmed its attempt from inside
+    /// its pod or process); `None` while no worker ever started.
+    pub first_run_at: Option<DateTime<Utc>>,
 }
 
 impl JobSummary {

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 pub(crate) const DATASET_COLUMNS: &str = "id, namespace, name, uid, generation, tenant, spec, schema, \
     current_snapshot_id, visibility_token, file_count, row_count, byte_count, last_commit_at";
-pub(crate) const JOB_COLUMNS: &str = "id, namespace, name, uid, phase, max_parallel, created_at, finished_at";
+pub(crate) const JOB_COLUMNS: &str =
+    "id, namespace, name, uid, generation, phase, max_parallel, created_at, finished_at";
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, namespace, name, tenant, kind, spec, depends_on, phase, \
     attempts, max_attempts, timeout_seconds, fence, next_retry_at, output_dataset_id, output_mode, \
     output_snapshot_id, last_error_code, last_error_message, started_at, finished_at";
@@ -153,6 +154,12 @@ impl Catalog {
                 .bind(id.0)
                 .fetch_one(&self.pool)
                 .await?;
+        let first_run_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT min(a.confirmed_at) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = $1",
+        )
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
         let total = counts.iter().map(|(_, n)| *n as u64).sum();
         Ok(JobSummary {
             job,
@@ -160,6 +167,7 @@ impl Catalog {
             total,
             failed_tasks,
             started_at,
+            first_run_at,
         })
     }
 
@@ -263,6 +271,7 @@ pub(crate) fn job_from_row(row: &PgRow) -> Result<JobRecord> {
         namespace: row.try_get("namespace")?,
         name: row.try_get("name")?,
         uid: row.try_get("uid")?,
+        generation: row.try_get("generation")?,
         phase: phase.parse::<JobPhase>()?,
         max_parallel: max_parallel.map(|cap| cap as u32),
         created_at: row.try_get("created_at")?,

@@ -40,32 +40,62 @@ pub struct CancelledAttempt {
 impl Catalog {
     /// Stores a dataset, or updates it when `generation` is newer or `uid` changed. Committed
     /// snapshots are kept across re-creation under the same name.
+    ///
+    /// Applying an unchanged resource again (every reconcile does) writes nothing and takes no
+    /// id from the sequence: the row is looked up first, under a lock on the name that
+    /// serialises concurrent appliers, and inserted only when it is missing (an
+    /// `INSERT … ON CONFLICT` would take an id every time, even when it conflicts).
     pub async fn upsert_dataset(&self, spec: &DatasetSpec) -> Result<DatasetRecord> {
         validate_name("dataset", &spec.namespace, &spec.name)?;
-        let sql = format!(
-            "INSERT INTO datasets (namespace, name, uid, generation, tenant, spec, schema) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (namespace, name) DO UPDATE SET \
-                 uid = excluded.uid, generation = excluded.generation, tenant = excluded.tenant, \
-                 spec = excluded.spec, schema = coalesce(excluded.schema, datasets.schema), \
-                 updated_at = now() \
-             WHERE datasets.generation < excluded.generation OR datasets.uid <> excluded.uid \
-             RETURNING {DATASET_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&spec.namespace)
-            .bind(&spec.name)
-            .bind(&spec.uid)
-            .bind(spec.generation)
-            .bind(&spec.tenant)
-            .bind(&spec.spec)
-            .bind(spec.schema.as_deref().map(|columns| Json(crate::commit::normalized(columns))))
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => dataset_from_row(&row),
-            None => self.dataset_by_name(&spec.namespace, &spec.name).await,
-        }
+        let schema = spec.schema.as_deref().map(|columns| Json(crate::commit::normalized(columns)));
+        let mut tx = self.pool.begin().await?;
+        lock_name(&mut tx, "dataset", &spec.namespace, &spec.name).await?;
+        let select = format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE namespace = $1 AND name = $2");
+        let existing =
+            sqlx::query(&select).bind(&spec.namespace).bind(&spec.name).fetch_optional(&mut *tx).await?;
+        let row = match existing {
+            Some(row) => {
+                let current = dataset_from_row(&row)?;
+                if current.uid == spec.uid && current.generation >= spec.generation {
+                    tx.commit().await?;
+                    return Ok(current);
+                }
+                let sql = format!(
+                    "UPDATE datasets SET uid = $3, generation = $4, tenant = $5, spec = $6, \
+                         schema = coalesce($7, schema), updated_at = now() \
+                     WHERE namespace = $1 AND name = $2 RETURNING {DATASET_COLUMNS}"
+                );
+                sqlx::query(&sql)
+                    .bind(&spec.namespace)
+                    .bind(&spec.name)
+                    .bind(&spec.uid)
+                    .bind(spec.generation)
+                    .bind(&spec.tenant)
+                    .bind(&spec.spec)
+                    .bind(&schema)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            None => {
+                let sql = format!(
+                    "INSERT INTO datasets (namespace, name, uid, generation, tenant, spec, schema) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {DATASET_COLUMNS}"
+                );
+                sqlx::query(&sql)
+                    .bind(&spec.namespace)
+                    .bind(&spec.name)
+                    .bind(&spec.uid)
+                    .bind(spec.generation)
+                    .bind(&spec.tenant)
+                    .bind(&spec.spec)
+                    .bind(&schema)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        let record = dataset_from_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     /// Stores a job and creates its tasks. The task graph is validated (unique names, known
@@ -83,6 +113,8 @@ impl Catalog {
         }
 
         let mut tx = self.pool.begin().await?;
+        // Concurrent appliers of the same job name take turns: each sees what the other stored.
+        lock_name(&mut tx, "job", &spec.namespace, &spec.name).await?;
         let mut cancelled_attempts = Vec::new();
         let replaced: Vec<i64> = sqlx::query_scalar(
             "UPDATE jobs SET deleted_at = now() \
@@ -97,28 +129,48 @@ impl Catalog {
             cancelled_attempts.extend(cancel_job_in(&mut tx, JobId(old), "job replaced by a new incarnation").await?);
         }
 
-        let sql = format!(
-            "INSERT INTO jobs (namespace, name, uid, generation, tenant, spec, max_parallel) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (uid) DO UPDATE SET \
-                 generation = greatest(jobs.generation, excluded.generation), \
-                 spec = CASE WHEN excluded.generation > jobs.generation THEN excluded.spec ELSE jobs.spec END, \
-                 max_parallel = CASE WHEN excluded.generation > jobs.generation \
-                                     THEN excluded.max_parallel ELSE jobs.max_parallel END \
-             RETURNING {JOB_COLUMNS}, (xmax = 0) AS created"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&spec.namespace)
-            .bind(&spec.name)
-            .bind(&spec.uid)
-            .bind(spec.generation)
-            .bind(&spec.tenant)
-            .bind(&spec.spec)
-            .bind(spec.max_parallel.map(|cap| cap as i32))
-            .fetch_one(&mut *tx)
-            .await?;
-        let job = job_from_row(&row)?;
-        let created: bool = sqlx::Row::try_get(&row, "created")?;
+        // Look first, and insert only a job that is missing: an unchanged Job applied again
+        // (every reconcile does) writes nothing and takes no id from the sequence.
+        let select = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE uid = $1 FOR UPDATE");
+        let existing = sqlx::query(&select).bind(&spec.uid).fetch_optional(&mut *tx).await?;
+        let (job, created) = match existing {
+            Some(row) => {
+                let current = job_from_row(&row)?;
+                if spec.generation > current.generation {
+                    let sql = format!(
+                        "UPDATE jobs SET generation = $2, spec = $3, max_parallel = $4 WHERE id = $1 \
+                         RETURNING {JOB_COLUMNS}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(current.id.0)
+                        .bind(spec.generation)
+                        .bind(&spec.spec)
+                        .bind(spec.max_parallel.map(|cap| cap as i32))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    (job_from_row(&row)?, false)
+                } else {
+                    (current, false)
+                }
+            }
+            None => {
+                let sql = format!(
+                    "INSERT INTO jobs (namespace, name, uid, generation, tenant, spec, max_parallel) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {JOB_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&spec.namespace)
+                    .bind(&spec.name)
+                    .bind(&spec.uid)
+                    .bind(spec.generation)
+                    .bind(&spec.tenant)
+                    .bind(&spec.spec)
+                    .bind(spec.max_parallel.map(|cap| cap as i32))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (job_from_row(&row)?, true)
+            }
+        };
 
         if created {
             let by_name: std::collections::HashMap<&str, &TaskSpec> =
@@ -174,14 +226,19 @@ impl Catalog {
         }
         validate_task(task)?;
         let mut tx = self.pool.begin().await?;
+        // Look first, under a lock on the name: an existing task takes no id from the
+        // sequence, and concurrent appliers of the same name take turns.
+        lock_name(&mut tx, "task", namespace, &task.name).await?;
+        let select =
+            "SELECT id FROM tasks WHERE job_id IS NULL AND deleted_at IS NULL AND namespace = $1 AND name = $2";
+        if let Some(id) =
+            sqlx::query_scalar::<_, i64>(select).bind(namespace).bind(&task.name).fetch_optional(&mut *tx).await?
+        {
+            tx.commit().await?;
+            return Ok(TaskId(id));
+        }
         insert_tasks(&mut tx, None, namespace, tenant, &[task], self.config.default_max_attempts).await?;
-        let id: i64 = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE job_id IS NULL AND deleted_at IS NULL AND namespace = $1 AND name = $2",
-        )
-        .bind(namespace)
-        .bind(&task.name)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id: i64 = sqlx::query_scalar(select).bind(namespace).bind(&task.name).fetch_one(&mut *tx).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::TASKS_CHANNEL)
             .bind(id.to_string())
@@ -338,6 +395,17 @@ async fn insert_tasks(
         }),
         Err(other) => Err(other.into()),
     }
+}
+
+/// Serialises, until `tx` ends, every upsert of the `what` named `namespace/name` (a
+/// transaction-scoped advisory lock on a hash of the name; a collision with another name only
+/// makes two upserts take turns).
+async fn lock_name(tx: &mut Transaction<'_, Postgres>, what: &str, namespace: &str, name: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("duckmesh:{what}:{namespace}/{name}"))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn validate_name(what: &'static str, namespace: &str, name: &str) -> Result<()> {
