@@ -17,7 +17,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a starting API server may take to answer `/readyz`.
@@ -46,6 +46,27 @@ struct Ports {
     apiserver: u16,
 }
 
+/// The running processes (behind a lock so that a shared bed can be restarted).
+#[derive(Debug, Default)]
+struct Processes {
+    etcd: Option<Process>,
+    apiserver: Option<Process>,
+    controller_manager: Option<Process>,
+    scheduler: Option<Process>,
+}
+
+impl Processes {
+    fn check(&mut self) -> Result<()> {
+        for process in [&mut self.etcd, &mut self.apiserver, &mut self.controller_manager, &mut self.scheduler]
+            .into_iter()
+            .flatten()
+        {
+            process.check_running()?;
+        }
+        Ok(())
+    }
+}
+
 /// A running control plane. Dropping it stops every process.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -54,10 +75,7 @@ pub struct ControlPlane {
     pki: Pki,
     ports: Ports,
     kubeconfig: PathBuf,
-    etcd: Option<Process>,
-    apiserver: Option<Process>,
-    controller_manager: Option<Process>,
-    scheduler: Option<Process>,
+    processes: Mutex<Processes>,
     watchdog: Arc<Watchdog>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -97,16 +115,13 @@ impl ControlPlane {
         let watchdog = Arc::new(Watchdog::start(&dir.join("watchdog"))?);
         let ports = Ports { etcd_client: free_port()?, etcd_peer: free_port()?, apiserver: free_port()? };
         let kubeconfig = dir.join("admin.kubeconfig");
-        let mut bed = Self {
+        let bed = Self {
             dir,
             assets,
             pki,
             ports,
             kubeconfig,
-            etcd: None,
-            apiserver: None,
-            controller_manager: None,
-            scheduler: None,
+            processes: Mutex::new(Processes::default()),
             watchdog,
             _temp: temp,
         };
@@ -115,8 +130,13 @@ impl ControlPlane {
         bed.start_etcd()?;
         bed.start_apiserver()?;
         bed.wait_ready().await?;
-        bed.controller_manager = Some(bed.spawn("kube-controller-manager", bed.controller_manager_command())?);
-        bed.scheduler = Some(bed.spawn("kube-scheduler", bed.scheduler_command())?);
+        let controller_manager = bed.spawn("kube-controller-manager", bed.controller_manager_command())?;
+        let scheduler = bed.spawn("kube-scheduler", bed.scheduler_command())?;
+        {
+            let mut processes = bed.lock();
+            processes.controller_manager = Some(controller_manager);
+            processes.scheduler = Some(scheduler);
+        }
         bed.wait_for_default_service_account().await?;
         tracing::info!(elapsed = ?started.elapsed(), server = %bed.server(), "control plane ready");
         Ok(bed)
@@ -198,34 +218,50 @@ impl ControlPlane {
     /// Stops the API server and etcd (SIGTERM), then starts both again on the same ports and
     /// data, and waits until the API server is ready: what a control-plane upgrade or an
     /// outage looks like to clients.
-    pub async fn restart_apiserver_and_etcd(&mut self) -> Result<()> {
-        if let Some(mut process) = self.apiserver.take() {
-            process.stop(STOP_GRACE, &self.watchdog);
-        }
-        if let Some(mut process) = self.etcd.take() {
-            process.stop(STOP_GRACE, &self.watchdog);
-        }
+    pub async fn restart_apiserver_and_etcd(&self) -> Result<()> {
+        let (apiserver, etcd) = {
+            let mut processes = self.lock();
+            (processes.apiserver.take(), processes.etcd.take())
+        };
+        let watchdog = Arc::clone(&self.watchdog);
+        tokio::task::spawn_blocking(move || {
+            for mut process in [apiserver, etcd].into_iter().flatten() {
+                process.stop(STOP_GRACE, &watchdog);
+            }
+        })
+        .await
+        .map_err(|e| Error::Io { step: "stopping the API server".into(), source: std::io::Error::other(e) })?;
         self.start_etcd()?;
         self.start_apiserver()?;
         self.wait_ready().await
     }
 
     /// Stops every process (scheduler, controller manager, API server, etcd).
-    pub fn stop(&mut self) {
-        for process in [self.scheduler.take(), self.controller_manager.take(), self.apiserver.take(), self.etcd.take()]
-            .into_iter()
-            .flatten()
+    pub fn stop(&self) {
+        let mut processes = self.lock();
+        for process in [
+            processes.scheduler.take(),
+            processes.controller_manager.take(),
+            processes.apiserver.take(),
+            processes.etcd.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let mut process = process;
             process.stop(STOP_GRACE, &self.watchdog);
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Processes> {
+        self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn spawn(&self, name: &str, command: Command) -> Result<Process> {
         Process::spawn(name, command, &self.dir.join("logs").join(format!("{name}.log")), &self.watchdog)
     }
 
-    fn start_etcd(&mut self) -> Result<()> {
+    fn start_etcd(&self) -> Result<()> {
         let client_url = format!("http://127.0.0.1:{}", self.ports.etcd_client);
         let peer_url = format!("http://127.0.0.1:{}", self.ports.etcd_peer);
         let mut command = Command::new(self.assets.path("etcd"));
@@ -240,11 +276,12 @@ impl ControlPlane {
             // A test bed's state is thrown away: no fsync, far less disk load.
             .arg("--unsafe-no-fsync")
             .arg("--log-level=warn");
-        self.etcd = Some(self.spawn("etcd", command)?);
+        let process = self.spawn("etcd", command)?;
+        self.lock().etcd = Some(process);
         Ok(())
     }
 
-    fn start_apiserver(&mut self) -> Result<()> {
+    fn start_apiserver(&self) -> Result<()> {
         let pki = &self.pki;
         let path = |p: &Path| p.display().to_string();
         let mut command = Command::new(self.assets.path("kube-apiserver"));
@@ -271,7 +308,8 @@ impl ControlPlane {
             .arg("--allow-privileged=true")
             .arg("--profiling=false")
             .arg("--v=1");
-        self.apiserver = Some(self.spawn("kube-apiserver", command)?);
+        let process = self.spawn("kube-apiserver", command)?;
+        self.lock().apiserver = Some(process);
         Ok(())
     }
 
@@ -335,17 +373,11 @@ impl ControlPlane {
         )
     }
 
-    fn check_processes(&mut self) -> Result<()> {
-        for process in [&mut self.etcd, &mut self.apiserver, &mut self.controller_manager, &mut self.scheduler]
-            .into_iter()
-            .flatten()
-        {
-            process.check_running()?;
-        }
-        Ok(())
+    fn check_processes(&self) -> Result<()> {
+        self.lock().check()
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&self) -> Result<()> {
         let started = Instant::now();
         let mut last_error = String::from("no answer yet");
         while started.elapsed() < READY_TIMEOUT {
@@ -356,21 +388,20 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let log = self.apiserver.as_ref().map(|p| tail(p.log(), 30)).unwrap_or_default();
+        let log = self.lock().apiserver.as_ref().map(|p| tail(p.log(), 30)).unwrap_or_default();
         Err(Error::NotReady { what: "kube-apiserver /readyz".into(), waited: READY_TIMEOUT, last_error, log })
     }
 
     async fn readyz(&self) -> Result<()> {
         let client = self.client().await?;
-        let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| Error::Pki {
-            step: "building a request".into(),
-            message: e.to_string(),
-        })?;
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .map_err(|e| Error::Pki { step: "building a request".into(), message: e.to_string() })?;
         client.request_text(request).await?;
         Ok(())
     }
 
-    async fn wait_for_default_service_account(&mut self) -> Result<()> {
+    async fn wait_for_default_service_account(&self) -> Result<()> {
         let client = self.client().await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(client, "default");
         let started = Instant::now();
@@ -384,7 +415,7 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let log = self.controller_manager.as_ref().map(|p| tail(p.log(), 30)).unwrap_or_default();
+        let log = self.lock().controller_manager.as_ref().map(|p| tail(p.log(), 30)).unwrap_or_default();
         Err(Error::NotReady {
             what: "the default ServiceAccount (kube-controller-manager)".into(),
             waited: READY_TIMEOUT,
