@@ -33,9 +33,20 @@ impl CommitListener {
     /// itself; commits made meanwhile are not replayed, so callers re-read state on wake-up.
     pub async fn recv(&mut self) -> Result<CommitEvent> {
         loop {
-            let notification = self.listener.recv().await?;
+            if let Some(event) = self.recv_or_lost().await? {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Waits for the next commit, or returns `None` when the connection was lost: commits
+    /// made until it is back are never announced, so the caller should re-read what it
+    /// watches. The next call reconnects (an error when it cannot).
+    pub async fn recv_or_lost(&mut self) -> Result<Option<CommitEvent>> {
+        loop {
+            let Some(notification) = self.listener.try_recv().await? else { return Ok(None) };
             match serde_json::from_str(notification.payload()) {
-                Ok(event) => return Ok(event),
+                Ok(event) => return Ok(Some(event)),
                 Err(error) => tracing::warn!(%error, "ignoring a malformed commit notification"),
             }
         }

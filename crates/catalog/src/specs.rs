@@ -51,8 +51,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         lock_name(&mut tx, "dataset", &spec.namespace, &spec.name).await?;
         let select = format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE namespace = $1 AND name = $2");
-        let existing =
-            sqlx::query(&select).bind(&spec.namespace).bind(&spec.name).fetch_optional(&mut *tx).await?;
+        let existing = sqlx::query(&select).bind(&spec.namespace).bind(&spec.name).fetch_optional(&mut *tx).await?;
         let row = match existing {
             Some(row) => {
                 let current = dataset_from_row(&row)?;

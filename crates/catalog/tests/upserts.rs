@@ -11,9 +11,8 @@ use duckmesh_testkit::BoxError;
 
 /// The sequence's last value (`None` before its first use).
 async fn last_value(catalog: &Catalog, sequence: &str) -> Result<Option<i64>, BoxError> {
-    let (value, called): (i64, bool) = sqlx::query_as(&format!("SELECT last_value, is_called FROM {sequence}"))
-        .fetch_one(catalog.pool())
-        .await?;
+    let (value, called): (i64, bool) =
+        sqlx::query_as(&format!("SELECT last_value, is_called FROM {sequence}")).fetch_one(catalog.pool()).await?;
     Ok(called.then_some(value))
 }
 
@@ -51,7 +50,10 @@ async fn applying_unchanged_resources_again_takes_no_ids() -> Result<(), BoxErro
         assert_eq!(catalog.upsert_dataset(&dataset_spec("out", 1)).await?.id, dataset.id);
         let again = catalog.upsert_job(&nightly).await?;
         assert_eq!((again.job.id, again.created), (job.job.id, false));
-        assert_eq!(catalog.upsert_standalone_task("default", "acme", &task("adhoc", &[], Some(dataset.id))).await?, adhoc);
+        assert_eq!(
+            catalog.upsert_standalone_task("default", "acme", &task("adhoc", &[], Some(dataset.id))).await?,
+            adhoc
+        );
     }
     assert_eq!(sequences(&catalog).await?, before, "25 re-applies took no ids");
 
