@@ -96,8 +96,17 @@ impl<E: Executor> Scheduler<E> {
         let mut wakeups = None;
         let mut pause = self.options.tick;
         loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
             if wakeups.is_none() {
-                match self.catalog.listen_wakeups().await {
+                // Connecting may wait for a pool connection: shutdown must not wait for it.
+                let listened = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return,
+                    listened = self.catalog.listen_wakeups() => listened,
+                };
+                match listened {
                     Ok(listener) => wakeups = Some(listener),
                     Err(error) => {
                         tracing::warn!(%error, error_code = error.error_code(), "cannot listen for wake-ups; polling")
@@ -117,12 +126,18 @@ impl<E: Executor> Scheduler<E> {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: shutdown wins over a steady stream of runner ends and wake-ups. A pass in
+            // progress is not interrupted (its launches must reach the executor); it is bounded
+            // by the catalog's timeouts, and the operator aborts the loop after a grace period.
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return,
                 ended = exits.recv() => match ended {
                     Some(ended) => {
                         self.record_end(ended).await;
-                        while let Ok(more) = exits.try_recv() {
+                        while !shutdown.is_cancelled()
+                            && let Ok(more) = exits.try_recv()
+                        {
                             self.record_end(more).await;
                         }
                     }
