@@ -11,6 +11,7 @@
 use crate::decide::{self, NotReady};
 use crate::error::{Error, Result, is_status};
 use crate::names;
+use crate::triggers::{Triggers, Waiter, Waiting};
 use chrono::{DateTime, Utc};
 use duckmesh_catalog::Catalog;
 use duckmesh_resources::{Dataset, Job, JobStatus, Task, TaskStatus};
@@ -79,6 +80,11 @@ pub struct Context {
     pub resync: Resync,
     /// The clock (a plain function so tests can pin it).
     pub now: fn() -> DateTime<Utc>,
+    /// Wakes other reconciles (a registered dataset wakes the Jobs waiting for it, a finished
+    /// Job its Tasks, a Task's change its Job). Sends nowhere by default.
+    pub triggers: Triggers,
+    /// Jobs and standalone Tasks waiting for a dataset to be registered.
+    pub waiting: Waiting,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -99,6 +105,8 @@ impl Context {
             metrics,
             resync: Resync::default(),
             now: Utc::now,
+            triggers: Triggers::default(),
+            waiting: Waiting::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -218,7 +226,14 @@ async fn apply_dataset_resource(dataset: &Dataset, ctx: &Context, api: &Api<Data
     let previous = dataset.status.as_ref();
     let now = (ctx.now)();
     let (status, action) = match apply_dataset(&ctx.catalog, &object, &dataset.spec).await {
-        Ok(record) => (decide::dataset_status(&record, previous, generation, now), Action::requeue(ctx.resync.idle)),
+        Ok(record) => {
+            // Jobs and Tasks that were refused for want of this dataset can register now.
+            let woken = ctx.waiting.wake(&object.namespace, &object.name, &ctx.triggers);
+            if woken > 0 {
+                info!(woken, "dataset registered: waking the resources waiting for it");
+            }
+            (decide::dataset_status(&record, previous, generation, now), Action::requeue(ctx.resync.idle))
+        }
         Err(error) => {
             let (why, action) = answer(&error, &ctx.resync);
             let Some(action) = action else { return Err(error.into()) };
@@ -276,19 +291,29 @@ async fn apply_job_resource(job: &Job, ctx: &Context, api: &Api<Job>) -> Result<
     let previous = job.status.as_ref();
     let now = (ctx.now)();
 
+    // A finished job is immutable in the catalog: a later spec change is reported, never
+    // applied (neither to the catalog nor to the Task resources, which keep showing what ran).
+    let registered_record = match ctx.catalog.job_by_name(&object.namespace, &object.name).await {
+        Ok(record) if record.uid == object.uid => Some(record),
+        Ok(_) | Err(duckmesh_catalog::Error::NotFound { .. }) => None,
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(record) = &registered_record
+        && record.phase.is_terminal()
+        && object.generation > record.generation
+    {
+        return finished_job_changed(job, ctx, api, record).await;
+    }
+
     if let Err(errors) = duckmesh_resources::validate_job(&object.name, &job.spec) {
         let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         return job_not_ready(job, ctx, api, NotReady::InvalidSpec, &message, Action::await_change()).await;
     }
 
     // The Task resources come first, so that every task the catalog can lease already has its
-    // resource (the owner of its worker pods). They only change with the Job's generation.
-    let registered = previous.is_some_and(|s| {
-        s.observed_generation == generation
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == decide::READY && c.status == duckmesh_resources::ConditionStatus::True)
-    });
+    // resource (the owner of its worker pods). They are applied until the job is registered:
+    // the catalog fixes a job's tasks then, so afterwards they keep showing what it runs.
+    let registered = registered_record.is_some();
     if !registered {
         let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &object.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -302,14 +327,19 @@ async fn apply_job_resource(job: &Job, ctx: &Context, api: &Api<Job>) -> Result<
         }
     }
 
+    let waiter = Waiter::Job(object.name.clone());
     let upsert = match apply_job(&ctx.catalog, &object, &job.spec).await {
         Ok(upsert) => upsert,
         Err(error) => {
             let (why, action) = answer(&error, &ctx.resync);
             let Some(action) = action else { return Err(error.into()) };
+            if await_dataset(ctx, &error, waiter).await? {
+                return Ok(Action::requeue(Duration::ZERO));
+            }
             return job_not_ready(job, ctx, api, why, &error.to_string(), action).await;
         }
     };
+    ctx.waiting.forget(&object.namespace, &waiter);
     if !upsert.cancelled_attempts.is_empty() {
         info!(cancelled = upsert.cancelled_attempts.len(), "a new incarnation of the job replaced an older one");
     }
@@ -317,9 +347,17 @@ async fn apply_job_resource(job: &Job, ctx: &Context, api: &Api<Job>) -> Result<
     let status = decide::job_status(&summary, previous, generation, now);
     if previous != Some(&status) {
         apply_status::<Job>(api, &object.name, &status).await?;
+        if previous.and_then(|s| s.start_time.as_deref()).is_none() && status.start_time.is_some() {
+            let note = "a worker pod of the job is running".to_owned();
+            ctx.publish(job, EventType::Normal, "Started", note, "Run").await;
+        }
         let was = previous.and_then(|s| s.phase.as_deref());
         if was != status.phase.as_deref() {
             announce_job_phase(job, ctx, &status).await;
+            if status.completion_time.is_some() {
+                // The Tasks' own resync is slow: show every Task's final state now.
+                wake_tasks_of_job(ctx, &object, upsert.job.id).await?;
+            }
         }
     }
     ctx.succeeded(&object.uid);
@@ -337,10 +375,69 @@ async fn announce_job_phase(job: &Job, ctx: &Context, status: &JobStatus) {
             format!("{} of {} tasks failed: {}", counts.failed, counts.total, status.failed_tasks.join(", ")),
         ),
         Some("Cancelled") => (EventType::Warning, "Cancelled", "the job was cancelled".to_owned()),
-        Some("Running") => (EventType::Normal, "Started", "the first task started".to_owned()),
+        // `Started` is announced when a worker actually runs (see `apply_job_resource`), not
+        // when the first task is leased.
         _ => return,
     };
     ctx.publish(job, type_, reason, note, "Run").await;
+}
+
+/// The answer to a spec change of a finished job: the status keeps the outcome of the
+/// generation that ran, `Ready=False reason=SpecChangedAfterFinish` says the change was not
+/// applied, and a Warning event says so once per new generation.
+async fn finished_job_changed(
+    job: &Job,
+    ctx: &Context,
+    api: &Api<Job>,
+    record: &duckmesh_catalog::JobRecord,
+) -> Result<Action> {
+    let previous = job.status.as_ref();
+    let generation = job.meta().generation;
+    let summary = ctx.catalog.job_summary(record.id).await?;
+    let status = decide::job_status(&summary, previous, generation, (ctx.now)());
+    let status = decide::job_spec_change_refused(status, previous, record.generation, generation, (ctx.now)());
+    if previous != Some(&status) {
+        apply_status::<Job>(api, &job.name_any(), &status).await?;
+        let reported = previous.is_some_and(|p| {
+            p.observed_generation == generation
+                && p.conditions
+                    .iter()
+                    .any(|c| c.type_ == decide::READY && c.reason == decide::SPEC_CHANGED_AFTER_FINISH)
+        });
+        if !reported {
+            let note = decide::spec_change_refused_message(record.generation, generation);
+            warn!(error_code = "spec_changed_after_finish", "{note}");
+            ctx.publish(job, EventType::Warning, decide::SPEC_CHANGED_AFTER_FINISH, note, "Update").await;
+        }
+    }
+    if let Some(uid) = &job.meta().uid {
+        ctx.succeeded(uid);
+    }
+    Ok(Action::requeue(ctx.resync.idle))
+}
+
+/// Triggers the reconcile of every Task resource of a job (it just finished).
+async fn wake_tasks_of_job(ctx: &Context, object: &ObjectRef, job: duckmesh_core::JobId) -> Result<()> {
+    for task in ctx.catalog.tasks_of_job(job).await? {
+        ctx.triggers.task(&object.namespace, &names::task_resource_name(&object.name, &task.name));
+    }
+    Ok(())
+}
+
+/// When `error` says a dataset is missing, notes that `waiter` waits for it (registering it
+/// wakes the waiter) and returns whether it exists by now: registered between the lookup and
+/// the note, its wake-up was missed, so the caller should try again at once.
+async fn await_dataset(ctx: &Context, error: &ApplyError, waiter: Waiter) -> Result<bool> {
+    let ApplyError::UnknownDataset { dataset, namespace, .. } = error else { return Ok(false) };
+    ctx.waiting.wait(namespace, dataset, waiter.clone());
+    match ctx.catalog.dataset_by_name(namespace, dataset).await {
+        Ok(_) => {
+            ctx.waiting.forget(namespace, &waiter);
+            Ok(true)
+        }
+        Err(duckmesh_catalog::Error::NotFound { .. }) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn job_not_ready(
@@ -469,10 +566,16 @@ async fn reconcile_task_inner(task: &Task, ctx: &Context) -> Result<Action> {
             }
         }
         None => match apply_task(&ctx.catalog, &object, &task.spec).await {
-            Ok(id) => Some(ctx.catalog.task(id).await?),
+            Ok(id) => {
+                ctx.waiting.forget(&object.namespace, &Waiter::Task(object.name.clone()));
+                Some(ctx.catalog.task(id).await?)
+            }
             Err(error) => {
                 let (why, action) = answer(&error, &ctx.resync);
                 let Some(action) = action else { return Err(error.into()) };
+                if await_dataset(ctx, &error, Waiter::Task(object.name.clone())).await? {
+                    return Ok(Action::requeue(Duration::ZERO));
+                }
                 let status = decide::task_not_ready(previous, why, &error.to_string(), generation, now);
                 if previous != Some(&status) {
                     apply_status::<Task>(&api, &object.name, &status).await?;
@@ -491,9 +594,12 @@ async fn reconcile_task_inner(task: &Task, ctx: &Context) -> Result<Action> {
     if previous != Some(&status) {
         apply_status::<Task>(&api, &object.name, &status).await?;
         let was = previous.map(|s| (s.phase.clone(), s.attempt));
-        if was != Some((status.phase.clone(), status.attempt))
-            && let Some((reason, _)) = decide::task_event(&record)
-        {
+        let changed = was != Some((status.phase.clone(), status.attempt));
+        if changed && let Some(job) = &task.spec.job {
+            // The Job's counts changed with this task: refresh its status now.
+            ctx.triggers.job(&object.namespace, job);
+        }
+        if changed && let Some((reason, _)) = decide::task_event(&record) {
             let note = format!(
                 "attempt {} of {}: {}: {}",
                 record.attempts,

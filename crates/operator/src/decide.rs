@@ -25,6 +25,8 @@ pub const VALID: &str = "Valid";
 pub const SUCCEEDED: &str = "Succeeded";
 /// Condition type: the job or task finished unsuccessfully (failed or cancelled).
 pub const FAILED: &str = "Failed";
+/// `Ready` reason (and Warning event) of a finished Job whose spec changed: not applied.
+pub const SPEC_CHANGED_AFTER_FINISH: &str = "SpecChangedAfterFinish";
 
 /// The `Task` resources a Job should own: one per node, named `<job>-<task>`, with a
 /// controller owner reference to the Job (so deleting the Job deletes them) and the Job's
@@ -167,7 +169,9 @@ pub fn job_status(
         phase: Some(phase.as_str().to_owned()),
         counts,
         failed_tasks: summary.failed_tasks.iter().take(JobSummary::FAILED_NAMES_CAP).cloned().collect(),
-        start_time: rfc3339(summary.started_at),
+        // When a worker first actually ran (not when the first task was leased): the `Started`
+        // event is announced when this appears.
+        start_time: rfc3339(summary.first_run_at),
         // Until the scheduler records the finish time, keep the first one observed (a status
         // that changed on every reconcile would trigger the next one).
         completion_time: if phase.is_terminal() {
@@ -180,6 +184,48 @@ pub fn job_status(
         observed_generation: generation,
         conditions,
     }
+}
+
+/// What a finished Job's `Ready` condition and event say about a spec change that was not
+/// applied.
+pub fn spec_change_refused_message(ran: i64, generation: Option<i64>) -> String {
+    let generation = generation.map_or_else(|| "a later generation".to_owned(), |g| format!("generation {g}"));
+    format!(
+        "the job finished running generation {ran}; the change in {generation} was not applied: a finished Job is \
+         immutable. To run the new spec, create it under a new name, or delete this Job and apply it again"
+    )
+}
+
+/// A finished Job's status after its spec changed: the outcome of the generation that ran is
+/// kept (counts, phase, `Succeeded`/`Failed`), `observedGeneration` acknowledges the new
+/// generation, and `Ready=False reason=SpecChangedAfterFinish` says it was not applied.
+pub fn job_spec_change_refused(
+    mut status: JobStatus,
+    previous: Option<&JobStatus>,
+    ran: i64,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> JobStatus {
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Compare with the previous `Ready`, so its transition time moves only on a real change.
+    let previous_ready = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == READY));
+    if let Some(ready) = previous_ready
+        && let Some(slot) = status.conditions.iter_mut().find(|c| c.type_ == READY)
+    {
+        *slot = ready.clone();
+    }
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            ConditionStatus::False,
+            SPEC_CHANGED_AFTER_FINISH,
+            spec_change_refused_message(ran, generation),
+            &at,
+            generation,
+        ),
+    );
+    status
 }
 
 /// Why a resource is not (yet) registered in the catalog, as a CamelCase condition reason.
@@ -471,8 +517,16 @@ pub fn pod_exit(pod: &Pod) -> Option<RunnerExit> {
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let reason = status.reason.as_deref().unwrap_or_default();
     if phase == "Failed" && reason == "DeadlineExceeded" {
-        let seconds = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or_default();
-        return Some(RunnerExit::TimedOut { seconds: u64::try_from(seconds).unwrap_or_default() });
+        // The task's own timeout, when the pod names it (its deadline adds a margin).
+        let timeout = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::TIMEOUT_ANNOTATION))
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or_default();
+        let seconds = timeout.unwrap_or_else(|| u64::try_from(deadline).unwrap_or_default());
+        return Some(RunnerExit::TimedOut { seconds });
     }
     let container = status
         .container_statuses
@@ -631,6 +685,7 @@ mod tests {
                 namespace: "team".into(),
                 name: "nightly".into(),
                 uid: "uid-1".into(),
+                generation: 1,
                 phase: recorded,
                 max_parallel: None,
                 created_at: at(0),
@@ -640,6 +695,7 @@ mod tests {
             total: counts.iter().map(|(_, n)| n).sum(),
             failed_tasks: failed.iter().map(|s| (*s).to_owned()).collect(),
             started_at: Some(at(10)),
+            first_run_at: Some(at(10)),
         }
     }
 
@@ -727,6 +783,29 @@ mod tests {
         assert_eq!(later, finished, "no churn while the catalog catches up");
         let ready = find(&finished.conditions, READY);
         assert_eq!(ready.last_transition_time, "2027-01-15T08:01:40Z", "Ready stayed True");
+    }
+
+    #[test]
+    fn a_finished_job_refuses_spec_changes_without_churn() {
+        let done = summary(JobPhase::Succeeded, &[("Succeeded", 2)], &[]);
+        let ran = job_status(&done, None, Some(1), at(100));
+        let edited =
+            job_spec_change_refused(job_status(&done, Some(&ran), Some(2), at(200)), Some(&ran), 1, Some(2), at(200));
+        let ready = find(&edited.conditions, READY);
+        assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, SPEC_CHANGED_AFTER_FINISH));
+        assert!(ready.message.contains("generation 1") && ready.message.contains("generation 2"), "{}", ready.message);
+        assert!(ready.message.contains("new name") && ready.message.contains("delete"), "{}", ready.message);
+        assert_eq!(edited.observed_generation, Some(2));
+        assert_eq!(edited.phase.as_deref(), Some("Succeeded"), "the outcome of what ran is kept");
+        assert_eq!(find(&edited.conditions, SUCCEEDED).status, ConditionStatus::True);
+        let again = job_spec_change_refused(
+            job_status(&done, Some(&edited), Some(2), at(300)),
+            Some(&edited),
+            1,
+            Some(2),
+            at(300),
+        );
+        assert_eq!(again, edited, "nothing changed, so nothing is written");
     }
 
     #[test]
@@ -907,6 +986,12 @@ mod tests {
         })
     }
 
+    fn timed_out_with_annotation() -> Pod {
+        let mut pod = pod("Failed", Some("DeadlineExceeded"), None);
+        pod.annotations_mut().insert(names::TIMEOUT_ANNOTATION.into(), "540".into());
+        pod
+    }
+
     #[test]
     fn pod_exit_table() {
         let cases: Vec<(Pod, Option<RunnerExit>)> = vec![
@@ -930,6 +1015,7 @@ mod tests {
                 Some(RunnerExit::Killed { reason: "signal 9 (exit code 137)".into() }),
             ),
             (pod("Failed", Some("DeadlineExceeded"), None), Some(RunnerExit::TimedOut { seconds: 600 })),
+            (timed_out_with_annotation(), Some(RunnerExit::TimedOut { seconds: 540 })),
             (pod("Failed", Some("Evicted"), None), Some(RunnerExit::Killed { reason: "Evicted".into() })),
             (pod("Succeeded", None, None), Some(RunnerExit::Exited(0))),
         ];

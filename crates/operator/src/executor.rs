@@ -174,6 +174,7 @@ impl PodWatcher {
         let mut stream = std::pin::pin!(stream);
         loop {
             let event = tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return,
                 event = stream.next() => event,
             };

@@ -10,6 +10,7 @@
 //! out, table-tested); [`controllers`], [`executor`], [`leader`] and [`run`] perform them
 //! against the API server and the catalog.
 
+pub mod commits;
 pub mod controllers;
 pub mod decide;
 mod error;
@@ -18,10 +19,13 @@ pub mod leader;
 pub mod names;
 pub mod pod;
 pub mod run;
+pub mod triggers;
 
+pub use commits::{CommitWatcher, Woken};
 pub use controllers::{Context, FIELD_MANAGER, Resync, error_policy, reconcile_dataset, reconcile_job, reconcile_task};
 pub use error::{Error, Result, is_status};
 pub use executor::{PodExecutor, PodWatcher};
 pub use leader::{ElectionTimings, LeaderElector, LeaseDecision, decide_lease};
 pub use pod::{SecretKey, WorkerPodConfig, forwarded_env, worker_pod};
 pub use run::{OperatorConfig, check_crds, run, run_with_client};
+pub use triggers::{TriggerReceivers, Triggers, Waiter, Waiting};

@@ -29,6 +29,8 @@ pub const TASK_ID_ANNOTATION: &str = "duckmesh.io/task-id";
 pub const ATTEMPT_ID_ANNOTATION: &str = "duckmesh.io/attempt-id";
 /// Annotation: fencing token of the attempt a worker pod runs.
 pub const FENCE_ANNOTATION: &str = "duckmesh.io/fence";
+/// Annotation: the task's timeout in seconds (the pod's `activeDeadlineSeconds` is longer).
+pub const TIMEOUT_ANNOTATION: &str = "duckmesh.io/timeout-seconds";
 /// Annotation: the pod's end was reported to the scheduler (it is not reported again).
 pub const REPORTED_ANNOTATION: &str = "duckmesh.io/reported";
 

@@ -22,6 +22,19 @@ pub const WORKER_CONTAINER: &str = "worker";
 pub const SCRATCH_DIR: &str = "/tmp";
 /// Where the input cache volume is mounted.
 pub const CACHE_DIR: &str = "/var/cache/duckmesh";
+/// The smallest margin of a worker pod's deadline over its task's timeout.
+pub const POD_DEADLINE_MIN_MARGIN_SECONDS: i64 = 30;
+
+/// The worker pod's `activeDeadlineSeconds` for a task timeout: the timeout plus a margin of
+/// 10 % (at least [`POD_DEADLINE_MIN_MARGIN_SECONDS`]). The worker enforces the timeout
+/// itself and records it with its own code (`task_timeout`); the pod's clock starts earlier
+/// (scheduling, image pull, start-up), so without the margin the kubelet's deadline would
+/// fire first and the attempt would end as a killed pod instead. The deadline remains the
+/// backstop for a worker that cannot stop itself.
+pub fn pod_deadline_seconds(timeout_seconds: u32) -> i64 {
+    let timeout = i64::from(timeout_seconds);
+    timeout + ((timeout + 9) / 10).max(POD_DEADLINE_MIN_MARGIN_SECONDS)
+}
 
 /// What every worker pod gets from the operator's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +127,14 @@ pub fn worker_pod(launch: &Launch, owner: OwnerReference, config: &WorkerPodConf
         labels.insert(names::JOB_LABEL.to_owned(), names::label_value(job));
     }
     let identity = PodAttempt { task: launch.lease.task, attempt: launch.lease.attempt, fence: launch.lease.fence };
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (names::TASK_ID_ANNOTATION.to_owned(), identity.task.0.to_string()),
         (names::ATTEMPT_ID_ANNOTATION.to_owned(), identity.attempt.0.to_string()),
         (names::FENCE_ANNOTATION.to_owned(), identity.fence.0.to_string()),
     ]);
+    if let Some(timeout) = launch.task.timeout_seconds {
+        annotations.insert(names::TIMEOUT_ANNOTATION.to_owned(), timeout.to_string());
+    }
 
     let mut vars = vec![
         env("DUCKMESH_TASK_ID", identity.task.0.to_string()),
@@ -182,7 +198,7 @@ pub fn worker_pod(launch: &Launch, owner: OwnerReference, config: &WorkerPodConf
         },
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
-            active_deadline_seconds: launch.task.timeout_seconds.map(i64::from),
+            active_deadline_seconds: launch.task.timeout_seconds.map(pod_deadline_seconds),
             service_account_name: config.service_account.clone(),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
@@ -372,7 +388,11 @@ mod tests {
 
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.active_deadline_seconds, Some(660), "the task timeout (600 s) plus 10 %");
+        assert_eq!(
+            pod.metadata.annotations.as_ref().and_then(|a| a.get(names::TIMEOUT_ANNOTATION)).map(String::as_str),
+            Some("600")
+        );
         assert_eq!(spec.service_account_name.as_deref(), Some("duckmesh-worker"));
         let container = &spec.containers[0];
         assert_eq!(container.args, Some(vec!["worker".to_owned()]));
@@ -387,6 +407,15 @@ mod tests {
         assert_eq!(get(&resources.limits, "cpu"), None);
         let secret = container.env_from.as_ref().and_then(|e| e[0].secret_ref.as_ref()).expect("envFrom");
         assert_eq!(secret.name, "duckmesh-store");
+    }
+
+    #[test]
+    fn the_pod_deadline_leaves_the_worker_time_to_time_out_itself() {
+        let cases = [(1, 31), (60, 90), (300, 330), (600, 660), (601, 662), (3600, 3960), (604_800, 665_280)];
+        for (timeout, deadline) in cases {
+            assert_eq!(pod_deadline_seconds(timeout), deadline, "{timeout}");
+            assert!(pod_deadline_seconds(timeout) >= i64::from(timeout) + POD_DEADLINE_MIN_MARGIN_SECONDS);
+        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Wiring: the start-up checks, the health and metrics server, leader election, and — while
-//! this replica leads — the three controllers, the worker-pod watcher and the scheduler loop.
-//! Losing the Lease stops all of them; the replica then campaigns again as a standby.
+//! this replica leads — the three controllers, the worker-pod watcher, the commit listener and
+//! the scheduler loop. Losing the Lease stops all of them; the replica then campaigns again as
+//! a standby. Shutdown always wins over everything else: the leader stops its work (waiting at
+//! most the renew deadline, then aborting it), never leads again, releases the Lease and exits.
 
+use crate::commits::CommitWatcher;
 use crate::controllers::{Context, Resync, error_policy, reconcile_dataset, reconcile_job, reconcile_task};
 use crate::error::{Error, Result, is_status};
 use crate::executor::{PodExecutor, PodWatcher};
 use crate::leader::{ElectionTimings, LeaderElector};
 use crate::names;
 use crate::pod::WorkerPodConfig;
+use crate::triggers::{self, Triggers};
 use axum::http::StatusCode;
 use axum::routing::get;
 use duckmesh_catalog::Catalog;
@@ -92,41 +96,57 @@ pub async fn run_with_client(
     let mut elector = LeaderElector::new(leases, config.lease_name.clone(), config.identity.clone(), config.election);
     let timings = config.election;
     'campaign: loop {
-        // Standby until the Lease is ours.
+        // Standby until the Lease is ours. A round in flight is never abandoned (a write the
+        // API server accepted must be known, or the Lease could not be released); the token is
+        // checked before and after each one.
         loop {
+            if shutdown.is_cancelled() {
+                break 'campaign;
+            }
             match elector.try_acquire_or_renew().await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(error) => warn!(error = %error, error_code = error.error_code(), "leader election round failed"),
             }
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break 'campaign,
                 () = tokio::time::sleep(timings.retry_period) => {}
             }
+        }
+        // Never start leading once shutdown began: release the Lease just taken instead.
+        if shutdown.is_cancelled() {
+            break 'campaign;
         }
         health.leading.store(true, Ordering::SeqCst);
         let lead = shutdown.child_token();
         let mut workers = lead_workers(&client, &config, &catalog, &metrics, &lead);
         let mut renewed = Instant::now();
-        let stopping = loop {
+        let ended = loop {
+            // Biased: shutdown always wins. Cancelling `shutdown` also cancels `lead`, which
+            // ends the workers; a random branch order could take that end for a crash.
             tokio::select! {
-                () = shutdown.cancelled() => break true,
-                () = tokio::time::sleep(timings.retry_period) => {}
+                biased;
+                () = shutdown.cancelled() => break LeadEnd::Shutdown,
                 Some(done) = workers.join_next() => {
-                    // A controller ended on its own: lead no longer, let another replica try.
+                    if shutdown.is_cancelled() {
+                        break LeadEnd::Shutdown;
+                    }
+                    // A worker ended on its own: lead no longer, let another replica try.
                     error!(result = ?done.map(|_| ()), error_code = "controller_stopped", "a controller stopped unexpectedly");
-                    break false;
+                    break LeadEnd::WorkerStopped;
                 }
+                () = tokio::time::sleep(timings.retry_period) => {}
             }
             match elector.try_acquire_or_renew().await {
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
                     warn!(error_code = "leadership_lost", "lost the lease; stopping controllers");
-                    break false;
+                    break LeadEnd::Lost;
                 }
                 Err(error) if renewed.elapsed() > timings.renew_deadline => {
                     warn!(error = %error, error_code = "leadership_lost", "could not renew the lease in time; stopping controllers");
-                    break false;
+                    break LeadEnd::Lost;
                 }
                 Err(error) => {
                     warn!(error = %error, error_code = error.error_code(), "renewing the lease failed; retrying")
@@ -134,19 +154,55 @@ pub async fn run_with_client(
             }
         };
         lead.cancel();
-        while workers.join_next().await.is_some() {}
+        stop_workers(&mut workers, timings.renew_deadline).await;
         health.leading.store(false, Ordering::SeqCst);
-        if stopping {
+        if ended == LeadEnd::Shutdown || shutdown.is_cancelled() {
             break;
         }
     }
-    if let Err(error) = elector.release().await {
-        warn!(error = %error, error_code = error.error_code(), "releasing the lease failed");
+    // Bounded: an unreachable API server must not keep the process from exiting (the Lease
+    // then simply expires).
+    match tokio::time::timeout(timings.renew_deadline, elector.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(error = %error, error_code = error.error_code(), "releasing the lease failed"),
+        Err(_) => warn!(error_code = "lease_release_timeout", "releasing the lease timed out; it will expire"),
     }
     shutdown.cancel();
-    let _ = server.await;
+    if tokio::time::timeout(timings.renew_deadline, server).await.is_err() {
+        warn!(error_code = "serve_stop_timeout", "the metrics server did not stop in time");
+    }
     info!("operator stopped");
     Ok(())
+}
+
+/// Why this replica stopped leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeadEnd {
+    /// Shutdown was requested: stop for good.
+    Shutdown,
+    /// The Lease was lost (another holder, or no renewal within the deadline).
+    Lost,
+    /// A controller, the pod watcher or the scheduler ended on its own.
+    WorkerStopped,
+}
+
+/// Waits up to `grace` for the leader's workers to end after their token was cancelled, then
+/// aborts what is left (a controller whose watch never became ready can wait forever for its
+/// store; nothing they do needs to finish: every step is idempotent and the catalog is the
+/// source of truth).
+async fn stop_workers(workers: &mut JoinSet<()>, grace: Duration) {
+    let drained = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(
+            remaining = workers.len(),
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            error_code = "lead_stop_timeout",
+            "the leader's workers did not stop in time; aborting them"
+        );
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+    info!("leader's controllers, pod watcher and scheduler stopped");
 }
 
 /// Fails with a hint when a CRD is not installed (listing a kind whose CRD is missing answers
@@ -216,13 +272,22 @@ fn lead_workers(
         PodWatcher::new(client.clone(), catalog.clone(), config.namespace.clone(), ended_tx, Some(metrics.clone()));
     workers.spawn(watcher.run(lead.clone()));
 
+    // Catalog changes wake the reconciles they concern: commits (the commit listener), a
+    // registered dataset (the Jobs and Tasks waiting for it), a finished Job (its Tasks), a
+    // Task's change (its Job). The resyncs stay as the fallback.
+    let (triggers, receivers) = Triggers::channels();
+    workers.spawn(CommitWatcher::new(catalog.clone(), triggers.clone()).run(lead.clone()));
+
     let mut context =
         Context::new(client.clone(), catalog.clone(), Some(metrics.clone()), Some(config.identity.clone()));
     context.resync = config.resync;
+    context.triggers = triggers;
     let ctx = Arc::new(context);
     let stop = |token: CancellationToken| async move { token.cancelled().await };
 
     let datasets = Controller::new(api_for::<Dataset>(client, namespace), watcher::Config::default().any_semantic())
+        .reconcile_on(triggers::stream(receivers.datasets))
+        .reconcile_all_on(triggers::stream(receivers.all_datasets))
         .graceful_shutdown_on(stop(lead.clone()))
         .run(reconcile_dataset, error_policy, Arc::clone(&ctx))
         .for_each(|_| futures::future::ready(()));
@@ -231,6 +296,7 @@ fn lead_workers(
     let owned_tasks = watcher::Config::default().labels(&format!("{}={}", names::MANAGED_BY, names::MANAGER));
     let jobs = Controller::new(api_for::<Job>(client, namespace), watcher::Config::default().any_semantic())
         .owns(api_for::<Task>(client, namespace), owned_tasks)
+        .reconcile_on(triggers::stream(receivers.jobs))
         .graceful_shutdown_on(stop(lead.clone()))
         .run(reconcile_job, error_policy, Arc::clone(&ctx))
         .for_each(|_| futures::future::ready(()));
@@ -238,11 +304,12 @@ fn lead_workers(
 
     let tasks = Controller::new(api_for::<Task>(client, namespace), watcher::Config::default().any_semantic())
         .owns(api_for::<Pod>(client, namespace), watcher::Config::default().labels(names::WORKER_SELECTOR))
+        .reconcile_on(triggers::stream(receivers.tasks))
         .graceful_shutdown_on(stop(lead.clone()))
         .run(reconcile_task, error_policy, Arc::clone(&ctx))
         .for_each(|_| futures::future::ready(()));
     workers.spawn(tasks);
-    info!("leading: controllers, pod watcher and scheduler started");
+    info!("leading: controllers, pod watcher, commit listener and scheduler started");
     workers
 }
 

@@ -103,7 +103,9 @@ async fn launch_creates_a_locked_down_worker_pod_owned_by_its_task() -> Result<(
         assert_eq!(env_value(&pod, "DUCKMESH_DATABASE_URL")["valueFrom"]["secretKeyRef"]["name"], "duckmesh-catalog");
         let spec = &pod["spec"];
         assert_eq!(spec["restartPolicy"], "Never");
-        assert_eq!(spec["activeDeadlineSeconds"], 900);
+        // The task's 900 s timeout plus 10 %: the worker's own timeout fires first.
+        assert_eq!(spec["activeDeadlineSeconds"], 990);
+        assert_eq!(pod["metadata"]["annotations"]["duckmesh.io/timeout-seconds"], "900");
         assert_eq!(spec["serviceAccountName"], "duckmesh-worker");
         let container = &spec["containers"][0];
         assert_eq!(container["args"], json!(["worker"]));
