@@ -3,7 +3,8 @@
 //! Everything here is a plain function of observed state and a `now` that the caller passes
 //! in: no clock reads, no I/O, no Kubernetes. The catalog (Postgres) and the adapters
 //! (operator, `duckmesh dev`) perform what these functions decide, so the rules are written
-//! and tested exactly once.
+//! and tested exactly once. The same goes for the SQL statement check ([`statement`]) that the
+//! query API and the worker share.
 
 pub mod backoff;
 pub mod dag;
@@ -12,6 +13,7 @@ pub mod ids;
 pub mod knobs;
 pub mod phase;
 pub mod schedule;
+pub mod statement;
 
 pub use backoff::BackoffPolicy;
 pub use dag::{DagError, topological_order};
@@ -19,3 +21,4 @@ pub use ids::{AttemptId, DatasetId, Fence, JobId, SnapshotId, TaskId};
 pub use knobs::{KnobError, Knobs};
 pub use phase::{AttemptState, JobPhase, TaskPhase, UnknownPhase};
 pub use schedule::{ConcurrencyLimits, Plan, SchedulingState, TaskView, runnable};
+pub use statement::StatementError;

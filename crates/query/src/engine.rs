@@ -148,7 +148,9 @@ impl Sandbox {
     /// Runs `sql` (already checked by [`crate::sql::analyze`]): inline when the result fits
     /// `caps` in `format`, else exported in full as ZSTD Parquet into the scratch directory.
     pub fn run(&self, sql: &str, format: Format, caps: Caps) -> Result<Outcome> {
-        // One prepared statement holds exactly one statement; the newline ends a trailing comment.
+        // DuckDB runs every statement of a multi-statement text but the last when preparing it:
+        // only SQL that the statement check found to be one query gets here. The newline ends a
+        // trailing comment.
         self.connection.execute(&format!("CREATE TEMP VIEW {RESULT_VIEW} AS {sql}\n"), []).map_err(|e| classify(&e))?;
         let columns = self.columns()?;
         let probe = caps.max_rows.saturating_add(1);
