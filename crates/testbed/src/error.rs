@@ -62,6 +62,34 @@ pub enum Error {
         /// The end of the relevant log.
         log: String,
     },
+    /// A program the test node runs containers with is not on `PATH`.
+    #[error("the test node needs {tool} (util-linux/coreutils) on PATH")]
+    ToolMissing {
+        /// The program.
+        tool: String,
+    },
+    /// An object the node builds or reads is malformed.
+    #[error("{what}: {message}")]
+    Invalid {
+        /// What.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// Something asked for (a pod, a container's log) is not on the node.
+    #[error("{what} not found")]
+    NotFound {
+        /// What.
+        what: String,
+    },
+    /// The log server's TLS setup failed.
+    #[error("{step}: {message}")]
+    Tls {
+        /// What was being done.
+        step: String,
+        /// The cause.
+        message: String,
+    },
     /// An API request failed.
     #[error(transparent)]
     Kube(#[from] kube::Error),

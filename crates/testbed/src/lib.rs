@@ -8,11 +8,15 @@
 //! process dies. See docs/testing.md, "The Kubernetes test bed".
 
 pub mod assets;
+pub mod bed;
 pub mod controlplane;
 mod error;
+pub mod node;
 pub mod pki;
 pub mod process;
 
 pub use assets::{Assets, ETCD_VERSION, KUBERNETES_VERSION};
+pub use bed::{Bed, BedOptions};
 pub use controlplane::{ControlPlane, ControlPlaneOptions, client_from, write_kubeconfig};
 pub use error::{Error, Result};
+pub use node::{TestNode, TestNodeOptions};

@@ -83,8 +83,7 @@ impl Pki {
         let apiserver =
             leaf(dir, "apiserver", &issuer, "kube-apiserver", &[], sans, ExtendedKeyUsagePurpose::ServerAuth)?;
         let admin = client(dir, "admin", &issuer, "duckmesh-testbed-admin", &["system:masters"])?;
-        let controller_manager =
-            client(dir, "controller-manager", &issuer, "system:kube-controller-manager", &[])?;
+        let controller_manager = client(dir, "controller-manager", &issuer, "system:kube-controller-manager", &[])?;
         let scheduler = client(dir, "scheduler", &issuer, "system:kube-scheduler", &[])?;
         let kubelet_sans = vec![
             SanType::DnsName("localhost".try_into().map_err(pki_error("SAN"))?),
@@ -98,7 +97,17 @@ impl Pki {
         write(&service_account_key, &sa_key.serialize_pem())?;
         let service_account_public_key = dir.join("service-account.pub");
         write(&service_account_public_key, &sa_key.public_key_pem())?;
-        Ok(Self { ca, apiserver, admin, controller_manager, scheduler, kubelet, service_account_key, service_account_public_key, ca_pem })
+        Ok(Self {
+            ca,
+            apiserver,
+            admin,
+            controller_manager,
+            scheduler,
+            kubelet,
+            service_account_key,
+            service_account_public_key,
+            ca_pem,
+        })
     }
 }
 
