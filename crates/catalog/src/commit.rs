@@ -19,7 +19,9 @@ use sqlx::types::Json;
 
 impl Catalog {
     /// Commits an attempt's output. Fails with `stale_fence`, `lease_expired` or
-    /// `attempt_not_active` (and changes nothing) when the attempt lost its right to commit.
+    /// `attempt_not_active` (and changes nothing) when the attempt lost its right to commit,
+    /// and with `cross_tenant_dataset` when the dataset is not of the task's tenant and
+    /// namespace (migration 0006).
     ///
     /// One round trip: the server-side function `duckmesh_commit` (migration 0002) locks the
     /// attempt and its task, re-checks fence, liveness and lease, locks the dataset, checks the
@@ -76,6 +78,17 @@ impl Catalog {
             "fenced" => Err(self.diagnose(attempt).await),
             "read_only" => Err(self.read_only_error().await),
             "no_dataset" => Err(Error::NotFound { what: format!("dataset {}", request.dataset) }),
+            "cross_tenant" => {
+                let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
+                let dataset = self.dataset(request.dataset).await?;
+                Err(Error::CrossTenant {
+                    dataset: dataset.id,
+                    dataset_tenant: dataset.tenant,
+                    dataset_namespace: dataset.namespace,
+                    tenant: task.tenant,
+                    namespace: task.namespace,
+                })
+            }
             "wrong_output" => {
                 let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
                 let declared = task.output.map_or_else(

@@ -80,6 +80,24 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A task names, or tries to commit into, a dataset of another tenant or namespace
+    /// (SPEC §2.10).
+    #[error(
+        "dataset {dataset} belongs to tenant {dataset_tenant:?} in namespace {dataset_namespace:?}, \
+         not to the task's tenant {tenant:?} in namespace {namespace:?}"
+    )]
+    CrossTenant {
+        /// The dataset.
+        dataset: DatasetId,
+        /// Its tenant.
+        dataset_tenant: String,
+        /// Its namespace.
+        dataset_namespace: String,
+        /// The task's tenant.
+        tenant: String,
+        /// The task's namespace.
+        namespace: String,
+    },
     /// The files of an append do not match the dataset's columns.
     #[error("schema of dataset {dataset} does not match the commit: {message}")]
     SchemaMismatch {
@@ -141,6 +159,7 @@ impl Error {
             Self::NotFound { .. } => "not_found",
             Self::Invalid { .. } => "invalid_spec",
             Self::SchemaMismatch { .. } => "schema_mismatch",
+            Self::CrossTenant { .. } => "cross_tenant_dataset",
             Self::ReadOnly { .. } => Self::READ_ONLY_CODE,
             Self::BufferFull { .. } => "ingest_buffer_full",
             Self::ClaimLost { .. } => "claim_lost",
@@ -211,6 +230,15 @@ mod tests {
         assert_eq!(read_only.error_code(), "read_only");
         assert!(read_only.is_retryable() && !read_only.is_fencing());
         assert!(read_only.to_string().contains("drill"));
+        let foreign = Error::CrossTenant {
+            dataset: DatasetId(3),
+            dataset_tenant: "globex".into(),
+            dataset_namespace: "default".into(),
+            tenant: "default".into(),
+            namespace: "default".into(),
+        };
+        assert_eq!(foreign.error_code(), "cross_tenant_dataset");
+        assert!(!foreign.is_retryable() && !foreign.is_fencing());
         let lost = Error::ClaimLost { dataset: DatasetId(1), fence: Fence(2) };
         assert_eq!(lost.error_code(), "claim_lost");
         assert!(!lost.is_retryable());
