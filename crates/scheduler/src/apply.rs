@@ -1,6 +1,10 @@
 //! Declared resources (the YAML users `kubectl apply`, or the objects the operator watches)
 //! turned into catalog specs and stored. Both adapters apply resources through here, so a Job
 //! means the same thing in a cluster and in `duckmesh dev`.
+//!
+//! A task may read and write only datasets of its own tenant in its own namespace (SPEC §2.10):
+//! names resolve in the resource's namespace, and a dataset of another tenant is refused with
+//! `cross_tenant_dataset` before anything is stored.
 
 use duckmesh_catalog::{Catalog, CommitMode, JobUpsert, TaskOutput};
 use duckmesh_core::{DatasetId, TaskId};
@@ -43,9 +47,63 @@ pub enum ApplyError {
         /// Where it was looked up.
         namespace: String,
     },
+    /// A task reads or writes a dataset that belongs to another tenant.
+    #[error(transparent)]
+    CrossTenant(Box<CrossTenantReference>),
     /// The catalog refused or failed.
     #[error(transparent)]
     Catalog(#[from] duckmesh_catalog::Error),
+}
+
+/// A task's reference to a dataset of another tenant: which resource, task and field, and
+/// whose the dataset is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{kind}/{name}: {field}: dataset {dataset:?} in namespace {namespace:?} belongs to tenant {dataset_tenant:?}, \
+     but task {task:?} runs as tenant {tenant:?}; a task may only read and write its own tenant's datasets"
+)]
+pub struct CrossTenantReference {
+    /// `Job` or `Task`.
+    pub kind: &'static str,
+    /// The resource's name.
+    pub name: String,
+    /// The task (node name, or the standalone Task's name).
+    pub task: String,
+    /// The field naming the dataset, e.g. `spec.tasks[1].inputs[0].dataset`.
+    pub field: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Its tenant.
+    pub dataset_tenant: String,
+    /// The tenant the task runs as.
+    pub tenant: String,
+    /// The namespace of both.
+    pub namespace: String,
+}
+
+/// A dataset as a task's references resolve to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedDataset {
+    /// Catalog id.
+    pub id: DatasetId,
+    /// The tenant that owns it.
+    pub tenant: String,
+}
+
+/// Where a task template comes from: whose datasets it may use, and how to point at it in
+/// messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskScope<'a> {
+    /// `Job` or `Task`.
+    pub kind: &'static str,
+    /// The resource's name.
+    pub name: &'a str,
+    /// The resource's namespace (its datasets resolve there).
+    pub namespace: &'a str,
+    /// The tenant its tasks run as.
+    pub tenant: &'a str,
+    /// The template's field, e.g. `spec.tasks[1]` or `spec.template`.
+    pub field: String,
 }
 
 impl ApplyError {
@@ -54,15 +112,17 @@ impl ApplyError {
         match self {
             Self::Invalid { .. } => "invalid_resource",
             Self::UnknownDataset { .. } => "dataset_not_found",
+            Self::CrossTenant(_) => "cross_tenant_dataset",
             Self::Catalog(error) => error.error_code(),
         }
     }
 
     /// Whether trying again later may succeed without the user changing anything (the
-    /// dataset may be applied later; the catalog may come back).
+    /// dataset may be applied later; the catalog may come back). A cross-tenant reference
+    /// needs a change to the resource (or to the dataset's tenant).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Invalid { .. } => false,
+            Self::Invalid { .. } | Self::CrossTenant(_) => false,
             Self::UnknownDataset { .. } => true,
             Self::Catalog(error) => error.is_retryable(),
         }
@@ -103,11 +163,11 @@ pub fn dataset_spec(
 }
 
 /// The catalog spec of a Job; `resolve` maps a dataset name (in the Job's namespace) to its
-/// catalog id.
+/// catalog id and tenant.
 pub fn job_spec(
     object: &ObjectRef,
     spec: &resources::JobSpec,
-    resolve: impl Fn(&str) -> Option<DatasetId>,
+    resolve: impl Fn(&str) -> Option<ResolvedDataset>,
 ) -> Result<duckmesh_catalog::JobSpec, ApplyError> {
     resources::validate_job(&object.name, spec).map_err(|errors| ApplyError::Invalid {
         kind: "Job",
@@ -117,7 +177,17 @@ pub fn job_spec(
     let tasks = spec
         .tasks
         .iter()
-        .map(|template| task_spec(&object.namespace, template, &resolve))
+        .enumerate()
+        .map(|(index, template)| {
+            let scope = TaskScope {
+                kind: "Job",
+                name: &object.name,
+                namespace: &object.namespace,
+                tenant: &spec.tenant,
+                field: format!("spec.tasks[{index}]"),
+            };
+            task_spec(&scope, template, &resolve)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(duckmesh_catalog::JobSpec {
         namespace: object.namespace.clone(),
@@ -131,28 +201,42 @@ pub fn job_spec(
     })
 }
 
-/// The catalog spec of one task template (of a Job, or of a standalone Task).
+/// The catalog spec of one task template (of a Job, or of a standalone Task). Every input and
+/// the output must resolve, in the scope's namespace, to a dataset of the scope's tenant.
 pub fn task_spec(
-    namespace: &str,
+    scope: &TaskScope<'_>,
     template: &TaskTemplate,
-    resolve: &impl Fn(&str) -> Option<DatasetId>,
+    resolve: &impl Fn(&str) -> Option<ResolvedDataset>,
 ) -> Result<duckmesh_catalog::TaskSpec, ApplyError> {
-    let lookup = |dataset: &str| {
-        resolve(dataset).ok_or_else(|| ApplyError::UnknownDataset {
+    let lookup = |dataset: &str, field: String| {
+        let resolved = resolve(dataset).ok_or_else(|| ApplyError::UnknownDataset {
             task: template.name.clone(),
             dataset: dataset.to_owned(),
-            namespace: namespace.to_owned(),
-        })
+            namespace: scope.namespace.to_owned(),
+        })?;
+        if resolved.tenant != scope.tenant {
+            return Err(ApplyError::CrossTenant(Box::new(CrossTenantReference {
+                kind: scope.kind,
+                name: scope.name.to_owned(),
+                task: template.name.clone(),
+                field,
+                dataset: dataset.to_owned(),
+                dataset_tenant: resolved.tenant,
+                tenant: scope.tenant.to_owned(),
+                namespace: scope.namespace.to_owned(),
+            })));
+        }
+        Ok(resolved.id)
     };
-    for input in &template.inputs {
-        lookup(&input.dataset)?;
+    for (index, input) in template.inputs.iter().enumerate() {
+        lookup(&input.dataset, format!("{}.inputs[{index}].dataset", scope.field))?;
     }
     let output = template
         .output
         .as_ref()
         .map(|output| -> Result<TaskOutput, ApplyError> {
             Ok(TaskOutput {
-                dataset: lookup(&output.dataset)?,
+                dataset: lookup(&output.dataset, format!("{}.output.dataset", scope.field))?,
                 mode: match output.mode {
                     OutputMode::Append => CommitMode::Append,
                     OutputMode::Overwrite => CommitMode::Overwrite,
@@ -226,7 +310,7 @@ pub async fn apply_job(
 ) -> Result<JobUpsert, ApplyError> {
     let names = dataset_names(spec.tasks.iter());
     let resolved = resolve_datasets(catalog, &object.namespace, names).await?;
-    let spec = job_spec(object, spec, |name| resolved.get(name).copied())?;
+    let spec = job_spec(object, spec, |name| resolved.get(name).cloned())?;
     Ok(catalog.upsert_job(&spec).await?)
 }
 
@@ -245,7 +329,14 @@ pub async fn apply_task(
     let resolved = resolve_datasets(catalog, &object.namespace, names).await?;
     let mut template = spec.template.clone();
     template.name = object.name.clone();
-    let task = task_spec(&object.namespace, &template, &|name| resolved.get(name).copied())?;
+    let scope = TaskScope {
+        kind: "Task",
+        name: &object.name,
+        namespace: &object.namespace,
+        tenant: &spec.tenant,
+        field: "spec.template".into(),
+    };
+    let task = task_spec(&scope, &template, &|name| resolved.get(name).cloned())?;
     Ok(catalog.upsert_standalone_task(&object.namespace, &spec.tenant, &task).await?)
 }
 
@@ -262,12 +353,12 @@ async fn resolve_datasets(
     catalog: &Catalog,
     namespace: &str,
     names: Vec<String>,
-) -> Result<std::collections::HashMap<String, DatasetId>, ApplyError> {
+) -> Result<std::collections::HashMap<String, ResolvedDataset>, ApplyError> {
     let mut resolved = std::collections::HashMap::new();
     for name in names {
         match catalog.dataset_by_name(namespace, &name).await {
             Ok(record) => {
-                resolved.insert(name, record.id);
+                resolved.insert(name, ResolvedDataset { id: record.id, tenant: record.tenant });
             }
             Err(duckmesh_catalog::Error::NotFound { .. }) => {}
             Err(error) => return Err(error.into()),
@@ -283,6 +374,10 @@ mod tests {
 
     fn object(name: &str) -> ObjectRef {
         ObjectRef { namespace: "default".into(), name: name.into(), uid: "uid-1".into(), generation: 1 }
+    }
+
+    fn acme(id: i64) -> ResolvedDataset {
+        ResolvedDataset { id: DatasetId(id), tenant: "acme".into() }
     }
 
     fn template(name: &str) -> TaskTemplate {
@@ -334,6 +429,34 @@ mod tests {
     }
 
     #[test]
+    fn datasets_of_another_tenant_are_refused_naming_the_field() {
+        let resolve = |name: &str| match name {
+            "payroll" => Some(ResolvedDataset { id: DatasetId(2), tenant: "globex".into() }),
+            _ => Some(acme(1)),
+        };
+        let mut reads = template("copy");
+        reads.inputs = vec![
+            InputRef { dataset: "raw".into(), snapshot: None },
+            InputRef { dataset: "payroll".into(), snapshot: None },
+        ];
+        let mut writes = template("clobber");
+        writes.output = Some(OutputRef { dataset: "payroll".into(), mode: OutputMode::Overwrite });
+        let cases = [(reads, "spec.tasks[1].inputs[1].dataset"), (writes, "spec.tasks[1].output.dataset")];
+        for (task, field) in cases {
+            let name = task.name.clone();
+            let spec =
+                resources::JobSpec { tenant: "acme".into(), max_parallel: None, tasks: vec![template("a"), task] };
+            let error = job_spec(&object("j"), &spec, resolve).expect_err("another tenant's dataset");
+            assert_eq!(error.error_code(), "cross_tenant_dataset");
+            assert!(!error.is_retryable());
+            let message = error.to_string();
+            for part in ["Job/j", field, "\"payroll\"", "tenant \"globex\"", "tenant \"acme\"", name.as_str()] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+        }
+    }
+
+    #[test]
     fn jobs_carry_modes_dependencies_and_limits() {
         let mut b = template("b");
         b.depends_on = vec!["a".into()];
@@ -341,7 +464,7 @@ mod tests {
         b.timeout_seconds = Some(60);
         b.output = Some(OutputRef { dataset: "out".into(), mode: OutputMode::Append });
         let spec = resources::JobSpec { tenant: "acme".into(), max_parallel: Some(2), tasks: vec![template("a"), b] };
-        let job = job_spec(&object("j"), &spec, |name| (name == "out").then_some(DatasetId(9))).expect("valid job");
+        let job = job_spec(&object("j"), &spec, |name| (name == "out").then(|| acme(9))).expect("valid job");
         assert_eq!(job.max_parallel, Some(2));
         assert_eq!(job.tenant, "acme");
         assert_eq!(job.tasks[0].output, Some(TaskOutput { dataset: DatasetId(9), mode: CommitMode::Overwrite }));
@@ -355,7 +478,7 @@ mod tests {
         let mut a = template("a");
         a.depends_on = vec!["missing".into()];
         let spec = resources::JobSpec { tenant: "acme".into(), max_parallel: None, tasks: vec![a] };
-        let error = job_spec(&object("j"), &spec, |_| Some(DatasetId(1))).err();
+        let error = job_spec(&object("j"), &spec, |_| Some(acme(1))).err();
         match &error {
             Some(error @ ApplyError::Invalid { kind: "Job", .. }) => {
                 assert_eq!(error.error_code(), "invalid_resource");
