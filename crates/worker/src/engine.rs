@@ -1,17 +1,19 @@
 //! The in-process DuckDB of one attempt: a fresh in-memory database with the task's memory and
 //! thread limits, each input exposed as a view under its dataset's name, file access locked to
-//! the attempt's own directories, and the result exported as ZSTD Parquet split by size and
+//! exactly the files of those inputs and the attempt's own scratch directory, the task's SQL
+//! checked to be one read-only query, and the result exported as ZSTD Parquet split by size and
 //! partition values.
 //!
 //! Everything here is blocking; the caller runs it on a blocking thread and stops a long query
 //! from another thread through [`Engine::interrupt_handle`].
 
-use crate::error::{Error, Result, classify_sql, engine};
+use crate::error::{Error, Result, classify_sql, engine, statement};
 use duckdb::{Connection, InterruptHandle};
 use duckmesh_catalog::{Column, NewFile};
+use duckmesh_core::statement::{Analysis, SERIALIZE_SQL};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The temporary view that holds the task's query.
 const RESULT_VIEW: &str = "__duckmesh_result";
@@ -25,7 +27,9 @@ pub struct EngineSettings {
     pub threads: Option<u64>,
     /// Where DuckDB spills when the query outgrows its memory.
     pub spill_dir: PathBuf,
-    /// The only directories the SQL may touch (input cache, output, spill).
+    /// The only directories the SQL may touch: the attempt's own scratch (output, spill), never
+    /// the shared input cache. Input files are allowed one by one as inputs are registered
+    /// ([`Engine::register_input`]).
     pub allowed_dirs: Vec<PathBuf>,
 }
 
@@ -94,14 +98,19 @@ impl ExportedFile {
 #[derive(Debug)]
 pub struct Engine {
     connection: Connection,
+    /// The files of the registered inputs: the only files outside the allowed directories that
+    /// the locked-down database may read.
+    readable: Mutex<Vec<PathBuf>>,
 }
 
 impl Engine {
     /// Opens a fresh in-memory database with `settings`.
     pub fn open(settings: &EngineSettings) -> Result<Self> {
-        let connection = Connection::open_in_memory().map_err(|error| engine("opening the database", error))?;
+        let connection = open_in_memory()?;
         let mut setup = vec![
             "SET autoinstall_known_extensions = false".to_owned(),
+            "SET autoload_known_extensions = false".to_owned(),
+            "SET allow_community_extensions = false".to_owned(),
             format!("SET temp_directory = {}", literal(&path_text(&settings.spill_dir))),
         ];
         if let Some(bytes) = settings.memory_limit_bytes {
@@ -111,7 +120,7 @@ impl Engine {
             setup.push(format!("SET threads = {}", threads.max(1)));
         }
         connection.execute_batch(&setup.join(";\n")).map_err(|error| engine("configuring the database", error))?;
-        Ok(Self { connection })
+        Ok(Self { connection, readable: Mutex::new(Vec::new()) })
     }
 
     /// A handle that interrupts the running statement from another thread.
@@ -122,7 +131,8 @@ impl Engine {
     /// Exposes `input` to SQL as a view named after it: the files it has, or an empty relation
     /// with the dataset's columns when it has none. Dataset names are DNS labels, so a name
     /// with `-` also gets an alias with `_` (`trips-clean` → `trips_clean`) that SQL can use
-    /// without quoting.
+    /// without quoting. Its files become readable after [`Engine::lock_down`]; no other file of
+    /// the cache does.
     pub fn register_input(&self, input: &InputRelation) -> Result<()> {
         let body = if input.files.is_empty() {
             let Some(schema) = input.schema.as_ref().filter(|schema| !schema.is_empty()) else {
@@ -156,12 +166,25 @@ impl Engine {
         self.connection.execute_batch(&sql).map_err(|error| match classify_sql(&error) {
             Error::Sql { message } => Error::Input { dataset: input.name.clone(), message },
             other => other,
-        })
+        })?;
+        self.readable
+            .lock()
+            .map_err(|_| Error::Engine { step: "registering an input", message: "a lock was poisoned".into() })?
+            .extend(input.files.iter().cloned());
+        Ok(())
     }
 
-    /// Forbids file access outside `settings.allowed_dirs` from here on, and freezes the
-    /// configuration so the task's SQL cannot undo it.
+    /// Forbids file access from here on to everything but the registered inputs' files
+    /// (`allowed_paths`) and `settings.allowed_dirs` (`allowed_directories`), turns external
+    /// access off, and freezes the configuration so the task's SQL cannot undo it.
     pub fn lock_down(&self, settings: &EngineSettings) -> Result<()> {
+        let files: Vec<String> = self
+            .readable
+            .lock()
+            .map_err(|_| Error::Engine { step: "restricting file access", message: "a lock was poisoned".into() })?
+            .iter()
+            .map(|path| literal(&path_text(path)))
+            .collect();
         let dirs: Vec<String> = settings
             .allowed_dirs
             .iter()
@@ -174,7 +197,9 @@ impl Engine {
             })
             .collect();
         let sql = format!(
-            "SET allowed_directories = [{}];\nSET enable_external_access = false;\nSET lock_configuration = true",
+            "SET allowed_paths = [{}];\nSET allowed_directories = [{}];\nSET enable_external_access = false;\n\
+             SET lock_configuration = true",
+            files.join(", "),
             dirs.join(", ")
         );
         self.connection.execute_batch(&sql).map_err(|error| engine("restricting file access", error))
@@ -205,10 +230,20 @@ impl Engine {
         Ok(out)
     }
 
-    /// Binds the task's query (without running it) and returns its columns. Parser, binder
-    /// and catalog errors surface here, before any work is done.
+    /// Checks that `sql` is exactly one read-only query (the check the query API uses, on this
+    /// database's parser) and returns the tables it names. Refusals are
+    /// [`Error::SqlNotAllowed`]; SQL that does not parse is [`Error::Sql`].
+    pub fn check_statement(&self, sql: &str) -> Result<Analysis> {
+        check_statement_on(&self.connection, sql)
+    }
+
+    /// Checks the task's query ([`Engine::check_statement`]), then binds it (without running
+    /// it) and returns its columns. Parser, binder and catalog errors surface here, before any
+    /// work is done.
     pub fn prepare_query(&self, query: &str) -> Result<Vec<Column>> {
-        // A prepared statement holds exactly one statement: `SELECT 1; DROP …` is refused.
+        // DuckDB runs every statement of a multi-statement text but the last one when preparing
+        // it: only text that the check found to be one query may reach the wrapper.
+        self.check_statement(query)?;
         self.connection
             .execute(&format!("CREATE TEMP VIEW {RESULT_VIEW} AS {query}\n"), [])
             .map_err(|error| classify_sql(&error))?;
@@ -328,6 +363,26 @@ impl Engine {
             .query_row(&sql, [], |row| row.get::<_, u64>(0))
             .map_err(|error| engine("counting output rows", error))
     }
+}
+
+/// Checks task SQL before an attempt does any work: [`Engine::check_statement`] on a fresh,
+/// empty database that only parses.
+pub fn check_statement(sql: &str) -> Result<Analysis> {
+    check_statement_on(&open_in_memory()?, sql)
+}
+
+fn check_statement_on(connection: &Connection, sql: &str) -> Result<Analysis> {
+    let json: String = connection
+        .query_row(SERIALIZE_SQL, [sql], |row| row.get(0))
+        .map_err(|error| engine("parsing the task's SQL", error))?;
+    duckmesh_core::statement::check(&json).map_err(statement)
+}
+
+fn open_in_memory() -> Result<Connection> {
+    let config = duckdb::Config::default()
+        .enable_autoload_extension(false)
+        .map_err(|error| engine("configuring the database", error))?;
+    Connection::open_in_memory_with_flags(config).map_err(|error| engine("opening the database", error))
 }
 
 /// `COPY (<query>) TO '<dir>' (FORMAT parquet, COMPRESSION zstd, FILENAME_PATTERN …, <extra>)`.

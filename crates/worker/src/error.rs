@@ -43,6 +43,30 @@ pub enum Error {
         /// DuckDB's message.
         message: String,
     },
+    /// The task's SQL is not exactly one read-only query over its inputs (several statements,
+    /// DDL/DML, `COPY`, `SET`, a table function that reads files, a file path as a table…).
+    #[error("SQL not allowed: {message}; a task's SQL must be exactly one read-only query over its inputs")]
+    SqlNotAllowed {
+        /// What is not allowed, about the task's own SQL text.
+        message: String,
+    },
+    /// The task reads or writes a dataset of another tenant or namespace (refused when the
+    /// resource is applied; checked again here for tasks stored before that check, or whose
+    /// dataset changed hands since).
+    #[error(
+        "{role} dataset {dataset:?} belongs to {owner}; the task runs as {runner} and may only use \
+         that tenant's datasets in that namespace"
+    )]
+    CrossTenant {
+        /// `input` or `output`.
+        role: &'static str,
+        /// The dataset's name.
+        dataset: String,
+        /// The dataset's tenant and namespace, as `tenant "t" in namespace "n"`.
+        owner: String,
+        /// The task's tenant and namespace, in the same form.
+        runner: String,
+    },
     /// The query needed more memory than the task's `resources.memory` allows.
     #[error("the query ran out of memory (raise resources.memory): {message}")]
     OutOfMemory {
@@ -129,6 +153,8 @@ impl Error {
             Self::Input { .. } => "invalid_input",
             Self::InputCorrupt { .. } => "input_corrupt",
             Self::Sql { .. } => "sql_error",
+            Self::SqlNotAllowed { .. } => "sql_not_allowed",
+            Self::CrossTenant { .. } => "cross_tenant_dataset",
             Self::OutOfMemory { .. } => "sql_out_of_memory",
             Self::Engine { .. } => "engine_error",
             Self::SchemaMismatch { .. } => "schema_mismatch",
@@ -155,6 +181,8 @@ impl Error {
             | Self::Input { .. }
             | Self::InputCorrupt { .. }
             | Self::Sql { .. }
+            | Self::SqlNotAllowed { .. }
+            | Self::CrossTenant { .. }
             | Self::OutOfMemory { .. }
             | Self::SchemaMismatch { .. }
             | Self::Config { .. } => false,
@@ -196,6 +224,18 @@ pub(crate) fn classify_sql(error: &duckdb::Error) -> Error {
             Error::Engine { step: "running the task's SQL", message }
         }
         _ => Error::Sql { message },
+    }
+}
+
+/// The worker's error for task SQL that the shared statement check refused.
+pub(crate) fn statement(error: duckmesh_core::StatementError) -> Error {
+    use duckmesh_core::StatementError;
+    match error {
+        StatementError::Invalid { message } => Error::Sql { message },
+        StatementError::NotAllowed { message } => Error::SqlNotAllowed { message },
+        StatementError::Unreadable { .. } => {
+            Error::Engine { step: "checking the task's SQL", message: error.to_string() }
+        }
     }
 }
 
@@ -276,6 +316,18 @@ mod tests {
         assert!(!denied.is_retryable());
 
         assert!(Error::Timeout { seconds: 5 }.is_retryable());
+        let not_allowed = Error::SqlNotAllowed { message: "exactly one statement is allowed, found 3".into() };
+        assert_eq!(not_allowed.error_code(), "sql_not_allowed");
+        assert!(!not_allowed.is_retryable());
+        let foreign = Error::CrossTenant {
+            role: "input",
+            dataset: "payroll".into(),
+            owner: "tenant \"globex\" in namespace \"default\"".into(),
+            runner: "tenant \"default\" in namespace \"default\"".into(),
+        };
+        assert_eq!(foreign.error_code(), "cross_tenant_dataset");
+        assert!(!foreign.is_retryable());
+        assert!(foreign.to_string().contains("tenant \"globex\""), "{foreign}");
         assert_eq!(Error::InvalidSpec { message: "x".into() }.error_code(), "invalid_task_spec");
     }
 

@@ -8,7 +8,7 @@
 
 use crate::cache::{Fetched, FileCache, hash_file};
 use crate::config::WorkerConfig;
-use crate::engine::{Engine, EngineSettings, ExportOptions, ExportedFile, InputRelation};
+use crate::engine::{self, Engine, EngineSettings, ExportOptions, ExportedFile, InputRelation};
 use crate::error::{Error, Result};
 use crate::manifest::{
     MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
@@ -284,10 +284,16 @@ impl Worker {
             return Err(Error::UnsupportedKind { task: task.id, kind: task.kind.clone() });
         }
         let spec = SqlTaskSpec::parse(&task.spec)?;
+        // One read-only query, refused before any input is fetched.
+        let sql = spec.query().to_owned();
+        tokio::task::spawn_blocking(move || engine::check_statement(&sql))
+            .await
+            .map_err(|error| Error::Engine { step: "checking the task's SQL", message: error.to_string() })??;
         let output = task.output.ok_or_else(|| Error::InvalidSpec {
             message: format!("task {:?} declares no output dataset; a sql task writes one", task.name),
         })?;
         let dataset = self.catalog.dataset(output.dataset).await?;
+        same_tenant("output", &task, &dataset)?;
         let options = DatasetOptions::parse(&dataset.name, &dataset.spec)?;
         let target_file_size_bytes =
             spec.target_file_size_bytes.or(options.target_file_size_bytes).unwrap_or(DEFAULT_TARGET_FILE_SIZE_BYTES);
@@ -331,7 +337,9 @@ impl Worker {
             memory_limit_bytes: limits.memory_limit_bytes,
             threads: limits.threads,
             spill_dir: spill_dir.clone(),
-            allowed_dirs: vec![cache.root().to_owned(), scratch.path().to_owned()],
+            // Never the cache root: other tenants' files live there too. The inputs' own files
+            // are allowed one by one when the engine registers them.
+            allowed_dirs: vec![scratch.path().to_owned()],
         };
         let query = QueryJob {
             settings,
@@ -415,6 +423,7 @@ impl Worker {
                 }
                 Err(error) => return Err(error.into()),
             };
+            same_tenant("input", &plan.task, &dataset)?;
             let snapshot = match input.snapshot {
                 Some(pinned) => match self.catalog.snapshot(dataset.id, SnapshotId(pinned)).await {
                     Ok(snapshot) => Some(snapshot.id),
@@ -471,6 +480,22 @@ impl Worker {
         self.store.put_file(&key, &file.path).await?;
         Ok(file.new_file(key, bytes, sha256))
     }
+}
+
+/// Refuses a dataset outside the task's tenant and namespace (SPEC §2.10). Applying resources
+/// refuses such tasks already; this catches tasks stored before that check and datasets that
+/// changed hands since, before any of their files is fetched.
+fn same_tenant(role: &'static str, task: &TaskRecord, dataset: &DatasetRecord) -> Result<()> {
+    if dataset.tenant == task.tenant && dataset.namespace == task.namespace {
+        return Ok(());
+    }
+    let scope = |tenant: &str, namespace: &str| format!("tenant {tenant:?} in namespace {namespace:?}");
+    Err(Error::CrossTenant {
+        role,
+        dataset: dataset.name.clone(),
+        owner: scope(&dataset.tenant, &dataset.namespace),
+        runner: scope(&task.tenant, &task.namespace),
+    })
 }
 
 /// Reports a failure to the catalog (a few tries when the catalog is briefly unavailable).
