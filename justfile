@@ -15,9 +15,22 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Every test suite (real PostgreSQL: $DATABASE_URL or a throwaway local cluster).
+# Every test suite, the end-to-end suite on the Kubernetes test bed included (real PostgreSQL:
+# $DATABASE_URL or a throwaway local cluster).
 test:
     cargo test --workspace --locked
+
+# The Kubernetes test bed: build (or reuse) the pinned control plane, start it with a test node
+# that runs the duckmesh image as local processes, print the kubeconfig; Ctrl-C stops it.
+testbed *args:
+    scripts/testbed.sh up {{args}}
+
+# The end-to-end suite alone: kubectl and the operator against a real API server (the bed is
+# built once and cached; every test starts what it needs and stops it).
+e2e *args:
+    scripts/testbed.sh build >/dev/null
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo test -p duckmesh --test e2e --locked -- {{args}}
 
 # Prometheus rules (promtool check + unit tests), Alertmanager config and routing (amtool).
 check-observability:

@@ -75,6 +75,9 @@ pip_install() {
 }
 [[ -x "$TOOLS_DIR/venv/bin/just" ]] || { say "installing just"; pip_install "rust-just==1.*"; }
 [[ -x "$TOOLS_DIR/venv/bin/moto_server" ]] || { say "installing moto (S3-compatible test server)"; pip_install "moto[server]==5.*"; }
+# --- the Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#     kubectl), built from the pinned Go modules once and cached outside the clone ---
+"$(dirname "$0")/testbed.sh" build >/dev/null
 # --- promtool and amtool for the observability checks ---
 "$(dirname "$0")/install-observability-tools.sh" >/dev/null
 

@@ -186,7 +186,10 @@ impl ControlPlane {
     /// The pinned `kubectl`, with the admin kubeconfig.
     pub fn kubectl(&self) -> Command {
         let mut command = Command::new(self.assets.path("kubectl"));
-        command.env("KUBECONFIG", &self.kubeconfig).env_remove("KUBERNETES_SERVICE_HOST");
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kubectl-cache"))
+            .env_remove("KUBERNETES_SERVICE_HOST");
         command
     }
 
@@ -327,9 +330,10 @@ impl ControlPlane {
             .arg(format!("--root-ca-file={}", self.pki.ca.display()))
             .arg("--use-service-account-credentials=true")
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-            // Controllers of a real node-less bed: no cloud, no IPAM, no node lifecycle taints
-            // from a kubelet that reports differently; the test node keeps itself Ready.
-            .arg("--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller,-persistentvolume-attach-detach-controller")
+            // Every controller a cluster runs but those that need a cloud or pod CIDRs. The node
+            // lifecycle controller stays: it lifts the not-ready taint once the test node
+            // reports Ready (and would taint it again if the node stopped heartbeating).
+            .arg("--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller")
             .arg("--concurrent-gc-syncs=5")
             .arg("--v=1");
         command
