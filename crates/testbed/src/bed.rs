@@ -20,10 +20,14 @@ pub struct BedOptions {
 }
 
 /// A control plane with a test node. Dropping it stops the node (killing its pods' processes),
-/// then the control plane.
+/// then the control plane (the fields' declaration order).
+///
+/// The node runs on the runtime that started the bed: a test that blocks its thread (running
+/// `kubectl` with `std::process::Command`, say) needs a multi-threaded runtime, or the node
+/// cannot answer meanwhile (`kubectl logs` would time out).
 pub struct Bed {
     // Dropped in declaration order: the node first.
-    node: Option<TestNode>,
+    node: TestNode,
     control_plane: ControlPlane,
     client: Client,
 }
@@ -35,7 +39,7 @@ impl Bed {
         let client = control_plane.client().await?;
         let node_options = TestNodeOptions::for_control_plane(&control_plane, NODE_NAME, options.images);
         let node = TestNode::start(client.clone(), node_options).await?;
-        Ok(Self { node: Some(node), control_plane, client })
+        Ok(Self { node, control_plane, client })
     }
 
     /// An admin client.
@@ -59,22 +63,13 @@ impl Bed {
     }
 
     /// The test node.
-    ///
-    /// # Panics
-    ///
-    /// Never: the node exists until [`Bed::stop`] consumes the bed.
     pub fn node(&self) -> &TestNode {
-        match &self.node {
-            Some(node) => node,
-            None => unreachable!("the node lives as long as the bed"),
-        }
+        &self.node
     }
 
     /// Stops the node (waiting for its pods' processes to end), then the control plane.
     pub async fn stop(mut self) {
-        if let Some(mut node) = self.node.take() {
-            node.stop().await;
-        }
+        self.node.stop().await;
         self.control_plane.stop();
     }
 }
@@ -85,12 +80,5 @@ impl std::fmt::Debug for Bed {
             .field("node", &self.node)
             .field("control_plane", &self.control_plane)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        drop(self.node.take());
-        self.control_plane.stop();
     }
 }

@@ -236,7 +236,7 @@ async fn pods_run_with_their_environment_volumes_and_exit_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_secrets_are_waited_for_and_deadlines_fail_pods() {
+async fn missing_secrets_init_containers_deadlines_bad_mounts_and_crash_loops() {
     let bed = bed().await;
     let mut pod = sh_pod("needs-secret", "echo token=$TOKEN", "Never");
     pod["spec"]["containers"][0]["env"] =
@@ -245,6 +245,22 @@ async fn missing_secrets_are_waited_for_and_deadlines_fail_pods() {
     let mut deadline = sh_pod("deadline", "sleep 600", "Never");
     deadline["spec"]["activeDeadlineSeconds"] = serde_json::json!(2);
     create(&bed, deadline).await;
+
+    let mut init = sh_pod("init", "cat /work/from-init", "Never");
+    init["spec"]["initContainers"] = serde_json::json!([
+        {"name": "first", "image": "sh", "command": ["sh", "-c", "echo one > /work/from-init"],
+         "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        {"name": "second", "image": "sh", "command": ["sh", "-c", "echo two >> /work/from-init"],
+         "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+    ]);
+    init["spec"]["containers"][0]["volumeMounts"] = serde_json::json!([{"name": "work", "mountPath": "/work"}]);
+    init["spec"]["volumes"] = serde_json::json!([{"name": "work", "emptyDir": {}}]);
+    create(&bed, init).await;
+    let mut hides = sh_pod("hides", "true", "Never");
+    hides["spec"]["containers"][0]["volumeMounts"] = serde_json::json!([{"name": "empty", "mountPath": "/bin"}]);
+    hides["spec"]["volumes"] = serde_json::json!([{"name": "empty", "emptyDir": {}}]);
+    create(&bed, hides).await;
+    create(&bed, sh_pod("crashloop", "echo crashing; exit 2", "Always")).await;
 
     let waiting = wait_for(&bed, "needs-secret", "CreateContainerConfigError", |p| {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
@@ -269,6 +285,27 @@ async fn missing_secrets_are_waited_for_and_deadlines_fail_pods() {
     assert_eq!(status.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
     let terminated = container_status(&failed).state.and_then(|s| s.terminated).expect("terminated");
     assert_eq!((terminated.exit_code, terminated.signal), (137, Some(9)));
+
+    let init = wait_for(&bed, "init", "Succeeded", |p| matches!(phase(p), "Succeeded" | "Failed")).await;
+    assert_eq!(bed.node().logs("default", "init", "main", false).expect("log"), "one\ntwo\n");
+    let init_statuses = init.status.and_then(|s| s.init_container_statuses).expect("init statuses");
+    assert_eq!(init_statuses.len(), 2);
+    for status in init_statuses {
+        let terminated = status.state.and_then(|s| s.terminated).expect("init terminated");
+        assert_eq!(terminated.reason.as_deref(), Some("Completed"));
+    }
+
+    let hides = wait_for(&bed, "hides", "Failed", |p| phase(p) == "Failed").await;
+    assert_eq!(hides.status.as_ref().and_then(|s| s.reason.as_deref()), Some("CreateContainerError"));
+    assert!(hides.status.and_then(|s| s.message).is_some_and(|m| m.contains("would hide")));
+
+    let looping =
+        wait_for(&bed, "crashloop", "CrashLoopBackOff", |p| waiting_reason(p).as_deref() == Some("CrashLoopBackOff"))
+            .await;
+    let status = container_status(&looping);
+    assert!(status.restart_count >= 1, "{status:?}");
+    assert_eq!(status.last_state.and_then(|s| s.terminated).map(|t| t.exit_code), Some(2));
+    assert_eq!(phase(&looping), "Running");
 }
 
 fn pid_of(pod: &Pod) -> u32 {
@@ -359,7 +396,7 @@ async fn containers_restart_and_probes_drive_readiness_and_liveness() {
     // Killed by its liveness probe once it marks itself dead; restarted (Always).
     let mut live = sh_pod(
         "liveness",
-        "if [ -e /data/died ]; then exec sleep 600; fi; sleep 1; touch /data/died; exec sleep 600",
+        "if [ -e /data/died ]; then touch /data/restarted; exec sleep 600; fi; sleep 1; touch /data/died; exec sleep 600",
         "Always",
     );
     live["spec"]["containers"][0]["volumeMounts"] = serde_json::json!([{"name": "data", "mountPath": "/data"}]);
@@ -369,11 +406,6 @@ async fn containers_restart_and_probes_drive_readiness_and_liveness() {
         "exec": {"command": ["sh", "-c", "test ! -e /data/died || test -e /data/restarted"]},
         "periodSeconds": 1, "failureThreshold": 1,
     });
-    live["spec"]["containers"][0]["command"] = serde_json::json!([
-        "sh",
-        "-c",
-        "if [ -e /data/died ]; then touch /data/restarted; exec sleep 600; fi; sleep 1; touch /data/died; exec sleep 600"
-    ]);
     create(&bed, live).await;
 
     let flaky = wait_for(&bed, "flaky", "Succeeded", |p| phase(p) == "Succeeded").await;
@@ -429,6 +461,7 @@ async fn deployments_run_and_kubectl_logs_reads_through_the_api_server() {
     .expect("deployment");
     let deployments: Api<Deployment> = Api::namespaced(bed.client(), "default");
     deployments.create(&PostParams::default(), &deployment).await.expect("create deployment");
+    create(&bed, sh_pod("ticker", "for i in 1 2 3; do echo tick $i; sleep 1; done", "Never")).await;
     let available = |d: Option<&Deployment>| {
         d.and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or_default() == 2
     };
@@ -447,6 +480,11 @@ async fn deployments_run_and_kubectl_logs_reads_through_the_api_server() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "line two\n");
     let output = bed.kubectl().args(["logs", &name, "--previous"]).output().expect("kubectl logs --previous");
     assert!(!output.status.success());
+
+    // `kubectl logs -f` streams until the container ends.
+    wait_for(&bed, "ticker", "Running", |p| phase(p) == "Running").await;
+    let output = bed.kubectl().args(["logs", "-f", "ticker"]).output().expect("kubectl logs -f");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "tick 1\ntick 2\ntick 3\n");
 
     // Scaling down deletes pods gracefully through the node.
     let scale = serde_json::json!({"spec": {"replicas": 0}});

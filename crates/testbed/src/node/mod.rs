@@ -413,7 +413,7 @@ fn node_status(name: &str, log_port: u16) -> serde_json::Value {
             "machineID": "duckmesh-testnode",
             "systemUUID": "duckmesh-testnode",
             "bootID": "duckmesh-testnode",
-            "kernelVersion": "",
+            "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
             "osImage": "DuckMesh test node",
             "containerRuntimeVersion": "testnode://0.1.0",
             "kubeletVersion": KUBERNETES_VERSION,

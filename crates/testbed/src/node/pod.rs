@@ -851,3 +851,49 @@ fn finish(
         container_id: Some(format!("testnode://{pid}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools() -> super::super::Tools {
+        super::super::Tools {
+            sh: "/bin/sh".into(),
+            unshare: "/usr/bin/unshare".into(),
+            mount: "/usr/bin/mount".into(),
+            mkdir: "/usr/bin/mkdir".into(),
+            setpriv: "/usr/bin/setpriv".into(),
+            path: "/usr/bin:/bin".into(),
+        }
+    }
+
+    #[test]
+    fn the_wrapper_mounts_then_drops_privileges() {
+        let mounts = vec![Mount { source: "/tmp".into(), target: "/it's/data".into(), read_only: true }];
+        let script = wrapper_script(&tools(), &mounts, Path::new("/work"), 1000, 1000, &[2000]);
+        assert!(script.contains("'/usr/bin/mkdir' -p '/it'\\''s/data'\n"), "{script}");
+        assert!(script.contains("'/usr/bin/mount' --bind '/tmp' '/it'\\''s/data'\n"), "{script}");
+        assert!(script.contains("'/usr/bin/mount' -o remount,bind,ro '/it'\\''s/data'\n"), "{script}");
+        assert!(script.contains("cd '/work'\n"), "{script}");
+        assert!(
+            script.ends_with("exec '/usr/bin/setpriv' --reuid=1000 --regid=1000 --groups=2000 -- \"$@\"\n"),
+            "{script}"
+        );
+        let root = wrapper_script(&tools(), &[], Path::new("/"), 0, 0, &[]);
+        assert!(root.contains("--clear-groups"), "{root}");
+    }
+
+    #[test]
+    fn identities_prefer_the_container() {
+        let pod = PodSecurityContext {
+            run_as_user: Some(1),
+            run_as_group: Some(2),
+            fs_group: Some(3),
+            supplemental_groups: Some(vec![4, 3]),
+            ..PodSecurityContext::default()
+        };
+        let container = SecurityContext { run_as_user: Some(10), ..SecurityContext::default() };
+        assert_eq!(identity(Some(&pod), Some(&container)), (10, 2, vec![3, 4]));
+        assert_eq!(identity(None, None), (0, 0, vec![]));
+    }
+}
