@@ -340,6 +340,12 @@ async fn deleted_pods_get_sigterm_and_force_deleted_pods_are_killed() {
     let forced = wait_for(&bed, "forced", "Running", |p| phase(p) == "Running").await;
     assert_eq!(condition(&running, "Ready").as_deref(), Some("True"));
     let uid = running.metadata.uid.clone().expect("uid");
+    // The trap is set once the script says so.
+    let started = std::time::Instant::now();
+    while !bed.node().logs("default", "graceful", "main", false).unwrap_or_default().contains("started") {
+        assert!(started.elapsed() < WAIT, "the graceful pod never started its loop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let api = pods(&bed);
     api.delete("graceful", &DeleteParams::default()).await.expect("delete");
     tokio::time::timeout(WAIT, await_condition(api.clone(), "graceful", conditions::is_deleted(&uid)))
