@@ -14,5 +14,6 @@ mod harness;
 mod crds;
 mod failures;
 mod leader;
+mod lifecycle;
 mod pipeline;
 mod restart;
