@@ -48,6 +48,15 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// An ingest record holds a NUL character (`\u0000`), which the catalog cannot store
+    /// (the whole request is rejected).
+    #[error("record {record}, field {field:?}: the value holds a NUL character (\\u0000), which cannot be stored; remove it or encode the value")]
+    NulCharacter {
+        /// 0-based position of the record in the request.
+        record: usize,
+        /// The path of the offending value (`name`, `tags[2]`, `address.city`).
+        field: String,
+    },
     /// The request body is larger than the service accepts.
     #[error("the request body is larger than {limit} bytes; send smaller batches")]
     PayloadTooLarge {
@@ -199,6 +208,7 @@ impl Error {
             Error::DatasetNotFound { .. } => "dataset_not_found",
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
             Error::InvalidRecord { .. } => "invalid_record",
+            Error::NulCharacter { .. } => "nul_character",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::SchemaRequired { .. } => "schema_required",
             Error::ReadOnly { .. } => "read_only",
@@ -222,7 +232,7 @@ impl Error {
         match self {
             Error::Unauthorized { .. } => 401,
             Error::RateLimited { .. } | Error::Overloaded { .. } | Error::IngestBackpressure { .. } => 429,
-            Error::InvalidRecord { .. } => 400,
+            Error::InvalidRecord { .. } | Error::NulCharacter { .. } => 400,
             Error::PayloadTooLarge { .. } => 413,
             Error::SchemaRequired { .. } => 409,
             Error::ReadOnly { .. } => 503,
