@@ -2,8 +2,9 @@
 
 use crate::auth::{Principal, presented_key};
 use crate::error::Error;
-use crate::model::{ErrorBody, QueryRequest};
-use crate::service::{QueryAnswer, QueryService, RawBody};
+use crate::ingest::IngestResponse;
+use crate::model::{DatasetList, ErrorBody, Health, QueryRequest, QueryResponse, SnapshotPage};
+use crate::service::{QueryAnswer, QueryService, RawBody, Readiness};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -28,9 +29,10 @@ pub fn router(service: QueryService) -> Router {
         .route("/v1/datasets/{name}/snapshots", get(snapshots))
         .route_layer(from_fn_with_state(service.clone(), authenticate))
         .route("/v1/health", get(health))
-        .route("/healthz", get(health))
+        .route("/healthz", get(healthz))
         .route("/v1/ready", get(ready))
-        .route("/readyz", get(ready))
+        .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(service.clone())
         .merge(metrics)
@@ -74,6 +76,7 @@ fn route_of(path: &str) -> Route {
         "/v1/datasets" => Route::Datasets,
         "/v1/health" | "/healthz" => Route::Health,
         "/v1/ready" | "/readyz" => Route::Ready,
+        "/v1/openapi.json" => Route::Other,
         "/metrics" => Route::Metrics,
         path if path.starts_with("/v1/ingest/") => Route::Ingest,
         path if path.starts_with("/v1/datasets/") && path.ends_with("/snapshots") => Route::Snapshots,
@@ -121,11 +124,87 @@ fn principal_of(headers_extensions: &http::Extensions) -> Result<Principal, Erro
         .ok_or_else(|| Error::Internal { message: "request reached a handler without authentication".into() })
 }
 
-async fn query(State(service): State<QueryService>, request: Request) -> Response {
+/// `POST /v1/query`: an interactive query.
+#[utoipa::path(
+    post,
+    path = "/v1/query",
+    tag = "query",
+    summary = "Run one read-only SQL query (60 s limit, per-user query rate)",
+    request_body(content = QueryRequest, content_type = "application/json"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The answer: JSON (default, and every exported result), CSV or an Arrow IPC stream; \
+         CSV and Arrow carry the metadata in `X-DuckMesh-*` headers",
+         content(
+             (QueryResponse = "application/json"),
+             (String = "text/csv"),
+             (Vec<u8> = "application/vnd.apache.arrow.stream"),
+         ),
+         headers(
+             ("X-DuckMesh-Query-Id" = String, description = "The query id"),
+             ("X-DuckMesh-Row-Count" = u64, description = "Rows in the result"),
+             ("X-DuckMesh-Elapsed-Ms" = u64, description = "Milliseconds from receipt to response"),
+             ("X-DuckMesh-Snapshots" = String, description = "JSON object: dataset → snapshot id read"),
+         )),
+        (status = 400, description = "`invalid_request` (malformed body, unknown field, pin of a dataset the query does \
+         not read), `query_invalid` (does not parse or bind), `query_not_allowed` (not exactly one read-only query)",
+         body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "`dataset_not_found`, `snapshot_not_found`", body = ErrorBody),
+        (status = 409, description = "`dataset_empty`: no committed snapshot and no declared schema", body = ErrorBody),
+        (status = 422, description = "`query_out_of_memory`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` or `overloaded`",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")), body = ErrorBody),
+        (status = 500, description = "`engine_error`, `io_error`, `internal`: a fault on our side", body = ErrorBody),
+        (status = 502, description = "`input_corrupt` or a permanent `object_store_*` failure", body = ErrorBody),
+        (status = 503, description = "`catalog_unavailable` or a transient `object_store_*` failure", body = ErrorBody),
+        (status = 504, description = "`consistency_timeout` (strict barrier not reached) or `query_timeout`",
+         body = ErrorBody),
+    )
+)]
+pub(crate) async fn query(State(service): State<QueryService>, request: Request) -> Response {
     run_query(service, request, QueryKind::Interactive).await
 }
 
-async fn task_query(State(service): State<QueryService>, request: Request) -> Response {
+/// `POST /v1/task/query`: a query from a task.
+#[utoipa::path(
+    post,
+    path = "/v1/task/query",
+    tag = "query",
+    summary = "Run one read-only SQL query from a task (300 s limit, no per-user query rate)",
+    request_body(content = QueryRequest, content_type = "application/json"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The answer: JSON (default, and every exported result), CSV or an Arrow IPC stream; \
+         CSV and Arrow carry the metadata in `X-DuckMesh-*` headers",
+         content(
+             (QueryResponse = "application/json"),
+             (String = "text/csv"),
+             (Vec<u8> = "application/vnd.apache.arrow.stream"),
+         ),
+         headers(
+             ("X-DuckMesh-Query-Id" = String, description = "The query id"),
+             ("X-DuckMesh-Row-Count" = u64, description = "Rows in the result"),
+             ("X-DuckMesh-Elapsed-Ms" = u64, description = "Milliseconds from receipt to response"),
+             ("X-DuckMesh-Snapshots" = String, description = "JSON object: dataset → snapshot id read"),
+         )),
+        (status = 400, description = "`invalid_request` (malformed body, unknown field, pin of a dataset the query does \
+         not read), `query_invalid` (does not parse or bind), `query_not_allowed` (not exactly one read-only query)",
+         body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "`dataset_not_found`, `snapshot_not_found`", body = ErrorBody),
+        (status = 409, description = "`dataset_empty`: no committed snapshot and no declared schema", body = ErrorBody),
+        (status = 422, description = "`query_out_of_memory`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` or `overloaded`",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")), body = ErrorBody),
+        (status = 500, description = "`engine_error`, `io_error`, `internal`: a fault on our side", body = ErrorBody),
+        (status = 502, description = "`input_corrupt` or a permanent `object_store_*` failure", body = ErrorBody),
+        (status = 503, description = "`catalog_unavailable` or a transient `object_store_*` failure", body = ErrorBody),
+        (status = 504, description = "`consistency_timeout` (strict barrier not reached) or `query_timeout`",
+         body = ErrorBody),
+    )
+)]
+pub(crate) async fn task_query(State(service): State<QueryService>, request: Request) -> Response {
     run_query(service, request, QueryKind::Task).await
 }
 
@@ -190,7 +269,39 @@ fn insert_metadata(headers: &mut HeaderMap, response: &crate::model::QueryRespon
 }
 
 /// `POST /v1/ingest/{dataset}[?namespace=]`: a JSON array or NDJSON of records.
-async fn ingest(
+#[utoipa::path(
+    post,
+    path = "/v1/ingest/{dataset}",
+    tag = "ingest",
+    summary = "Buffer records durably; the ack's visibility token makes them visible to queries",
+    params(
+        ("dataset" = String, Path, description = "The dataset to write"),
+        ("namespace" = Option<String>, Query, description = "Its namespace (default DUCKMESH_QUERY_NAMESPACE)"),
+    ),
+    request_body(
+        description = "A JSON array of records (objects whose fields are column names); NDJSON (one object per \
+                       line) is accepted too. At most DUCKMESH_INGEST_MAX_RECORDS records and \
+                       DUCKMESH_INGEST_MAX_BODY_BYTES bytes.",
+        content = Vec<serde_json::Map<String, serde_json::Value>>,
+        content_type = "application/json",
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Stored durably (or already stored: duplicates)", body = IngestResponse),
+        (status = 400, description = "`invalid_record` (names the record and field) or `invalid_request` \
+         (malformed body, too many records, unknown parameter)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`dataset_not_found`", body = ErrorBody),
+        (status = 409, description = "`schema_required`: the Dataset has no schema", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` or `ingest_backpressure`",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")), body = ErrorBody),
+        (status = 500, description = "`internal`: a fault on our side", body = ErrorBody),
+        (status = 503, description = "`read_only` (emergency read-only mode) or `catalog_unavailable`: nothing was \
+         acked", body = ErrorBody),
+    )
+)]
+pub(crate) async fn ingest(
     State(service): State<QueryService>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
@@ -239,7 +350,23 @@ fn namespace_parameter(raw: Option<&str>) -> Result<Option<String>, Error> {
     Ok(namespace)
 }
 
-async fn datasets(State(service): State<QueryService>, request: Request) -> Response {
+/// `GET /v1/datasets`.
+#[utoipa::path(
+    get,
+    path = "/v1/datasets",
+    tag = "datasets",
+    summary = "The caller tenant's datasets: current snapshot, token, files, rows, bytes, last commit, schema",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Every dataset of the caller's tenant", body = DatasetList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")), body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`catalog_unavailable`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn datasets(State(service): State<QueryService>, request: Request) -> Response {
     let principal = match principal_of(request.extensions()) {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
@@ -268,7 +395,32 @@ fn query_parameters(raw: Option<&str>) -> Result<(Option<i64>, Option<i64>, Opti
     Ok((before, limit, namespace))
 }
 
-async fn snapshots(
+/// `GET /v1/datasets/{name}/snapshots`: time travel.
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{name}/snapshots",
+    tag = "datasets",
+    summary = "A dataset's snapshots, newest first",
+    params(
+        ("name" = String, Path, description = "The dataset"),
+        ("before" = Option<i64>, Query, description = "Only snapshots older than this id (`next_before` of the \
+         previous page)"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 100)"),
+        ("namespace" = Option<String>, Query, description = "Its namespace (default DUCKMESH_QUERY_NAMESPACE)"),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "One page of snapshots", body = SnapshotPage),
+        (status = 400, description = "`invalid_request`: bad `limit` or `before`, unknown parameter", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`dataset_not_found`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")), body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`catalog_unavailable`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn snapshots(
     State(service): State<QueryService>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
@@ -288,14 +440,68 @@ async fn snapshots(
     }
 }
 
-async fn health() -> Response {
-    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+/// `GET /v1/health`: liveness only.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "operations",
+    responses((status = 200, description = "The process serves requests", body = Health))
+)]
+pub(crate) async fn health() -> Response {
+    json_response(StatusCode::OK, &Health { status: "ok".into() })
 }
 
-async fn ready(State(service): State<QueryService>) -> Response {
+/// `GET /healthz`: [`health`] under the Kubernetes name.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves requests", body = Health))
+)]
+pub(crate) async fn healthz() -> Response {
+    health().await
+}
+
+/// `GET /v1/ready`: catalog, object store and cache checks.
+#[utoipa::path(
+    get,
+    path = "/v1/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every check passed", body = Readiness),
+        (status = 503, description = "A check failed; each check says why", body = Readiness),
+    )
+)]
+pub(crate) async fn ready(State(service): State<QueryService>) -> Response {
     let readiness = service.readiness().await;
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(status, &readiness)
+}
+
+/// `GET /readyz`: [`ready`] under the Kubernetes name.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every check passed", body = Readiness),
+        (status = 503, description = "A check failed; each check says why", body = Readiness),
+    )
+)]
+pub(crate) async fn readyz(state: State<QueryService>) -> Response {
+    ready(state).await
+}
+
+/// `GET /v1/openapi.json`: this API's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API (docs/openapi.json)",
+               content_type = "application/json", body = Object))
+)]
+pub(crate) async fn openapi_json() -> Response {
+    (StatusCode::OK, [(CONTENT_TYPE, HeaderValue::from_static(JSON))], crate::openapi::document_json()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 pub const KEY_FIELD: &str = "_dedupe_key";
 
 /// The answer to an accepted ingest request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     /// Records stored by this request.
     pub accepted: u64,

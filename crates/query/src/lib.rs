@@ -29,6 +29,7 @@ mod http;
 pub mod ingest;
 pub mod limits;
 pub mod model;
+pub mod openapi;
 mod service;
 pub mod sql;
 
@@ -38,7 +39,7 @@ pub use error::{ConfigError, Error, Result};
 pub use http::{router, serve};
 pub use ingest::IngestResponse;
 pub use model::{
-    ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, QueryRequest, QueryResponse, SnapshotInfo,
-    SnapshotPage,
+    ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, Health, QueryRequest, QueryResponse,
+    SnapshotInfo, SnapshotPage,
 };
 pub use service::{Check, QueryAnswer, QueryService, RawBody, Readiness};

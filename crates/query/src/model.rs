@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The body of `POST /v1/query` and `POST /v1/task/query`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// One read-only SQL query (`SELECT`, `WITH … SELECT`, `VALUES`, `FROM …`). Datasets are
@@ -39,7 +40,7 @@ impl QueryRequest {
 }
 
 /// How a query's rows are returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A [`QueryResponse`] with the rows inline.
@@ -63,7 +64,7 @@ impl Format {
 }
 
 /// A result column.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ColumnInfo {
     /// Column name.
     pub name: String,
@@ -73,7 +74,7 @@ pub struct ColumnInfo {
 }
 
 /// Where an over-sized result went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExportInfo {
     /// Presigned URL of the Parquet file (a bearer credential until `expires_at`).
     pub url: String,
@@ -90,7 +91,7 @@ pub struct ExportInfo {
 }
 
 /// The answer to a query in `json` format (and to an exported query in every format).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueryResponse {
     /// Identifies the query in logs and export keys.
     pub query_id: String,
@@ -120,7 +121,7 @@ pub struct QueryResponse {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
     pub error_code: String,
@@ -129,7 +130,7 @@ pub struct ErrorBody {
 }
 
 /// One dataset in `GET /v1/datasets`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DatasetInfo {
     /// Namespace.
     pub namespace: String,
@@ -153,14 +154,14 @@ pub struct DatasetInfo {
 }
 
 /// `GET /v1/datasets`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DatasetList {
     /// The caller tenant's datasets, by namespace and name.
     pub datasets: Vec<DatasetInfo>,
 }
 
 /// One snapshot in `GET /v1/datasets/{name}/snapshots`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotInfo {
     /// Snapshot id.
     pub id: i64,
@@ -181,7 +182,7 @@ pub struct SnapshotInfo {
 }
 
 /// `GET /v1/datasets/{name}/snapshots`: newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotPage {
     /// The dataset.
     pub dataset: String,
@@ -190,4 +191,12 @@ pub struct SnapshotPage {
     /// Pass as `before` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<i64>,
+}
+
+/// `GET /v1/health` (and `/healthz`): liveness only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
 }

@@ -72,7 +72,7 @@ pub enum RawBody {
 }
 
 /// The outcome of one readiness check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// Whether it passed.
     pub ok: bool,
@@ -82,7 +82,7 @@ pub struct Check {
 }
 
 /// `GET /v1/ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// Whether every check passed.
     pub ready: bool,
