@@ -1,12 +1,16 @@
 //! The resource source of dev mode: the YAML files users would `kubectl apply`, read once,
-//! validated as a whole (nothing is applied when any document is bad), and applied to the
-//! catalog with stable identities so that a rerun resumes instead of starting over.
+//! validated as a whole, and applied to the catalog with stable identities so that a rerun
+//! resumes instead of starting over. Nothing is applied unless every document of every file
+//! is valid and every dataset reference resolves: a mistake anywhere leaves the catalog as it
+//! was.
 
 use duckmesh_catalog::Catalog;
-use duckmesh_core::{JobId, TaskId};
-use duckmesh_resources::{Resource, parse_documents};
+use duckmesh_core::{DatasetId, JobId, TaskId};
+use duckmesh_resources::{Problem, Resource, YamlError, YamlErrorKind, read_documents};
+use duckmesh_scheduler::apply::{ResolvedDataset, TaskScope, job_spec, task_spec};
 use duckmesh_scheduler::{ApplyError, ObjectRef, apply_dataset, apply_job, apply_task};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Why the resources could not be loaded or applied.
@@ -27,20 +31,28 @@ pub enum SourceError {
         /// The path.
         path: PathBuf,
     },
-    /// A document is not a valid DuckMesh resource.
-    #[error(transparent)]
-    Yaml(#[from] duckmesh_resources::YamlError),
+    /// Documents are not valid DuckMesh resources: every problem of every file, each line
+    /// naming the file, document and field.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<YamlError>),
     /// Two documents declare the same resource.
-    #[error("{0} is declared twice")]
-    Duplicate(String),
-    /// A resource was refused.
-    #[error("{resource}: {source}")]
-    Apply {
+    #[error("{second}: {resource} is declared twice (first at {first})")]
+    Duplicate {
         /// `Kind/name`.
         resource: String,
+        /// Where it was first declared.
+        first: String,
+        /// Where it was declared again.
+        second: String,
+    },
+    /// A resource was refused.
+    #[error("{location}: {source}")]
+    Apply {
+        /// `file: document N (Kind/name)`.
+        location: String,
         /// Why.
         #[source]
-        source: ApplyError,
+        source: Box<ApplyError>,
     },
 }
 
@@ -50,17 +62,37 @@ impl SourceError {
         match self {
             Self::Read { .. } => "file_unreadable",
             Self::Empty { .. } => "no_resources",
-            Self::Yaml(error) => error.error_code(),
-            Self::Duplicate(_) => "duplicate_resource",
+            Self::Invalid(errors) => errors.first().map_or("invalid_yaml", YamlError::error_code),
+            Self::Duplicate { .. } => "duplicate_resource",
             Self::Apply { source, .. } => source.error_code(),
         }
     }
 }
 
+/// A resource and where it was declared.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// The file it was read from.
+    pub file: String,
+    /// 1-based document number in the file.
+    pub document: usize,
+    /// The resource.
+    pub resource: Resource,
+}
+
+impl Declared {
+    /// `file: document N (Kind/name)`, as messages start.
+    pub fn location(&self) -> String {
+        format!("{}: document {} ({})", self.file, self.document, self.resource.describe())
+    }
+}
+
 /// Reads every resource of `paths` (files, or directories whose `*.yaml`/`*.yml` files are read
-/// in name order), datasets first.
-pub fn load(paths: &[PathBuf]) -> Result<Vec<Resource>, SourceError> {
-    let mut resources = Vec::new();
+/// in name order), datasets first. Every document of every file is read and validated before
+/// this returns, and all their problems are reported together.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Declared>, SourceError> {
+    let mut declared = Vec::new();
+    let mut errors = Vec::new();
     for path in paths {
         let files = yaml_files(path)?;
         if files.is_empty() {
@@ -69,44 +101,44 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Resource>, SourceError> {
         for file in files {
             let text =
                 std::fs::read_to_string(&file).map_err(|source| SourceError::Read { path: file.clone(), source })?;
-            resources.extend(parse_documents(&text, &file.display().to_string())?);
+            let name = file.display().to_string();
+            match read_documents(&text, &name) {
+                Ok(documents) => declared.extend(documents.into_iter().map(|document| Declared {
+                    file: name.clone(),
+                    document: document.index,
+                    resource: document.resource,
+                })),
+                Err(problems) => errors.extend(problems),
+            }
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    for resource in &resources {
-        let key = format!("{}/{}", namespace_of(resource), resource.describe());
-        if !seen.insert(key) {
-            return Err(SourceError::Duplicate(resource.describe()));
+    for item in &declared {
+        if let Err(problems) = item.resource.validate() {
+            errors.push(YamlError::new(
+                &item.file,
+                item.document,
+                Some(item.resource.describe()),
+                YamlErrorKind::Invalid,
+                problems.into_iter().map(|p| Problem::new(p.field, p.message)).collect(),
+            ));
         }
     }
-    for resource in &resources {
-        validate(resource)?;
+    if !errors.is_empty() {
+        return Err(SourceError::Invalid(errors));
     }
-    resources.sort_by_key(|resource| match resource {
+    let mut seen = HashMap::new();
+    for item in &declared {
+        let key = format!("{}/{}", namespace_of(&item.resource), item.resource.describe());
+        if let Some(first) = seen.insert(key, item.location()) {
+            return Err(SourceError::Duplicate { resource: item.resource.describe(), first, second: item.location() });
+        }
+    }
+    declared.sort_by_key(|item| match item.resource {
         Resource::Dataset(_) => 0,
         Resource::Job(_) => 1,
         Resource::Task(_) => 2,
     });
-    Ok(resources)
-}
-
-/// The checks the catalog would apply, run before anything starts.
-fn validate(resource: &Resource) -> Result<(), SourceError> {
-    let (kind, result) = match resource {
-        Resource::Dataset(d) => {
-            ("Dataset", duckmesh_resources::validate_dataset(d.metadata.name.as_deref().unwrap_or(""), &d.spec))
-        }
-        Resource::Job(j) => {
-            ("Job", duckmesh_resources::validate_job(j.metadata.name.as_deref().unwrap_or(""), &j.spec).map(|_| ()))
-        }
-        Resource::Task(t) => {
-            ("Task", duckmesh_resources::validate_task(t.metadata.name.as_deref().unwrap_or(""), &t.spec))
-        }
-    };
-    result.map_err(|errors| SourceError::Apply {
-        resource: resource.describe(),
-        source: ApplyError::Invalid { kind, name: resource.describe(), errors },
-    })
+    Ok(declared)
 }
 
 fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
@@ -125,12 +157,7 @@ fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
 }
 
 fn namespace_of(resource: &Resource) -> String {
-    let meta = match resource {
-        Resource::Dataset(d) => &d.metadata,
-        Resource::Job(j) => &j.metadata,
-        Resource::Task(t) => &t.metadata,
-    };
-    meta.namespace.clone().unwrap_or_else(|| "default".into())
+    resource.metadata().namespace.clone().unwrap_or_else(|| "default".into())
 }
 
 /// The identity dev mode gives a resource. Without a cluster there is no `metadata.uid`, so it
@@ -170,12 +197,15 @@ pub struct Applied {
     pub tasks: Vec<(TaskId, String)>,
 }
 
-/// Applies `resources` in order (datasets first). Stops at the first refusal.
-pub async fn apply(catalog: &Catalog, resources: &[Resource]) -> Result<Applied, SourceError> {
+/// Applies `declared` (datasets first). Every Job and Task is resolved against the datasets
+/// declared alongside it and those already in the catalog before anything is stored, so a
+/// dangling or cross-tenant reference refuses the whole set and leaves the catalog untouched.
+pub async fn apply(catalog: &Catalog, declared: &[Declared]) -> Result<Applied, SourceError> {
+    check_references(catalog, declared).await?;
     let mut applied = Applied::default();
-    for resource in resources {
-        let failed = |source| SourceError::Apply { resource: resource.describe(), source };
-        match resource {
+    for item in declared {
+        let failed = |source| SourceError::Apply { location: item.location(), source: Box::new(source) };
+        match &item.resource {
             Resource::Dataset(dataset) => {
                 let object = object_ref("Dataset", &dataset.metadata, &dataset.spec);
                 apply_dataset(catalog, &object, &dataset.spec).await.map_err(failed)?;
@@ -196,6 +226,65 @@ pub async fn apply(catalog: &Catalog, resources: &[Resource]) -> Result<Applied,
     Ok(applied)
 }
 
+/// Builds every Job's and Task's catalog spec with datasets resolved as applying would
+/// resolve them (the files' own declarations win over the catalog, since they are applied
+/// first), reading the catalog only.
+async fn check_references(catalog: &Catalog, declared: &[Declared]) -> Result<(), SourceError> {
+    let mut datasets: HashMap<(String, String), ResolvedDataset> = HashMap::new();
+    for item in declared {
+        if let Resource::Dataset(dataset) = &item.resource {
+            let name = dataset.metadata.name.clone().unwrap_or_default();
+            // Not stored yet: the id is a stand-in, only the tenant is checked.
+            let resolved = ResolvedDataset { id: DatasetId(0), tenant: dataset.spec.tenant.clone() };
+            datasets.insert((namespace_of(&item.resource), name), resolved);
+        }
+    }
+    for item in declared {
+        let failed = |source| SourceError::Apply { location: item.location(), source: Box::new(source) };
+        let namespace = namespace_of(&item.resource);
+        let templates: Vec<&duckmesh_resources::TaskTemplate> = match &item.resource {
+            Resource::Dataset(_) => continue,
+            Resource::Job(job) => job.spec.tasks.iter().collect(),
+            Resource::Task(task) => vec![&task.spec.template],
+        };
+        for template in templates {
+            for name in template.inputs.iter().map(|i| &i.dataset).chain(template.output.iter().map(|o| &o.dataset)) {
+                let key = (namespace.clone(), name.clone());
+                if datasets.contains_key(&key) {
+                    continue;
+                }
+                match catalog.dataset_by_name(&namespace, name).await {
+                    Ok(record) => {
+                        datasets.insert(key, ResolvedDataset { id: record.id, tenant: record.tenant });
+                    }
+                    Err(duckmesh_catalog::Error::NotFound { .. }) => {}
+                    Err(error) => return Err(failed(ApplyError::Catalog(error))),
+                }
+            }
+        }
+        let resolve = |name: &str| datasets.get(&(namespace.clone(), name.to_owned())).cloned();
+        match &item.resource {
+            Resource::Dataset(_) => {}
+            Resource::Job(job) => {
+                let object = object_ref("Job", &job.metadata, &job.spec);
+                job_spec(&object, &job.spec, resolve).map_err(failed)?;
+            }
+            Resource::Task(task) => {
+                let object = object_ref("Task", &task.metadata, &task.spec);
+                let scope = TaskScope {
+                    kind: "Task",
+                    name: &object.name,
+                    namespace: &object.namespace,
+                    tenant: &task.spec.tenant,
+                    field: "spec.template".into(),
+                };
+                task_spec(&scope, &task.spec.template, &resolve).map_err(failed)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +294,7 @@ mod tests {
 
     #[test]
     fn identities_are_stable_and_follow_the_spec() {
-        let resources = parse_documents(DATASET, "t.yaml").expect("valid");
+        let resources = duckmesh_resources::parse_documents(DATASET, "t.yaml").expect("valid");
         let Resource::Dataset(dataset) = &resources[0] else { panic!("a dataset") };
         let first = object_ref("Dataset", &dataset.metadata, &dataset.spec);
         let again = object_ref("Dataset", &dataset.metadata, &dataset.spec);
@@ -227,7 +316,36 @@ mod tests {
         std::fs::write(dir.path().join("a.yml"), DATASET).expect("write");
         let error = load(&[dir.path().to_path_buf()]).expect_err("duplicate");
         assert_eq!(error.error_code(), "duplicate_resource");
+        let text = error.to_string();
+        assert!(text.contains("b.yaml: document 1 (Dataset/out): Dataset/out is declared twice (first at "), "{text}");
+        assert!(text.contains("a.yml: document 1 (Dataset/out))"), "{text}");
         let missing = load(&[dir.path().join("nope.yaml")]).expect_err("missing");
         assert_eq!(missing.error_code(), "file_unreadable");
+    }
+
+    /// Every document of every file is checked before anything is reported, and each problem
+    /// names its file, document and field once (`Job/cyc`, not `Job/Job/cyc`).
+    #[test]
+    fn every_problem_of_every_file_is_reported_with_its_location() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cyclic = "apiVersion: duckmesh.io/v1alpha1\nkind: Job\nmetadata: {name: cyc}\nspec:\n  tasks:\n    - {name: a, dependsOn: [b], sql: 'SELECT 1', output: {dataset: out}}\n    - {name: b, dependsOn: [a], sql: 'SELECT 1', output: {dataset: out}}\n";
+        std::fs::write(dir.path().join("a.yaml"), format!("{DATASET}---\n{cyclic}")).expect("write");
+        std::fs::write(dir.path().join("b.yaml"), "# only a comment\n").expect("write");
+        let typo = "apiVersion: duckmesh.io/v1alpha1\nkind: Job\nmetadata: {name: typo}\nspec:\n  tasks: [{name: a, dependOn: [x], sql: 'SELECT 1', output: {dataset: out}}]\n";
+        std::fs::write(dir.path().join("c.yaml"), typo).expect("write");
+        let error = load(&[dir.path().to_path_buf()]).expect_err("invalid");
+        let text = error.to_string();
+        let a = dir.path().join("a.yaml").display().to_string();
+        let b = dir.path().join("b.yaml").display().to_string();
+        let c = dir.path().join("c.yaml").display().to_string();
+        for expected in [
+            format!("{a}: document 2 (Job/cyc): spec.tasks: "),
+            format!("{b}: holds no resources"),
+            format!("{c}: document 1 (Job/typo): spec.tasks[0]: unknown field \"dependOn\""),
+        ] {
+            assert!(text.lines().any(|line| line.starts_with(&expected)), "expected {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("Job/Job"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 }

@@ -20,7 +20,7 @@ pub use job::{Job, JobSpec, JobStatus, PhaseCounts};
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
 pub use task::{InputRef, OutputMode, OutputRef, Resources, Task, TaskKind, TaskSpec, TaskStatus, TaskTemplate};
 pub use validate::{ValidationError, validate_dataset, validate_job, validate_task};
-pub use yaml::{Resource, YamlError, parse_documents};
+pub use yaml::{Document, Problem, Resource, YamlError, YamlErrorKind, parse_documents, read_documents};
 
 use kube::CustomResourceExt;
 
@@ -30,6 +30,10 @@ pub const GROUP: &str = "duckmesh.io";
 pub const VERSION: &str = "v1alpha1";
 /// The largest Job we accept (tasks per Job).
 pub const MAX_TASKS_PER_JOB: usize = 10_000;
+/// The smallest `targetFileSizeBytes` accepted (1 MiB): smaller files make every reader slower.
+pub const MIN_TARGET_FILE_SIZE_BYTES: u64 = 1 << 20;
+/// The largest `targetFileSizeBytes` accepted (16 GiB).
+pub const MAX_TARGET_FILE_SIZE_BYTES: u64 = 16 << 30;
 
 /// The CustomResourceDefinitions of every kind, as multi-document YAML (what `duckmesh crds`
 /// prints and `crds/duckmesh.io.yaml` holds).

@@ -2,11 +2,11 @@
 //! name lengths of derived objects. The operator turns errors into a `Valid=False` condition
 //! and a Warning event; `duckmesh dev` prints them and exits. Pure functions.
 
-use crate::MAX_TASKS_PER_JOB;
 use crate::dataset::DatasetSpec;
 use crate::job::JobSpec;
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
 use crate::task::{TaskKind, TaskSpec, TaskTemplate};
+use crate::{MAX_TARGET_FILE_SIZE_BYTES, MAX_TASKS_PER_JOB, MIN_TARGET_FILE_SIZE_BYTES};
 use std::collections::HashSet;
 
 /// One problem with a resource, located by a JSON-path-like field name.
@@ -54,6 +54,17 @@ fn check_name(errors: &mut Vec<ValidationError>, field: &str, name: &str) {
     }
 }
 
+fn check_target_file_size(errors: &mut Vec<ValidationError>, field: &str, size: Option<u64>) {
+    if size.is_some_and(|bytes| !(MIN_TARGET_FILE_SIZE_BYTES..=MAX_TARGET_FILE_SIZE_BYTES).contains(&bytes)) {
+        errors.push(ValidationError::new(
+            field,
+            format!(
+                "must be between {MIN_TARGET_FILE_SIZE_BYTES} (1 MiB) and {MAX_TARGET_FILE_SIZE_BYTES} (16 GiB) bytes"
+            ),
+        ));
+    }
+}
+
 /// Checks a Dataset.
 pub fn validate_dataset(name: &str, spec: &DatasetSpec) -> Result<(), Vec<ValidationError>> {
     let mut errors = Vec::new();
@@ -79,6 +90,7 @@ pub fn validate_dataset(name: &str, spec: &DatasetSpec) -> Result<(), Vec<Valida
             ));
         }
     }
+    check_target_file_size(&mut errors, "spec.targetFileSizeBytes", spec.target_file_size_bytes);
     if let Some(ingest) = &spec.ingest
         && !known(&ingest.dedupe_key)
     {
@@ -168,6 +180,7 @@ fn validate_template(errors: &mut Vec<ValidationError>, field: &str, task: &Task
     if task.timeout_seconds.is_some_and(|s| !(1..=604_800).contains(&s)) {
         errors.push(ValidationError::new(format!("{field}.timeoutSeconds"), "must be between 1 and 604800 (7 days)"));
     }
+    check_target_file_size(errors, &format!("{field}.targetFileSizeBytes"), task.target_file_size_bytes);
     if let Some(resources) = &task.resources {
         if let Some(memory) = &resources.memory
             && parse_memory_bytes(memory).is_none_or(|bytes| bytes < 64 * 1024 * 1024)
