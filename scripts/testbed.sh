@@ -32,6 +32,10 @@ done
 etcd_ldflags="-s -w"
 
 need_go() {
+  # The official Go install lives in /usr/local/go; a non-login shell may not have it on PATH.
+  if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="/usr/local/go/bin:$PATH"
+  fi
   if ! command -v go >/dev/null; then
     say "Go is not installed: the test bed is built from Go modules (Go >= 1.26 needed)"
     exit 1

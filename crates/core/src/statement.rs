@@ -19,6 +19,11 @@ pub const SERIALIZE_SQL: &str = "SELECT json_serialize_sql(?::VARCHAR)";
 /// Table functions a query may call: they generate rows and touch nothing outside.
 pub const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["range", "generate_series", "unnest"];
 
+/// The query node types DuckDB's serializer writes for a read-only query (`SELECT`, `VALUES`,
+/// `FROM …`, set operations, CTEs). A statement whose node is anything else is refused: the check
+/// accepts only what it understands.
+pub const QUERY_NODE_TYPES: &[&str] = &["SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"];
+
 /// What an accepted query reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Analysis {
@@ -64,7 +69,10 @@ impl StatementError {
 pub fn check(parser_json: &str) -> Result<Analysis, StatementError> {
     let tree: Value =
         serde_json::from_str(parser_json).map_err(|error| StatementError::Unreadable { message: error.to_string() })?;
-    if tree.get("error").and_then(Value::as_bool).unwrap_or(false) {
+    let Some(failed) = tree.get("error").and_then(Value::as_bool) else {
+        return Err(StatementError::Unreadable { message: "no boolean `error` field".into() });
+    };
+    if failed {
         let message = tree.get("error_message").and_then(Value::as_str).unwrap_or("the SQL does not parse");
         let kind = tree.get("error_type").and_then(Value::as_str).unwrap_or_default();
         return Err(if message.contains("Only SELECT statements") || kind == "not implemented" {
@@ -82,9 +90,17 @@ pub fn check(parser_json: &str) -> Result<Analysis, StatementError> {
         0 => return Err(StatementError::Invalid { message: "the SQL is empty".into() }),
         n => return Err(not_allowed(&format!("exactly one statement is allowed, found {n}"))),
     }
+    let statement = &tree["statements"][0];
+    let node_type = statement.get("node").and_then(|node| node.get("type")).and_then(Value::as_str);
+    if !node_type.is_some_and(|kind| QUERY_NODE_TYPES.contains(&kind)) {
+        return Err(not_allowed(&format!(
+            "only read-only queries are allowed; the parser reports a {} statement",
+            node_type.unwrap_or("malformed")
+        )));
+    }
     let mut tables = BTreeSet::new();
     let mut ctes = BTreeSet::new();
-    walk(&tree["statements"][0], &mut tables, &mut ctes)?;
+    walk(statement, &mut tables, &mut ctes)?;
     Ok(Analysis { tables: tables.into_iter().filter(|name| !ctes.contains(name)).collect() })
 }
 

@@ -25,7 +25,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, instrument, warn};
@@ -86,7 +86,16 @@ pub struct Context {
     /// Jobs and standalone Tasks waiting for a dataset to be registered.
     pub waiting: Waiting,
     failures: Mutex<HashMap<String, u32>>,
+    /// Uids whose `DatasetNotFound` Warning is held back (see [`DATASET_WAIT_QUIET`]).
+    deferred_warnings: Mutex<HashSet<String>>,
 }
+
+/// How long after its creation a Job or Task waits for a missing dataset without a Warning
+/// event. `kubectl apply -f` of a file holding a Job and its Datasets creates them one by one,
+/// and the Job's reconcile may run before the Datasets are registered: that is expected, and
+/// registering a Dataset wakes the Jobs waiting for it at once. The condition says
+/// `DatasetNotFound` meanwhile; the Warning comes only if the dataset is still missing after this.
+pub const DATASET_WAIT_QUIET: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,6 +117,43 @@ impl Context {
             triggers: Triggers::default(),
             waiting: Waiting::default(),
             failures: Mutex::new(HashMap::new()),
+            deferred_warnings: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether the not-ready Warning of a resource is due now, and how soon to look again when
+    /// it is held back. `changed` says whether the not-ready status was just written. A
+    /// `DatasetNotFound` within [`DATASET_WAIT_QUIET`] of the resource's creation is held back;
+    /// a held-back Warning is published on the first reconcile after the quiet period if the
+    /// dataset is still missing.
+    fn not_ready_warning(
+        &self,
+        meta: &kube::core::ObjectMeta,
+        why: NotReady,
+        changed: bool,
+    ) -> (bool, Option<Duration>) {
+        let Some(uid) = meta.uid.clone() else { return (changed, None) };
+        let mut deferred = self.deferred_warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let age = meta
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()))
+            .and_then(|created| ((self.now)() - created).to_std().ok())
+            .unwrap_or(Duration::MAX);
+        if why == NotReady::DatasetNotFound && age < DATASET_WAIT_QUIET {
+            if changed {
+                deferred.insert(uid);
+            }
+            return (false, Some(DATASET_WAIT_QUIET - age));
+        }
+        let was_deferred = deferred.remove(&uid);
+        (changed || (was_deferred && why == NotReady::DatasetNotFound), None)
+    }
+
+    /// Forgets a held-back Warning (the resource was registered).
+    fn registered(&self, uid: Option<&String>) {
+        if let Some(uid) = uid {
+            self.deferred_warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
         }
     }
 
@@ -340,6 +386,7 @@ async fn apply_job_resource(job: &Job, ctx: &Context, api: &Api<Job>) -> Result<
         }
     };
     ctx.waiting.forget(&object.namespace, &waiter);
+    ctx.registered(job.meta().uid.as_ref());
     if !upsert.cancelled_attempts.is_empty() {
         info!(cancelled = upsert.cancelled_attempts.len(), "a new incarnation of the job replaced an older one");
     }
@@ -450,14 +497,18 @@ async fn job_not_ready(
 ) -> Result<Action> {
     let previous = job.status.as_ref();
     let status = decide::job_not_ready(previous, why, message, job.meta().generation, (ctx.now)());
-    if previous != Some(&status) {
+    let changed = previous != Some(&status);
+    if changed {
         apply_status::<Job>(api, &job.name_any(), &status).await?;
+    }
+    let (warn_now, look_again) = ctx.not_ready_warning(job.meta(), why, changed);
+    if warn_now {
         ctx.publish(job, EventType::Warning, why.reason(), message.to_owned(), "Register").await;
     }
     if let Some(uid) = &job.meta().uid {
         ctx.succeeded(uid);
     }
-    Ok(action)
+    Ok(look_again.map_or(action, Action::requeue))
 }
 
 /// Deleting a Job cancels it in the catalog (its unfinished tasks become `Cancelled`, their
@@ -568,6 +619,7 @@ async fn reconcile_task_inner(task: &Task, ctx: &Context) -> Result<Action> {
         None => match apply_task(&ctx.catalog, &object, &task.spec).await {
             Ok(id) => {
                 ctx.waiting.forget(&object.namespace, &Waiter::Task(object.name.clone()));
+                ctx.registered(task.meta().uid.as_ref());
                 Some(ctx.catalog.task(id).await?)
             }
             Err(error) => {
@@ -577,11 +629,15 @@ async fn reconcile_task_inner(task: &Task, ctx: &Context) -> Result<Action> {
                     return Ok(Action::requeue(Duration::ZERO));
                 }
                 let status = decide::task_not_ready(previous, why, &error.to_string(), generation, now);
-                if previous != Some(&status) {
+                let changed = previous != Some(&status);
+                if changed {
                     apply_status::<Task>(&api, &object.name, &status).await?;
+                }
+                let (warn_now, look_again) = ctx.not_ready_warning(task.meta(), why, changed);
+                if warn_now {
                     ctx.publish(task, EventType::Warning, why.reason(), error.to_string(), "Register").await;
                 }
-                return Ok(action);
+                return Ok(look_again.map_or(action, Action::requeue));
             }
         },
     };

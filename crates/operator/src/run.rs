@@ -2,7 +2,7 @@
 //! this replica leads — the three controllers, the worker-pod watcher, the commit listener and
 //! the scheduler loop. Losing the Lease stops all of them; the replica then campaigns again as
 //! a standby. Shutdown always wins over everything else: the leader stops its work (waiting at
-//! most the renew deadline, then aborting it), never leads again, releases the Lease and exits.
+//! most 2 s, then aborting it), never leads again, releases the Lease and exits.
 
 use crate::commits::CommitWatcher;
 use crate::controllers::{Context, Resync, error_policy, reconcile_dataset, reconcile_job, reconcile_task};
@@ -154,7 +154,7 @@ pub async fn run_with_client(
             }
         };
         lead.cancel();
-        stop_workers(&mut workers, timings.renew_deadline).await;
+        stop_workers(&mut workers, LEAD_STOP_GRACE).await;
         health.leading.store(false, Ordering::SeqCst);
         if ended == LeadEnd::Shutdown || shutdown.is_cancelled() {
             break;
@@ -186,18 +186,24 @@ enum LeadEnd {
     WorkerStopped,
 }
 
+/// How long the leader's workers get to finish after shutdown or a lost Lease, before they are
+/// aborted. Short on purpose: the standby waits for the Lease release that follows. The pod
+/// watcher, the commit listener and the scheduler end at once on their token; kube's
+/// controllers, asked to shut down gracefully, keep their queue open until every requeue they
+/// hold comes due (minutes, with the idle resync), and one whose watch never became ready waits
+/// for its store forever. Nothing needs to finish: every reconcile step is idempotent and the
+/// catalog is the source of truth.
+const LEAD_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Waits up to `grace` for the leader's workers to end after their token was cancelled, then
-/// aborts what is left (a controller whose watch never became ready can wait forever for its
-/// store; nothing they do needs to finish: every step is idempotent and the catalog is the
-/// source of truth).
+/// aborts what is left (see [`LEAD_STOP_GRACE`]).
 async fn stop_workers(workers: &mut JoinSet<()>, grace: Duration) {
     let drained = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        warn!(
+        info!(
             remaining = workers.len(),
             grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
-            error_code = "lead_stop_timeout",
-            "the leader's workers did not stop in time; aborting them"
+            "aborting the leader's workers still draining (controllers hold queued requeues)"
         );
         workers.abort_all();
         while workers.join_next().await.is_some() {}
