@@ -4,16 +4,23 @@
 //! visible (pass it as `min_visibility_token`).
 //!
 //! A batch is all or nothing: one invalid record rejects the whole request with a 400 naming
-//! the record (0-based) and the field, and nothing is stored. Checks here are by JSON kind
-//! (a number for a `DOUBLE`, an integer in range for an `INTEGER`, a string for a `DATE`…);
-//! the coordinator does the exact conversion, and a value that passes here but does not
-//! convert there (a string `"2024-13-45"` for a `DATE`) is parked in the dead-letter table
-//! without holding up the rest.
+//! the record (0-based) and the field path, and nothing is stored. Values are checked exactly,
+//! at every depth ([`values`]): a value that does not fit its column's type as it is (`"2"` or
+//! `3.7` for an `INTEGER`, an unknown `STRUCT` field, a `MAP` value of the wrong type) is
+//! refused, never coerced. A NUL character anywhere (`\u0000`, which PostgreSQL cannot store)
+//! is refused as `nul_character`. What only DuckDB can decide (a string `"2024-13-45"` for a
+//! `DATE`) is converted strictly by the coordinator, which parks a record that does not
+//! convert in the dead-letter table without holding up the rest.
+//!
+//! [`parse_body`] and [`prepare`] are pure: together they are the whole request check.
+
+pub mod values;
 
 use crate::error::{Error, Result};
-use duckmesh_catalog::{Column, IngestRecord, MAX_DEDUPE_KEY_BYTES, canonical_type};
+use duckmesh_catalog::{Column, IngestRecord, MAX_DEDUPE_KEY_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use values::{DataType, RecordSchema};
 
 /// The record field that gives a record's dedupe key explicitly (not stored as a column).
 pub const KEY_FIELD: &str = "_dedupe_key";
@@ -56,9 +63,10 @@ impl IngestSettings {
 }
 
 /// Splits a body into records: a JSON array of objects, or one object per line (NDJSON; blank
-/// lines are skipped). At most `max_records`.
+/// lines are skipped). At most `max_records`. A UTF-8 byte-order mark before it is skipped.
 pub fn parse_body(body: &[u8], max_records: usize) -> Result<Vec<Map<String, Value>>> {
     let text = std::str::from_utf8(body).map_err(|error| invalid_body(format!("the body is not UTF-8: {error}")))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     let values: Vec<Value> = if trimmed.starts_with('[') {
         serde_json::from_str(trimmed).map_err(|error| invalid_body(format!("the body is not a JSON array: {error}")))?
@@ -108,27 +116,25 @@ fn invalid_body(message: String) -> Error {
 }
 
 /// Checks `records` against `schema` and takes their dedupe keys: from [`KEY_FIELD`] when a
-/// record has it, else from the `dedupe_column`. Unknown fields, values of the wrong kind, and
-/// missing or null keys are errors naming the record and field.
+/// record has it, else from the `dedupe_column`. A NUL character anywhere is
+/// [`Error::NulCharacter`]; unknown fields, values that do not fit their column's type exactly
+/// (at any depth, see [`values`]), and missing or null keys are [`Error::InvalidRecord`]; both
+/// name the record and the field path. Pure: the whole request check after [`parse_body`].
 pub fn prepare(
     records: Vec<Map<String, Value>>,
     schema: &[Column],
     dedupe_column: Option<&str>,
 ) -> Result<Vec<IngestRecord>> {
-    let canonical: Vec<(&str, String)> =
-        schema.iter().map(|column| (column.name.as_str(), canonical_type(&column.data_type))).collect();
+    let schema = RecordSchema::new(schema);
     let mut prepared = Vec::with_capacity(records.len());
     for (index, mut record) in records.into_iter().enumerate() {
+        if let Some(field) = values::find_nul_in_record(&record) {
+            return Err(Error::NulCharacter { record: index, field });
+        }
         let fail =
             |field: &str, message: String| Error::InvalidRecord { record: index, field: Some(field.into()), message };
         let explicit = record.remove(KEY_FIELD);
-        for (field, value) in &record {
-            let (_, data_type) = canonical
-                .iter()
-                .find(|(name, _)| name == field)
-                .ok_or_else(|| fail(field, "the dataset has no such column".into()))?;
-            check_canonical(data_type, value).map_err(|message| fail(field, message))?;
-        }
+        schema.check_record(&record).map_err(|error| fail(&error.path, error.message))?;
         let key = match (explicit, dedupe_column) {
             (Some(value), _) => key_text(&value).map_err(|message| fail(KEY_FIELD, message))?,
             (None, Some(column)) => match record.get(column) {
@@ -150,8 +156,10 @@ pub fn prepare(
     Ok(prepared)
 }
 
-/// A dedupe key's text: a string as is, a number or boolean as written.
-fn key_text(value: &Value) -> std::result::Result<String, String> {
+/// A dedupe key's text, which is what keys are compared by: a string as is, a number as
+/// JSON spells it (`7`, `-3`, `2.5`; so the number `7` and the string `"7"` are the same key),
+/// `true`/`false`.
+pub fn key_text(value: &Value) -> std::result::Result<String, String> {
     let text = match value {
         Value::String(text) => text.clone(),
         Value::Number(number) => number.to_string(),
@@ -164,62 +172,10 @@ fn key_text(value: &Value) -> std::result::Result<String, String> {
     Ok(text)
 }
 
-/// Whether `value` has the JSON kind a column of DuckDB type `data_type` takes. `null` fits
-/// every column.
+/// Whether `value` is a value of DuckDB type `data_type` exactly (any spelling of the type;
+/// see [`values`]). `null` fits every column.
 pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), String> {
-    check_canonical(&canonical_type(data_type), value)
-}
-
-/// [`check_value`] for a type name already in canonical spelling.
-fn check_canonical(data_type: &str, value: &Value) -> std::result::Result<(), String> {
-    if value.is_null() {
-        return Ok(());
-    }
-    let base = data_type.split('(').next().unwrap_or_default().trim();
-    let expect = |ok: bool, wanted: &str| {
-        if ok { Ok(()) } else { Err(format!("expected {wanted} for a {data_type} column, got {}", kind_of(value))) }
-    };
-    if data_type.ends_with(']') {
-        return expect(value.is_array(), "an array");
-    }
-    if base == "STRUCT" || base == "MAP" {
-        return expect(value.is_object(), "an object");
-    }
-    if let Some((min, max)) = integer_range(base) {
-        let fits = match value {
-            Value::Number(number) => number
-                .as_i64()
-                .map(i128::from)
-                .or_else(|| number.as_u64().map(i128::from))
-                .is_some_and(|n| (min..=max).contains(&n)),
-            _ => false,
-        };
-        return expect(fits, &format!("an integer from {min} to {max}"));
-    }
-    match base {
-        "HUGEINT" | "UHUGEINT" => expect(value.is_i64() || value.is_u64(), "an integer"),
-        "DOUBLE" | "FLOAT" | "DECIMAL" => expect(value.is_number(), "a number"),
-        "BOOLEAN" => expect(value.is_boolean(), "true or false"),
-        "JSON" => Ok(()),
-        "VARCHAR" | "UUID" | "DATE" | "TIME" | "INTERVAL" | "BLOB" => expect(value.is_string(), "a string"),
-        _ if base.starts_with("TIMESTAMP") || base.starts_with("TIME ") => expect(value.is_string(), "a string"),
-        // Other types (ENUM, UNION, BIT…): the coordinator's conversion decides.
-        _ => Ok(()),
-    }
-}
-
-fn integer_range(base: &str) -> Option<(i128, i128)> {
-    Some(match base {
-        "TINYINT" => (i128::from(i8::MIN), i128::from(i8::MAX)),
-        "SMALLINT" => (i128::from(i16::MIN), i128::from(i16::MAX)),
-        "INTEGER" => (i128::from(i32::MIN), i128::from(i32::MAX)),
-        "BIGINT" => (i128::from(i64::MIN), i128::from(i64::MAX)),
-        "UTINYINT" => (0, i128::from(u8::MAX)),
-        "USMALLINT" => (0, i128::from(u16::MAX)),
-        "UINTEGER" => (0, i128::from(u32::MAX)),
-        "UBIGINT" => (0, i128::from(u64::MAX)),
-        _ => return None,
-    })
+    DataType::parse(data_type).check(value, &mut String::new()).map_err(|error| error.message)
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -327,6 +283,64 @@ mod tests {
         assert!(check_value("JSON", &json!({"a": [1]})).is_ok());
         assert!(check_value("TIMESTAMP WITH TIME ZONE", &json!("2024-01-01T00:00:00Z")).is_ok());
         assert!(check_value("STRUCT(a INTEGER)", &json!({"a": 1})).is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_body_is_skipped() {
+        assert_eq!(parse_body("\u{feff}[{\"id\": 1}]".as_bytes(), 100).expect("array").len(), 1);
+        assert_eq!(parse_body("\u{feff}{\"id\": 1}\n{\"id\": 2}".as_bytes(), 100).expect("ndjson").len(), 2);
+        assert!(parse_body("[{\"id\": 1}]\u{feff}".as_bytes(), 100).is_err(), "only at the start");
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_refused_naming_record_and_path() {
+        let cases: &[(&str, usize, &str)] = &[
+            (r#"[{"id": 1}, {"id": 2, "tags": ["a", "b\u0000"]}]"#, 1, "tags[1]"),
+            (r#"[{"id": 1, "_dedupe_key": "k\u0000"}]"#, 0, "_dedupe_key"),
+            (r#"[{"id": 1, "nope\u0000": 1}]"#, 0, "nope\u{0}"),
+        ];
+        for (body, record, field) in cases {
+            match prepare(records(body), &schema(), Some("id")) {
+                Err(Error::NulCharacter { record: r, field: f }) => assert_eq!((r, f.as_str()), (*record, *field)),
+                other => panic!("{body}: expected nul_character, got {other:?}"),
+            }
+        }
+        let error = prepare(records(r#"[{"id": 1, "tags": ["\u0000"]}]"#), &schema(), Some("id")).expect_err("nul");
+        assert_eq!((error.error_code(), error.status()), ("nul_character", 400));
+    }
+
+    #[test]
+    fn nested_values_are_checked_exactly() {
+        let schema: Vec<Column> =
+            [("id", "INTEGER"), ("m", "MAP(VARCHAR,INTEGER)"), ("s", "STRUCT(x INTEGER)"), ("l", "INTEGER[]")]
+                .iter()
+                .map(|(name, data_type)| Column { name: (*name).into(), data_type: (*data_type).into() })
+                .collect();
+        let cases: &[(&str, &str)] = &[
+            (r#"{"id": 1, "m": {"k": "notint"}}"#, "m.k"),
+            (r#"{"id": 1, "s": {"y": 1}}"#, "s"),
+            (r#"{"id": 1, "s": {}}"#, "s"),
+            (r#"{"id": 1, "l": [1, "2", 3.7, 99999999999]}"#, "l[1]"),
+            (r#"{"id": 1, "l": [1, 3.7]}"#, "l[1]"),
+            (r#"{"id": 1, "l": [1, 99999999999]}"#, "l[1]"),
+        ];
+        for (body, field) in cases {
+            match prepare(records(body), &schema, Some("id")) {
+                Err(Error::InvalidRecord { record: 0, field: Some(f), .. }) => assert_eq!(f, *field, "{body}"),
+                other => panic!("{body}: expected invalid_record, got {other:?}"),
+            }
+        }
+        prepare(records(r#"{"id": 1, "m": {"k": 2}, "s": {"x": null}, "l": [1, null]}"#), &schema, Some("id"))
+            .expect("valid");
+    }
+
+    #[test]
+    fn dedupe_keys_compare_by_text() {
+        assert_eq!(key_text(&json!(7)), key_text(&json!("7")), "the number 7 and the string \"7\" are one key");
+        assert_eq!(key_text(&json!(true)).as_deref(), Ok("true"));
+        assert_eq!(key_text(&json!(2.5)).as_deref(), Ok("2.5"));
+        assert!(key_text(&json!([7])).is_err());
+        assert!(key_text(&json!("")).is_err());
     }
 
     #[test]

@@ -284,3 +284,93 @@ async fn floods_get_429_and_lose_nothing() -> Result<(), BoxError> {
     assert_eq!(stored(&env.catalog, buffered).await?.len(), 5);
     server.stop().await
 }
+
+/// Issue 20: values that do not fit the declared type exactly, at any depth, are refused at
+/// the API naming record and field path (they used to be stored and nulled or rounded by the
+/// conversion); a NUL is a 400 before anything reaches PostgreSQL (it used to be a 503 with
+/// PostgreSQL's text); a byte-order mark is accepted; `7` and `"7"` are one dedupe key; a
+/// dataset without columns takes no ingest.
+#[tokio::test]
+async fn nested_values_nuls_boms_and_key_spellings() -> Result<(), BoxError> {
+    let env = env().await?;
+    let schema = vec![
+        Column { name: "id".into(), data_type: "VARCHAR".into() },
+        Column { name: "m".into(), data_type: "MAP(VARCHAR,INTEGER)".into() },
+        Column { name: "s".into(), data_type: "STRUCT(x INTEGER)".into() },
+        Column { name: "l".into(), data_type: "INTEGER[]".into() },
+        Column { name: "d".into(), data_type: "DECIMAL(5,2)".into() },
+        Column { name: "u".into(), data_type: "UNION(n INTEGER, t VARCHAR)".into() },
+    ];
+    let typed = env
+        .catalog
+        .upsert_dataset(&DatasetSpec {
+            namespace: "default".into(),
+            name: "typed".into(),
+            uid: "uid-typed".into(),
+            generation: 1,
+            tenant: "default".into(),
+            schema: Some(schema),
+            spec: json!({"ingest": {"dedupeKey": "id"}}),
+        })
+        .await?
+        .id;
+    let keyed = ingest_dataset(&env.catalog, "keyed", json!({})).await?;
+    env.catalog
+        .upsert_dataset(&DatasetSpec {
+            namespace: "default".into(),
+            name: "no-columns".into(),
+            uid: "uid-no-columns".into(),
+            generation: 1,
+            tenant: "default".into(),
+            schema: Some(Vec::new()),
+            spec: json!({}),
+        })
+        .await?;
+    let server = start(&env, config(&env)).await?;
+
+    let refused: &[(&str, &str, &str)] = &[
+        (r#"[{"id": "a"}, {"id": "b", "m": {"k": "notint"}}]"#, "invalid_record", "record 1, field \"m.k\""),
+        (r#"{"id": "a", "s": {"y": 1}}"#, "invalid_record", "record 0, field \"s\""),
+        (r#"{"id": "a", "l": [1, "2", 3.7, 99999999999]}"#, "invalid_record", "record 0, field \"l[1]\""),
+        (r#"{"id": "a", "l": [1, 2, 3.7]}"#, "invalid_record", "record 0, field \"l[2]\""),
+        (r#"{"id": "a", "l": [99999999999]}"#, "invalid_record", "record 0, field \"l[0]\""),
+        (r#"{"id": "a", "d": 1.234}"#, "invalid_record", "record 0, field \"d\""),
+        (r#"{"id": "a", "d": 1000}"#, "invalid_record", "record 0, field \"d\""),
+        (r#"{"id": "a", "u": 5}"#, "invalid_record", "record 0, field \"u\""),
+        ("{\"id\": \"a\"}\n{\"id\": \"b\\u0000\"}", "nul_character", "record 1, field \"id\""),
+        (r#"[{"id": "a", "m": {"k\u0000": 1}}]"#, "nul_character", "record 0, field \"m[\\\"k\\\\u0000\\\"]\""),
+        (r#"[{"id": "a", "_dedupe_key": "x\u0000"}]"#, "nul_character", "record 0, field \"_dedupe_key\""),
+    ];
+    for (body, code, names) in refused {
+        let response = post_raw(&server.url, "typed", body).await?;
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await?;
+        assert_eq!((status, answer["error_code"].as_str()), (400, Some(*code)), "{body}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(names), "{body}: {message}");
+        assert!(!message.contains("catalog") && !message.contains("unsupported Unicode"), "{message}");
+    }
+    assert!(stored(&env.catalog, typed).await?.is_empty(), "refused requests store nothing");
+
+    // Values that fit exactly are stored as sent; a byte-order mark before the body is skipped.
+    let exact = json!({"id": "ok", "m": {"k": 1}, "s": {"x": 2}, "l": [1, null, 3], "d": 123.45, "u": {"t": "x"}});
+    let ack = server.client(None).ingest("typed", None, format!("\u{feff}[{exact}]")).await?;
+    assert_eq!(ack.accepted, 1);
+    let ack = server.client(None).ingest("typed", None, "\u{feff}{\"id\": \"bom\"}\n{\"id\": \"ndjson\"}").await?;
+    assert_eq!(ack.accepted, 2);
+    let rows = stored(&env.catalog, typed).await?;
+    assert_eq!(rows[0], ("ok".to_owned(), exact));
+    assert_eq!(rows.len(), 3);
+
+    // Keys compare by their text: the number 7 and the string "7" are one key.
+    let client = server.client(None);
+    let first = client.ingest("keyed", None, r#"{"_dedupe_key": 7, "id": 1}"#).await?;
+    let second = client.ingest("keyed", None, r#"{"_dedupe_key": "7", "id": 2}"#).await?;
+    assert_eq!((first.accepted, second.accepted, second.duplicates), (1, 0, 1));
+    assert_eq!(stored(&env.catalog, keyed).await?, vec![("7".to_owned(), json!({"id": 1}))]);
+
+    // A dataset without columns takes no ingest, as docs/ingest.md says.
+    let response = post_raw(&server.url, "no-columns", r#"[{"_dedupe_key": "a"}]"#).await?;
+    assert_eq!(status_and_code(response).await?, (409, "schema_required".to_owned()));
+    server.stop().await
+}
