@@ -534,6 +534,9 @@ impl Catalog {
     /// letters are marked replayed. Returns the ids replayed; ids that are unknown or already
     /// replayed are skipped.
     pub async fn replay_dead_letters(&self, ids: &[i64], payload: Option<&serde_json::Value>) -> Result<Vec<i64>> {
+        if payload.is_some_and(holds_nul) {
+            return Err(nul_refused("the replacement payload"));
+        }
         let mut tx = self.pool.begin().await?;
         let replayed: Vec<i64> = sqlx::query_scalar(
             "WITH chosen AS ( \
@@ -622,6 +625,45 @@ fn validate_records(records: &[IngestRecord]) -> Result<()> {
                 message: format!("record {index}: a record must be a JSON object"),
             });
         }
+        if record.key.contains('\0') || holds_nul(&record.payload) {
+            return Err(nul_refused(&format!("record {index}")));
+        }
     }
     Ok(())
+}
+
+/// Whether a string or object key anywhere in `value` holds a NUL character, which
+/// PostgreSQL's `text` and `jsonb` cannot store.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(key, item)| key.contains('\0') || holds_nul(item)),
+        _ => false,
+    }
+}
+
+fn nul_refused(what: &str) -> Error {
+    Error::Invalid {
+        what: "ingest record",
+        message: format!("{what} holds a NUL character (\\u0000), which the catalog cannot store"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn records_with_a_nul_are_refused_before_postgresql_sees_them() {
+        let record = |key: &str, payload| IngestRecord { key: key.into(), payload };
+        validate_records(&[record("a", json!({"v": "fine", "w": ["\\u0000 is text here"]}))]).expect("valid");
+        for bad in
+            [record("a\0", json!({})), record("a", json!({"v": "x\u{0}"})), record("a", json!({"v": [{"k\u{0}": 1}]}))]
+        {
+            let error = validate_records(&[record("ok", json!({})), bad]).expect_err("NUL");
+            assert!(error.to_string().contains("record 1") && error.to_string().contains("NUL"), "{error}");
+        }
+    }
 }
