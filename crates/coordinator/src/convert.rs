@@ -1,24 +1,30 @@
-//! From a claimed batch's JSON payloads to typed Parquet, in a fresh DuckDB per batch.
+//! From a claimed batch's JSON payloads to typed Parquet, in a fresh DuckDB per batch, with
+//! nothing coerced.
 //!
-//! The events are written to an NDJSON file of `{seq, payload}` and loaded as `JSON`. Every
-//! column of the dataset's schema is read from the payload field of the same name (a missing
-//! field or JSON `null` is SQL `NULL`) with `TRY_CAST` to the column's type, so a value that
-//! does not convert becomes `NULL` instead of failing the batch. An event with a non-null
-//! value whose conversion is `NULL` is *poison*: it is parked in the dead-letter table with a
-//! message naming the field, the value and the type, and the rest of the batch is written.
+//! First every payload is checked in Rust with the ingest API's own exact value rules
+//! ([`duckmesh_query::ingest::values`]): a record the API would refuse (a value of the wrong
+//! kind or out of range at any depth, an unknown field, a record that is not an object) is
+//! *poison* however it got here (an acknowledgement under older rules, a replayed payload). The
+//! other events are written to an NDJSON file of `{seq, payload}` and loaded as `JSON`. Every
+//! column is read from the payload field of the same name (a missing field or JSON `null` is
+//! SQL `NULL`) with a strict `CAST` to the column's type, so DuckDB either converts a value
+//! exactly as checked or fails. When the batch fails, it is split in halves until the events
+//! that fail alone are found; each is parked in the dead-letter table with DuckDB's reason and
+//! the field, and the rest of the batch is written. Nothing is ever turned into `NULL`.
 //!
 //! The SQL is built by pure functions (tested below); [`convert`] runs it on a blocking thread.
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::{ClaimedEvent, Column, DatasetRecord, PoisonEvent};
+use duckmesh_query::ingest::values::RecordSchema;
 use duckmesh_worker::{
     DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, Engine, EngineSettings, ExportOptions, ExportedFile,
 };
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Dead-letter code of a record with a field that does not convert to its column's type.
+/// Dead-letter code of a record with a field that does not convert exactly to its column's type
+/// (or that is not a JSON object).
 pub const CONVERSION_FAILED: &str = "conversion_failed";
 /// Dead-letter code of events of a dataset without a declared schema.
 pub const SCHEMA_MISSING: &str = "dataset_schema_missing";
@@ -170,9 +176,10 @@ fn has_value(field: &str) -> String {
     format!("coalesce(json_type(payload, {}), 'NULL') <> 'NULL'", pointer(field))
 }
 
-/// The converted value of `column` (SQL): `NULL` when the field is missing, JSON `null`, or
-/// does not convert. Scalars convert from their text (`"2024-01-02"` → DATE), arrays and
-/// objects from their JSON (→ LIST, STRUCT, MAP).
+/// The converted value of `column` (SQL): `NULL` when the field is missing or JSON `null`,
+/// else a strict `CAST` that fails on a value that does not convert. Scalars convert from
+/// their text (`"2024-01-02"` → DATE), arrays and objects from their JSON (→ LIST, STRUCT,
+/// MAP, UNION).
 fn converted(column: &Column) -> String {
     let path = pointer(&column.name);
     if is_json(&column.data_type) {
@@ -181,15 +188,10 @@ fn converted(column: &Column) -> String {
     let data_type = &column.data_type;
     format!(
         "CASE WHEN NOT ({has}) THEN NULL \
-         WHEN json_type(payload, {path}) IN ('OBJECT', 'ARRAY') THEN TRY_CAST(json_extract(payload, {path}) AS {data_type}) \
-         ELSE TRY_CAST(json_extract_string(payload, {path}) AS {data_type}) END",
+         WHEN json_type(payload, {path}) IN ('OBJECT', 'ARRAY') THEN CAST(json_extract(payload, {path}) AS {data_type}) \
+         ELSE CAST(json_extract_string(payload, {path}) AS {data_type}) END",
         has = has_value(&column.name)
     )
-}
-
-/// Whether column number `index` failed to convert (SQL over `__converted`).
-fn failed(index: usize, column: &Column) -> String {
-    format!("({} AND {} IS NULL)", has_value(&column.name), slot(index))
 }
 
 /// Loads the event file into `__events(seq, payload)`.
@@ -201,77 +203,144 @@ pub(crate) fn load_sql(events_file: &Path) -> String {
     )
 }
 
-/// Converts every event into `__converted(seq, payload, __c0…, __poison)`.
-pub(crate) fn convert_sql(columns: &[Column]) -> String {
+/// The converted columns, `__c0 …`, of the events selected by `filter` (SQL).
+fn typed_select(columns: &[Column], filter: &str) -> String {
     let values: Vec<String> =
         columns.iter().enumerate().map(|(index, column)| format!("{} AS {}", converted(column), slot(index))).collect();
-    let mut poison: Vec<String> = vec!["json_type(payload) IS DISTINCT FROM 'OBJECT'".to_owned()];
-    poison.extend(columns.iter().enumerate().map(|(index, column)| failed(index, column)));
-    format!(
-        "CREATE TEMP TABLE __typed AS SELECT seq, payload, {} FROM __events;\n\
-         CREATE TEMP VIEW __converted AS SELECT *, ({}) AS __poison FROM __typed",
-        values.join(", "),
-        poison.join(" OR ")
-    )
+    format!("SELECT seq, {} FROM __events WHERE {filter}", values.join(", "))
 }
 
-/// One row per failed field of a poison event: `seq, field, value, type` (all text; `field`
-/// and `type` are `NULL` when the record is not an object).
-pub(crate) fn poison_sql(columns: &[Column]) -> String {
-    let mut parts = vec![format!(
-        "SELECT seq::VARCHAR, NULL::VARCHAR, left(json_type(payload)::VARCHAR, {VALUE_EXCERPT_CHARS}), NULL::VARCHAR \
-         FROM __converted WHERE json_type(payload) IS DISTINCT FROM 'OBJECT'"
-    )];
-    for (index, column) in columns.iter().enumerate() {
-        parts.push(format!(
-            "SELECT seq::VARCHAR, {name}, left(json_extract(payload, {path})::VARCHAR, {VALUE_EXCERPT_CHARS}), {kind} \
-             FROM __converted WHERE json_type(payload) = 'OBJECT' AND {failed}",
-            name = literal(&column.name),
-            path = pointer(&column.name),
-            kind = literal(&column.data_type),
-            failed = failed(index, column),
-        ));
-    }
-    parts.join("\nUNION ALL\n")
+/// Creates the empty `__typed(seq, __c0 …)` table with the columns' types.
+pub(crate) fn create_typed_sql(columns: &[Column]) -> String {
+    format!("CREATE TEMP TABLE __typed AS {}", typed_select(columns, "false"))
 }
 
-/// The rows to write: every non-poison event, in `seq` order, with the dataset's column names.
+/// Converts the events with `seq` from `first` to `last` into `__typed`: all of them, or,
+/// when one does not convert, none.
+pub(crate) fn insert_typed_sql(columns: &[Column], first: i64, last: i64) -> String {
+    format!("INSERT INTO __typed {}", typed_select(columns, &format!("seq BETWEEN {first} AND {last}")))
+}
+
+/// Converts column `column` of event `seq` alone (to find which field fails).
+fn probe_sql(column: &Column, seq: i64) -> String {
+    format!("SELECT ({})::VARCHAR FROM __events WHERE seq = {seq}", converted(column))
+}
+
+/// The rows to write: every converted event, in `seq` order, with the dataset's column names.
 pub(crate) fn output_sql(columns: &[Column]) -> String {
     let select: Vec<String> = columns
         .iter()
         .enumerate()
         .map(|(index, column)| format!("{} AS {}", slot(index), identifier(&column.name)))
         .collect();
-    format!("SELECT {} FROM __converted WHERE NOT __poison ORDER BY seq", select.join(", "))
+    format!("SELECT {} FROM __typed ORDER BY seq", select.join(", "))
 }
 
-/// Builds the dead letters from [`poison_sql`]'s rows: one per event, naming every failed field.
-pub(crate) fn poison_events(rows: &[Vec<Option<String>>]) -> Result<Vec<PoisonEvent>> {
-    let mut by_seq: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    for row in rows {
-        let [seq, field, value, kind] = row.as_slice() else {
-            return Err(internal(format!("a poison row has {} columns, expected 4", row.len())));
-        };
-        let seq: i64 = seq
-            .as_deref()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| internal(format!("a poison row has no valid seq ({seq:?})")))?;
-        let reason = match (field, kind) {
-            (Some(field), Some(kind)) => {
-                format!("field {field:?}: value {} does not convert to {kind}", value.as_deref().unwrap_or("null"))
+/// Splits `events` into those whose payloads pass the ingest API's exact checks against
+/// `schema` and dead letters for the rest, naming the field path (pure).
+pub(crate) fn screen<'a>(
+    schema: &RecordSchema,
+    events: &'a [ClaimedEvent],
+) -> (Vec<&'a ClaimedEvent>, Vec<PoisonEvent>) {
+    let mut valid = Vec::with_capacity(events.len());
+    let mut poison = Vec::new();
+    for event in events {
+        let problem = match &event.payload {
+            serde_json::Value::Object(record) => {
+                schema.check_record(record).err().map(|error| format!("field {:?}: {}", error.path, error.message))
             }
-            _ => format!("the record is not a JSON object (it is {})", value.as_deref().unwrap_or("unknown")),
+            other => Some(format!("the record is not a JSON object (it is {})", json_kind(other))),
         };
-        by_seq.entry(seq).or_default().push(reason);
+        match problem {
+            Some(message) => poison.push(PoisonEvent {
+                seq: event.seq,
+                error_code: CONVERSION_FAILED.to_owned(),
+                message: truncate(&message, MESSAGE_CHARS),
+            }),
+            None => valid.push(event),
+        }
     }
-    Ok(by_seq
-        .into_iter()
-        .map(|(seq, reasons)| PoisonEvent {
-            seq,
-            error_code: CONVERSION_FAILED.to_owned(),
-            message: truncate(&reasons.join("; "), MESSAGE_CHARS),
+    (valid, poison)
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Whether a DuckDB error is about the data (a value that does not convert), as opposed to
+/// the engine (memory, disk), which no dead letter would fix.
+fn is_data_error(error: &duckmesh_worker::Error) -> bool {
+    match error {
+        duckmesh_worker::Error::Sql { message } => ["Conversion Error", "Invalid Input Error", "Out of Range Error"]
+            .iter()
+            .any(|class| message.contains(class)),
+        _ => false,
+    }
+}
+
+/// The dead letter of event `seq`, which does not convert on its own: the fields that fail,
+/// each with its value and DuckDB's reason. `None` when no single field fails (then the
+/// failure is not this event's).
+fn diagnose(engine: &Engine, columns: &[Column], event: &ClaimedEvent) -> Option<PoisonEvent> {
+    let reasons: Vec<String> = columns
+        .iter()
+        .filter_map(|column| {
+            let error = engine.query_text(&probe_sql(column, event.seq)).err()?;
+            let value = event.payload.get(&column.name).map(|value| value.to_string()).unwrap_or_else(|| "null".into());
+            let reason = match &error {
+                duckmesh_worker::Error::Sql { message } => message.lines().next().unwrap_or_default().to_owned(),
+                other => other.to_string(),
+            };
+            Some(format!(
+                "field {:?}: value {} does not convert to {} ({reason})",
+                column.name,
+                truncate(&value, VALUE_EXCERPT_CHARS),
+                column.data_type
+            ))
         })
-        .collect())
+        .collect();
+    (!reasons.is_empty()).then(|| PoisonEvent {
+        seq: event.seq,
+        error_code: CONVERSION_FAILED.to_owned(),
+        message: truncate(&reasons.join("; "), MESSAGE_CHARS),
+    })
+}
+
+/// Converts `events` (in `seq` order) into `__typed`: the whole batch in one statement when
+/// it converts, else halves of it, down to the single events that do not convert, which are
+/// returned as dead letters. Engine failures (not about the data) are errors.
+fn convert_events(engine: &Engine, columns: &[Column], events: &[&ClaimedEvent]) -> Result<Vec<PoisonEvent>> {
+    let engine_error = |source| Error::Engine { source };
+    let mut poison = Vec::new();
+    let mut ranges = vec![(0, events.len())];
+    while let Some((start, end)) = ranges.pop() {
+        let (Some(first), Some(last)) = (events.get(start), end.checked_sub(1).and_then(|at| events.get(at))) else {
+            continue;
+        };
+        match engine.execute_batch(&insert_typed_sql(columns, first.seq, last.seq)) {
+            Ok(()) => {}
+            Err(error) if !is_data_error(&error) => return Err(engine_error(error)),
+            Err(error) if end - start == 1 => match diagnose(engine, columns, first) {
+                Some(dead) => poison.push(dead),
+                None => return Err(engine_error(error)),
+            },
+            Err(_) => {
+                let middle = start + (end - start) / 2;
+                // Later half first on the stack, so the earlier half is tried first.
+                ranges.push((middle, end));
+                ranges.push((start, middle));
+            }
+        }
+    }
+    poison.sort_by_key(|dead| dead.seq);
+    Ok(poison)
 }
 
 fn truncate(text: &str, chars: usize) -> String {
@@ -281,12 +350,8 @@ fn truncate(text: &str, chars: usize) -> String {
     }
 }
 
-fn internal(message: String) -> Error {
-    Error::Engine { source: duckmesh_worker::Error::Engine { step: "reading the poison records", message } }
-}
-
 /// Writes the events as NDJSON lines `{"seq": …, "payload": …}`.
-pub(crate) fn write_events(path: &Path, events: &[ClaimedEvent]) -> Result<()> {
+pub(crate) fn write_events(path: &Path, events: &[&ClaimedEvent]) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|error| Error::io("creating the event file", path, error))?;
     let mut writer = std::io::BufWriter::new(file);
     for event in events {
@@ -307,9 +372,10 @@ pub(crate) struct Limits {
     pub threads: Option<u64>,
 }
 
-/// Converts the events of `events_file` per `plan` inside `scratch` and writes the good
-/// rows as Parquet under `scratch/out`. Blocking: run it on a blocking thread.
-pub(crate) fn convert(plan: &Plan, events_file: &Path, scratch: &Path, limits: Limits) -> Result<Conversion> {
+/// Converts `events` (in `seq` order) per `plan` inside `scratch` and writes the good rows as
+/// Parquet under `scratch/out`: the events that fail the exact checks or DuckDB's strict
+/// conversion are returned as poison. Blocking: run it on a blocking thread.
+pub(crate) fn convert(plan: &Plan, events: &[ClaimedEvent], scratch: &Path, limits: Limits) -> Result<Conversion> {
     let spill_dir = scratch.join("spill");
     std::fs::create_dir_all(&spill_dir)
         .map_err(|error| Error::io("creating the spill directory", &spill_dir, error))?;
@@ -333,18 +399,17 @@ pub(crate) fn convert(plan: &Plan, events_file: &Path, scratch: &Path, limits: L
             }));
         }
     }
-    engine.execute_batch(&load_sql(events_file)).map_err(engine_error)?;
-    engine.execute_batch(&convert_sql(&plan.columns)).map_err(engine_error)?;
-    let poison = poison_events(&engine.query_text(&poison_sql(&plan.columns)).map_err(engine_error)?)?;
-    let remaining =
-        engine.query_text("SELECT count(*)::VARCHAR FROM __converted WHERE NOT __poison").map_err(engine_error)?;
-    let remaining: u64 = remaining
-        .first()
-        .and_then(|row| row.first())
-        .and_then(|v| v.as_deref())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if remaining == 0 {
+    let (valid, mut poison) = screen(&RecordSchema::new(&plan.columns), events);
+    if valid.is_empty() {
+        return Ok(Conversion::Rows { poison, files: Vec::new() });
+    }
+    let events_file = scratch.join("events.ndjson");
+    write_events(&events_file, &valid)?;
+    engine.execute_batch(&load_sql(&events_file)).map_err(engine_error)?;
+    engine.execute_batch(&create_typed_sql(&plan.columns)).map_err(engine_error)?;
+    poison.extend(convert_events(&engine, &plan.columns, &valid)?);
+    poison.sort_by_key(|dead| dead.seq);
+    if poison.len() == events.len() {
         return Ok(Conversion::Rows { poison, files: Vec::new() });
     }
     engine.prepare_query(&output_sql(&plan.columns)).map_err(engine_error)?;
@@ -438,39 +503,47 @@ mod tests {
     }
 
     #[test]
-    fn the_sql_converts_every_column_and_flags_failures() {
+    fn the_sql_converts_every_column_strictly() {
         let columns = vec![column("id", "BIGINT"), column("doc", "JSON")];
-        let convert = convert_sql(&columns);
-        assert!(convert.contains("TRY_CAST(json_extract_string(payload, '/id') AS BIGINT) END AS __c0"), "{convert}");
-        assert!(convert.contains("THEN json_extract(payload, '/doc') END AS __c1"), "{convert}");
-        assert!(convert.contains("__c0 IS NULL") && convert.contains("__c1 IS NULL"));
+        let insert = insert_typed_sql(&columns, 3, 9);
+        assert!(insert.contains("ELSE CAST(json_extract_string(payload, '/id') AS BIGINT) END AS __c0"), "{insert}");
+        assert!(insert.contains("THEN json_extract(payload, '/doc') END AS __c1"), "{insert}");
+        assert!(insert.ends_with("WHERE seq BETWEEN 3 AND 9"), "{insert}");
+        assert!(!insert.contains("TRY_CAST"), "a value that does not convert fails, it never becomes NULL");
+        assert!(create_typed_sql(&columns).ends_with("WHERE false"));
         let output = output_sql(&columns);
-        assert_eq!(output, "SELECT __c0 AS \"id\", __c1 AS \"doc\" FROM __converted WHERE NOT __poison ORDER BY seq");
-        assert_eq!(poison_sql(&columns).matches("UNION ALL").count(), 2);
+        assert_eq!(output, "SELECT __c0 AS \"id\", __c1 AS \"doc\" FROM __typed ORDER BY seq");
         assert!(load_sql(Path::new("/tmp/o'k/events.ndjson")).contains("'/tmp/o''k/events.ndjson'"));
     }
 
     #[test]
-    fn poison_rows_become_one_dead_letter_per_event() {
-        let text = |value: &str| Some(value.to_owned());
-        let rows = vec![
-            vec![text("7"), text("amount"), text("\"abc\""), text("BIGINT")],
-            vec![text("3"), None, text("ARRAY"), None],
-            vec![text("7"), text("day"), text("\"2024-13-45\""), text("DATE")],
+    fn screening_parks_what_the_api_would_refuse() {
+        let schema = RecordSchema::new(&[
+            column("id", "BIGINT"),
+            column("m", "MAP(VARCHAR, INTEGER)"),
+            column("s", "STRUCT(x INTEGER)"),
+            column("l", "INTEGER[]"),
+        ]);
+        let events = vec![
+            event(1, json!({"id": 1, "m": {"k": 1}, "s": {"x": 1}, "l": [1, 2]})),
+            event(2, json!({"id": 2, "m": {"k": "notint"}})),
+            event(3, json!({"id": 3, "s": {"y": 1}})),
+            event(4, json!({"id": 4, "l": [1, "2", 3.7, 99999999999_i64]})),
+            event(5, json!([1, 2])),
+            event(6, json!({"id": 6, "unknown": 1})),
+            event(7, json!({"id": 7})),
+            event(8, json!({"id": 8, "s": {}})),
         ];
-        let poison = poison_events(&rows).expect("rows");
-        assert_eq!(poison.len(), 2);
-        assert_eq!(poison[0].seq, 3);
-        assert_eq!(poison[0].message, "the record is not a JSON object (it is ARRAY)");
-        assert_eq!(poison[1].seq, 7);
-        assert_eq!(poison[1].error_code, CONVERSION_FAILED);
-        assert_eq!(
-            poison[1].message,
-            "field \"amount\": value \"abc\" does not convert to BIGINT; field \"day\": value \"2024-13-45\" does not \
-             convert to DATE"
-        );
-        assert!(poison_events(&[vec![text("x"), None, None, None]]).is_err());
-        assert!(poison_events(&[vec![text("1")]]).is_err());
+        let (valid, poison) = screen(&schema, &events);
+        assert_eq!(valid.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 7]);
+        let parked: Vec<(i64, &str)> = poison.iter().map(|p| (p.seq, p.message.as_str())).collect();
+        assert_eq!(parked.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [2, 3, 4, 5, 6, 8]);
+        assert!(parked[0].1.starts_with("field \"m.k\": "), "{}", parked[0].1);
+        assert!(parked[1].1.contains("no field \"y\""), "{}", parked[1].1);
+        assert!(parked[2].1.starts_with("field \"l[1]\": "), "{}", parked[2].1);
+        assert_eq!(parked[3].1, "the record is not a JSON object (it is an array)");
+        assert!(parked[4].1.starts_with("field \"unknown\": the dataset has no such column"), "{}", parked[4].1);
+        assert!(poison.iter().all(|p| p.error_code == CONVERSION_FAILED));
         assert_eq!(truncate("abcdef", 3), "abc…");
         assert_eq!(truncate("abc", 3), "abc");
     }
@@ -494,6 +567,7 @@ mod tests {
             column("tags", "VARCHAR[]"),
             column("extra", "JSON"),
             column("a.b/c", "DOUBLE"),
+            column("days", "DATE[]"),
         ];
         let plan = Plan { columns, partition_by: vec![], target_file_size_bytes: DEFAULT_TARGET_FILE_SIZE_BYTES };
         let events = vec![
@@ -501,28 +575,41 @@ mod tests {
                 1,
                 json!({"id": 1, "name": "x", "day": "2024-01-02", "ok": true, "tags": ["a"], "extra": {"k": 1}, "a.b/c": 1.5}),
             ),
-            event(2, json!({"id": "2", "name": null})),
+            event(2, json!({"id": 2, "name": null})),
             event(3, json!({"id": "three", "day": "2024-13-45"})),
             event(4, json!([1, 2])),
             event(5, json!({"id": 5, "ok": "maybe", "unknown": 1})),
+            event(6, json!({"id": 6, "day": "2024-13-45"})),
+            event(7, json!({"id": 7, "days": ["2024-01-01"]})),
+            event(8, json!({"id": 8, "days": ["2024-01-01", "2024-02-30"]})),
         ];
-        let file = dir.path().join("events.ndjson");
-        write_events(&file, &events).expect("write");
         // tight limits, as a small coordinator pod would set them
         let limits = Limits { memory_limit_bytes: Some(MIN_MEMORY_LIMIT_MB * 1024 * 1024), threads: Some(1) };
-        let Conversion::Rows { poison, files } = convert(&plan, &file, dir.path(), limits).expect("convert") else {
+        let Conversion::Rows { poison, files } = convert(&plan, &events, dir.path(), limits).expect("convert") else {
             panic!("the schema is valid");
         };
-        assert_eq!(poison.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 4, 5]);
-        assert!(
-            poison[0].message.contains("\"id\"") && poison[0].message.contains("\"three\""),
-            "{}",
-            poison[0].message
-        );
-        assert!(poison[0].message.contains("DATE"), "{}", poison[0].message);
+        assert_eq!(poison.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 4, 5, 6, 8]);
+        assert!(poison[0].message.contains("\"id\"") && poison[0].message.contains("BIGINT"), "{}", poison[0].message);
         assert!(poison[1].message.contains("not a JSON object"), "{}", poison[1].message);
         assert!(poison[2].message.contains("BOOLEAN"), "{}", poison[2].message);
-        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 2);
+        // What only DuckDB can tell (a date that does not exist, at any depth) fails strictly
+        // and is parked with DuckDB's reason, never stored as NULL.
+        assert!(
+            poison[3].message.contains("\"day\"") && poison[3].message.contains("2024-13-45"),
+            "{}",
+            poison[3].message
+        );
+        assert!(
+            poison[3].message.contains("DATE") && poison[3].message.contains("Conversion Error"),
+            "{}",
+            poison[3].message
+        );
+        assert!(
+            poison[4].message.contains("\"days\"") && poison[4].message.contains("2024-02-30"),
+            "{}",
+            poison[4].message
+        );
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 3);
 
         let engine = Engine::open(&EngineSettings {
             memory_limit_bytes: None,
@@ -534,8 +621,8 @@ mod tests {
         let path = files[0].path.to_string_lossy().into_owned();
         let rows = engine
             .query_text(&format!(
-                "SELECT id::VARCHAR, name, day::VARCHAR, ok::VARCHAR, tags::VARCHAR, extra::VARCHAR, \"a.b/c\"::VARCHAR \
-                 FROM read_parquet('{path}') ORDER BY id"
+                "SELECT id::VARCHAR, name, day::VARCHAR, ok::VARCHAR, tags::VARCHAR, extra::VARCHAR, \"a.b/c\"::VARCHAR, \
+                 days::VARCHAR FROM read_parquet('{path}') ORDER BY id"
             ))
             .expect("read back");
         let text = |value: &str| Some(value.to_owned());
@@ -549,9 +636,11 @@ mod tests {
                     text("true"),
                     text("[a]"),
                     text("{\"k\":1}"),
-                    text("1.5")
+                    text("1.5"),
+                    None
                 ],
-                vec![text("2"), None, None, None, None, None, None],
+                vec![text("2"), None, None, None, None, None, None, None],
+                vec![text("7"), None, None, None, None, None, None, text("[2024-01-01]")],
             ]
         );
     }
@@ -564,9 +653,7 @@ mod tests {
             partition_by: vec![],
             target_file_size_bytes: DEFAULT_TARGET_FILE_SIZE_BYTES,
         };
-        let file = dir.path().join("events.ndjson");
-        write_events(&file, &[event(1, json!({"id": 1}))]).expect("write");
-        match convert(&plan, &file, dir.path(), Limits::default()).expect("convert") {
+        match convert(&plan, &[event(1, json!({"id": 1}))], dir.path(), Limits::default()).expect("convert") {
             Conversion::InvalidSchema(problem) => {
                 assert_eq!(problem.code, INVALID_SCHEMA);
                 assert!(problem.message.contains("BIGNUMBER"), "{}", problem.message);

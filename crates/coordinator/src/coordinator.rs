@@ -444,13 +444,10 @@ impl Coordinator {
             memory_limit_bytes: self.inner.config.memory_limit_bytes,
             threads: self.inner.config.threads,
         };
-        let conversion = tokio::task::spawn_blocking(move || {
-            let events_file = directory.join("events.ndjson");
-            convert::write_events(&events_file, &events)?;
-            convert::convert(&blocking_plan, &events_file, &directory, limits)
-        })
-        .await
-        .map_err(|error| Error::Task { message: error.to_string() })??;
+        let conversion =
+            tokio::task::spawn_blocking(move || convert::convert(&blocking_plan, &events, &directory, limits))
+                .await
+                .map_err(|error| Error::Task { message: error.to_string() })??;
         let (poison, exported) = match conversion {
             Conversion::InvalidSchema(problem) => {
                 tracing::warn!(error_code = problem.code, message = %problem.message, "the dataset cannot take ingest");

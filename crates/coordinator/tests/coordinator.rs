@@ -595,3 +595,75 @@ async fn a_partitioned_dataset_gets_one_directory_per_value() -> TestResult {
     assert_eq!(harness.rows(dataset, "SELECT id, day::VARCHAR AS day, region").await, expected);
     Ok(())
 }
+
+/// Issue 20, defence in depth: events that reach the coordinator with values that do not fit
+/// their column exactly (acknowledged under older rules, or replayed with a new payload) are
+/// dead-lettered naming the field, never stored with NULLs or rounded values in their place.
+#[tokio::test]
+async fn values_that_do_not_convert_exactly_are_dead_lettered_never_nulled() -> TestResult {
+    let harness = Harness::local().await;
+    let schema = columns(&[
+        ("id", "BIGINT"),
+        ("m", "MAP(VARCHAR,INTEGER)"),
+        ("s", "STRUCT(x INTEGER)"),
+        ("l", "INTEGER[]"),
+        ("days", "DATE[]"),
+    ]);
+    let dataset = harness.dataset("nested", Some(schema), json!({})).await;
+    harness
+        .post(
+            dataset,
+            &[
+                json!({"id": 1, "m": {"k": 1}, "s": {"x": 1}, "l": [1, 2], "days": ["2024-01-01"]}),
+                json!({"id": 2, "m": {"k": "notint"}}),
+                json!({"id": 3, "s": {"y": 1}}),
+                json!({"id": 4, "l": [1, "2", 3.7, 99999999999_i64]}),
+                json!({"id": 5, "days": ["2024-01-01", "2024-13-45"]}),
+                json!({"id": 6, "s": {"x": null}}),
+            ],
+        )
+        .await;
+    let (coordinator, _metrics) = harness.coordinator(harness.config("c-1"));
+    let report = coordinator.run_once().await?.expect("a batch");
+    assert_eq!((report.committed, report.dead_lettered), (2, 4));
+    assert_eq!(
+        harness.rows(dataset, "SELECT id, m, s, l, days::VARCHAR[] AS days").await,
+        vec![
+            json!({"id": 1, "m": {"k": 1}, "s": {"x": 1}, "l": [1, 2], "days": ["2024-01-01"]}),
+            json!({"id": 6, "m": null, "s": {"x": null}, "l": null, "days": null}),
+        ]
+    );
+    let letters = harness
+        .catalog
+        .dead_letters(&DeadLetterFilter { dataset: Some(dataset), include_replayed: false, limit: 10 })
+        .await?;
+    let mut parked: Vec<(String, String)> =
+        letters.iter().map(|letter| (letter.key.clone().unwrap_or_default(), letter.error_message.clone())).collect();
+    parked.sort();
+    let keys: Vec<&str> = parked.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, ["2", "3", "4", "5"]);
+    assert!(letters.iter().all(|letter| letter.error_code == CONVERSION_FAILED));
+    assert!(parked[0].1.starts_with("field \"m.k\""), "{}", parked[0].1);
+    assert!(parked[1].1.contains("no field \"y\""), "{}", parked[1].1);
+    assert!(parked[2].1.starts_with("field \"l[1]\""), "{}", parked[2].1);
+    assert!(parked[3].1.contains("\"days\"") && parked[3].1.contains("2024-13-45"), "{}", parked[3].1);
+
+    // A replayed payload gets the same checks: a wrong one is parked again, a right one commits.
+    let three = letters.iter().find(|l| l.key.as_deref() == Some("3")).expect("letter of id 3");
+    harness.catalog.replay_dead_letters(&[three.id], Some(&json!({"id": 3, "l": [1.5]}))).await?;
+    let replay = coordinator.run_once().await?.expect("the replay");
+    assert_eq!((replay.committed, replay.dead_lettered), (0, 1));
+    let again = harness
+        .catalog
+        .dead_letters(&DeadLetterFilter { dataset: Some(dataset), include_replayed: false, limit: 10 })
+        .await?;
+    let latest = again.iter().find(|l| l.key.as_deref() == Some("3")).expect("parked again");
+    harness.catalog.replay_dead_letters(&[latest.id], Some(&json!({"id": 3, "l": [1]}))).await?;
+    let replay = coordinator.run_once().await?.expect("the second replay");
+    assert_eq!((replay.committed, replay.dead_lettered), (1, 0));
+    // A replacement payload with a NUL is refused before PostgreSQL sees it.
+    let error =
+        harness.catalog.replay_dead_letters(&[latest.id], Some(&json!({"id": "\u{0}"}))).await.expect_err("NUL");
+    assert!(error.to_string().contains("NUL"), "{error}");
+    Ok(())
+}
