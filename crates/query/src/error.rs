@@ -50,7 +50,9 @@ pub enum Error {
     },
     /// An ingest record holds a NUL character (`\u0000`), which the catalog cannot store
     /// (the whole request is rejected).
-    #[error("record {record}, field {field:?}: the value holds a NUL character (\\u0000), which cannot be stored; remove it or encode the value")]
+    #[error(
+        "record {record}, field {field:?}: the value holds a NUL character (\\u0000), which cannot be stored; remove it or encode the value"
+    )]
     NulCharacter {
         /// 0-based position of the record in the request.
         record: usize,
