@@ -61,7 +61,8 @@ if command -v rustup >/dev/null; then
   done
 fi
 
-# --- Python tools in a private virtualenv: just (as a wheel), moto_server (S3-compatible test server) ---
+# --- Python tools in a private virtualenv: just (as a wheel), moto_server (S3-compatible test server),
+#     schemathesis (just api-contract) ---
 if [[ ! -x "$TOOLS_DIR/venv/bin/python" ]]; then
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     apt_install python3-venv
@@ -75,6 +76,7 @@ pip_install() {
 }
 [[ -x "$TOOLS_DIR/venv/bin/just" ]] || { say "installing just"; pip_install "rust-just==1.*"; }
 [[ -x "$TOOLS_DIR/venv/bin/moto_server" ]] || { say "installing moto (S3-compatible test server)"; pip_install "moto[server]==5.*"; }
+[[ -x "$TOOLS_DIR/venv/bin/schemathesis" ]] || { say "installing schemathesis (API contract checks)"; pip_install "schemathesis==4.*"; }
 # --- the Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #     kubectl), built from the pinned Go modules once and cached outside the clone ---
 "$(dirname "$0")/testbed.sh" build >/dev/null

@@ -275,8 +275,9 @@ fn insert_metadata(headers: &mut HeaderMap, response: &crate::model::QueryRespon
     tag = "ingest",
     summary = "Buffer records durably; the ack's visibility token makes them visible to queries",
     params(
-        ("dataset" = String, Path, description = "The dataset to write"),
-        ("namespace" = Option<String>, Query, description = "Its namespace (default DUCKMESH_QUERY_NAMESPACE)"),
+        ("dataset" = String, Path, description = "The dataset to write", example = "events"),
+        ("namespace" = Option<String>, Query, min_length = 1,
+         description = "Its namespace (default DUCKMESH_QUERY_NAMESPACE)"),
     ),
     request_body(
         description = "A JSON array of records (objects whose fields are column names); NDJSON (one object per \
@@ -402,10 +403,10 @@ fn query_parameters(raw: Option<&str>) -> Result<(Option<i64>, Option<i64>, Opti
     tag = "datasets",
     summary = "A dataset's snapshots, newest first",
     params(
-        ("name" = String, Path, description = "The dataset"),
+        ("name" = String, Path, description = "The dataset", example = "trips"),
         ("before" = Option<i64>, Query, description = "Only snapshots older than this id (`next_before` of the \
          previous page)"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 100)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
         ("namespace" = Option<String>, Query, description = "Its namespace (default DUCKMESH_QUERY_NAMESPACE)"),
     ),
     security(("bearer" = []), ("api_key" = [])),

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 pub struct QueryRequest {
     /// One read-only SQL query (`SELECT`, `WITH … SELECT`, `VALUES`, `FROM …`). Datasets are
     /// tables; a name with `-` is also reachable with `_` (`trips-clean` → `trips_clean`).
+    #[schema(min_length = 1, example = "SELECT zone_id, count(*) AS trips FROM trips GROUP BY zone_id")]
     pub sql: String,
     /// Snapshot pins: dataset name → snapshot id. Unpinned datasets are read at their latest
     /// committed snapshot.
@@ -23,6 +24,7 @@ pub struct QueryRequest {
     /// Overall time limit in milliseconds (barrier wait, queueing and execution), capped by
     /// the endpoint's maximum (60 s interactive, 300 s task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     /// Response format; `json` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
