@@ -138,8 +138,16 @@ async fn send_all(mut input: Input, batch: &mut Batch, sender: &mut Sender<'_>) 
     Ok(())
 }
 
-/// Whether the first non-blank byte of the input opens a JSON array (the blanks are consumed).
+/// The UTF-8 byte-order mark some editors put at the start of a file.
+const BYTE_ORDER_MARK: &[u8] = b"\xef\xbb\xbf";
+
+/// Whether the first non-blank byte of the input opens a JSON array (a byte-order mark at the
+/// start and the blanks are consumed).
 async fn starts_with_array<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<bool> {
+    let start = input.fill_buf().await?;
+    if start.starts_with(BYTE_ORDER_MARK) {
+        input.consume(BYTE_ORDER_MARK.len());
+    }
     loop {
         let buffer = input.fill_buf().await?;
         if buffer.is_empty() {
@@ -201,42 +209,79 @@ fn compact(line: &str) -> serde_json::Result<String> {
 struct Batch {
     max_records: usize,
     max_bytes: usize,
-    records: Vec<String>,
+    pending: Records,
     bytes: usize,
+}
+
+/// Records of one request, each with where it came from in the input (`line 5`, `element 3`).
+#[derive(Debug, Default, PartialEq)]
+struct Records {
+    records: Vec<String>,
+    sources: Vec<String>,
 }
 
 impl Batch {
     fn new(max_records: usize, max_bytes: usize) -> Self {
-        Self { max_records, max_bytes, records: Vec::new(), bytes: 0 }
+        Self { max_records, max_bytes, pending: Records::default(), bytes: 0 }
     }
 
-    /// Adds a record. Returns the batch to send first when the record does not fit beside
-    /// it, or the batch with it when that reached the record cap. A record larger than the
-    /// byte cap on its own is an error naming it (`which`).
-    fn push(&mut self, record: String, which: impl FnOnce() -> String) -> anyhow::Result<Option<Vec<String>>> {
+    /// Adds a record that came from `which` of the input. Returns the batch to send first
+    /// when the record does not fit beside it, or the batch with it when that reached the
+    /// record cap. A record larger than the byte cap on its own is an error naming it.
+    fn push(&mut self, record: String, which: impl FnOnce() -> String) -> anyhow::Result<Option<Records>> {
         let size = record.len() + 1;
+        let source = which();
         if size > self.max_bytes {
             anyhow::bail!(
-                "{} is {} bytes, more than --max-batch-bytes ({}) allows in one request",
-                which(),
+                "{source} is {} bytes, more than --max-batch-bytes ({}) allows in one request",
                 record.len(),
                 self.max_bytes
             );
         }
         let flushed = if self.bytes + size > self.max_bytes { self.take() } else { None };
         self.bytes += size;
-        self.records.push(record);
+        self.pending.records.push(record);
+        self.pending.sources.push(source);
         if flushed.is_some() {
             return Ok(flushed);
         }
-        Ok(if self.records.len() >= self.max_records { self.take() } else { None })
+        Ok(if self.pending.records.len() >= self.max_records { self.take() } else { None })
     }
 
     /// Everything waiting, if anything is.
-    fn take(&mut self) -> Option<Vec<String>> {
+    fn take(&mut self) -> Option<Records> {
         self.bytes = 0;
-        (!self.records.is_empty()).then(|| std::mem::take(&mut self.records))
+        (!self.pending.records.is_empty()).then(|| std::mem::take(&mut self.pending))
     }
+}
+
+/// The error for a request the server refused for good (a 4xx other than 429): the API
+/// stores all of a request or nothing, so it says which input records the request held and,
+/// when the server names one (`record N, …`), which of them was rejected.
+fn refused(batch: &Records, error: ClientError) -> anyhow::Error {
+    let range = match (batch.sources.first(), batch.sources.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first} to {last}"),
+        (Some(first), _) => first.clone(),
+        _ => "no records".into(),
+    };
+    let culprit = match &error {
+        ClientError::Api { message, .. } => rejected_record(message).and_then(|index| batch.sources.get(index)),
+        _ => None,
+    };
+    let culprit = culprit.map(|source| format!("; the rejected record is {source}")).unwrap_or_default();
+    let count = batch.records.len();
+    let records = if count == 1 { "record".to_owned() } else { format!("{count} records") };
+    anyhow::anyhow!(
+        "{error}\n  the request with the {records} of {range} was refused as a whole, so none of it was stored and \
+         nothing after it was sent{culprit}"
+    )
+}
+
+/// The record index a server's `record N, field …: …` message names.
+fn rejected_record(message: &str) -> Option<usize> {
+    let rest = message.strip_prefix("record ")?;
+    let digits = rest.split(|ch: char| !ch.is_ascii_digit()).next()?;
+    digits.parse().ok()
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -247,7 +292,7 @@ struct Totals {
     requests: u64,
 }
 
-/// Posts batches, retrying 429 and 503 after `Retry-After`.
+/// Posts batches, retrying 429 and 503 after `Retry-After`; any other error stops the upload.
 struct Sender<'a> {
     client: &'a QueryClient,
     args: &'a Args,
@@ -255,8 +300,8 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, records: Vec<String>) -> anyhow::Result<()> {
-        let body = records.join("\n");
+    async fn send(&mut self, batch: Records) -> anyhow::Result<()> {
+        let body = batch.records.join("\n");
         let mut attempt = 0;
         let ack = loop {
             match self.client.ingest(&self.args.dataset, self.args.namespace.as_deref(), body.clone()).await {
@@ -264,6 +309,10 @@ impl Sender<'_> {
                 Err(ClientError::Api { status: 429 | 503, retry_after, .. }) if attempt < self.args.retries => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 60))).await;
+                }
+                // A 4xx is final: the same request would be refused again.
+                Err(error @ ClientError::Api { status, .. }) if (400..500).contains(&status) && status != 429 => {
+                    return Err(refused(&batch, error));
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -330,7 +379,30 @@ mod tests {
             sent.extend(batch.push((*record).to_owned(), || record.to_string())?);
         }
         sent.extend(batch.take());
-        Ok(sent)
+        assert!(sent.iter().all(|batch| batch.records == batch.sources), "each record keeps its source");
+        Ok(sent.into_iter().map(|batch| batch.records).collect())
+    }
+
+    #[test]
+    fn a_refused_request_names_its_input_records_and_the_rejected_one() {
+        let batch = Records {
+            records: vec!["{}".into(), "{}".into(), "{}".into()],
+            sources: vec!["line 4".into(), "line 5".into(), "line 7".into()],
+        };
+        let api = |message: &str| ClientError::Api {
+            status: 400,
+            error_code: "nul_character".into(),
+            message: message.into(),
+            retry_after: None,
+        };
+        let text = refused(&batch, api("record 1, field \"name\": the value holds a NUL character")).to_string();
+        assert!(text.starts_with("400 nul_character: record 1, field \"name\""), "{text}");
+        assert!(text.contains("the request with the 3 records of line 4 to line 7 was refused as a whole"), "{text}");
+        assert!(text.ends_with("the rejected record is line 5"), "{text}");
+        let text = refused(&batch, api("too many records")).to_string();
+        assert!(!text.contains("rejected record is"), "{text}");
+        assert_eq!(rejected_record("record 12: expected a JSON object"), Some(12));
+        assert_eq!(rejected_record("record x"), None);
     }
 
     #[test]
@@ -347,12 +419,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_non_blank_byte_decides_array_or_ndjson() {
-        for (text, array) in [("  \n [1]", true), ("{\"a\": 1}\n", false), ("", false), ("\n\n", false)] {
-            let mut input = BufReader::with_capacity(1, text.as_bytes());
+        for (text, array) in [
+            ("  \n [1]", true),
+            ("{\"a\": 1}\n", false),
+            ("", false),
+            ("\n\n", false),
+            ("\u{feff}[1]", true),
+            ("\u{feff}{\"a\": 1}", false),
+        ] {
+            let mut input = BufReader::with_capacity(4, text.as_bytes());
             assert_eq!(starts_with_array(&mut input).await.expect("reads"), array, "{text:?}");
             let mut rest = String::new();
             input.read_to_string(&mut rest).await.expect("reads");
-            assert_eq!(rest, text.trim_start(), "only blanks were consumed");
+            assert_eq!(rest, text.trim_start_matches('\u{feff}').trim_start(), "only a BOM and blanks were consumed");
         }
     }
 
