@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod instance;
+pub mod orphans;
 pub mod process;
 pub mod progress;
 pub mod run;

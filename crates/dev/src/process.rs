@@ -37,6 +37,12 @@ pub struct ProcessConfig {
     pub runner_prefix: String,
     /// Timeout of a task without `timeoutSeconds`.
     pub default_timeout: Duration,
+    /// The state directory, handed to each worker as [`crate::orphans::STATE_DIR_ENV`] so that
+    /// a restarted dev can find workers this one leaves behind.
+    pub state_dir: PathBuf,
+    /// The process group workers join (the watchdog's, see [`crate::orphans::spawn_watchdog`]);
+    /// each worker gets its own group when `None` or when joining fails.
+    pub process_group: Option<u32>,
 }
 
 /// A running worker process.
@@ -114,17 +120,27 @@ impl Executor for ProcessExecutor {
             .env("DUCKMESH_DATABASE_URL", &self.config.database_url)
             .env("DUCKMESH_RUNNER", &runner)
             .env("DUCKMESH_LOG_FORMAT", "json")
+            .env(crate::orphans::STATE_DIR_ENV, &self.config.state_dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
-            // Its own process group: Ctrl-C in the terminal reaches `duckmesh dev`, which
-            // decides whether running workers finish or stop.
-            .process_group(0);
+            // Not the terminal's process group: Ctrl-C in the terminal reaches `duckmesh dev`,
+            // which decides whether running workers finish or stop. The watchdog's group, so
+            // that the workers are stopped when `duckmesh dev` dies.
+            .process_group(self.config.process_group.and_then(|g| i32::try_from(g).ok()).unwrap_or(0));
         match &traceparent {
             Some(traceparent) => command.env("TRACEPARENT", traceparent),
             None => command.env_remove("TRACEPARENT"),
         };
-        let mut child = command.spawn().map_err(|e| {
+        let spawned = match command.spawn() {
+            // The watchdog's group is gone (the watchdog was killed): a group of its own.
+            Err(error) if self.config.process_group.is_some() => {
+                tracing::warn!(%error, "cannot join the watchdog's process group; the worker gets its own");
+                command.process_group(0).spawn()
+            }
+            other => other,
+        };
+        let mut child = spawned.map_err(|e| {
             ExecutorError::new("spawn_failed", format!("starting {} worker: {e}", self.config.program.display()))
         })?;
         tracing::info!(task = %task.name, job = job.as_deref().unwrap_or(""), attempt = lease.number, pid = child.id(), log = %log_path.display(), "started worker");

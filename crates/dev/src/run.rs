@@ -224,6 +224,9 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     let overlay = environment(&state_dir, &options.extra_env);
     let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
     let trimmed = trim_worker_cache(&state_dir, lookup).await?;
+    // Holding the state directory, every worker of it is an orphan of a killed instance.
+    let orphans = crate::orphans::stop_orphans(&state_dir, crate::process::STOP_GRACE).await;
+    let mut watchdog = crate::orphans::spawn_watchdog(crate::process::STOP_GRACE);
 
     let (_cluster, database_url) = match &options.database_url {
         Some(url) => (None, url.clone()),
@@ -283,6 +286,13 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
         options.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
         state_dir.display(),
     ));
+    if !orphans.is_empty() {
+        progress.println(&format!(
+            "stopped {} orphaned worker(s) of a previous duckmesh dev of this state directory (pid {})",
+            orphans.len(),
+            orphans.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        ));
+    }
     if let Some(pruned) = trimmed.filter(|pruned| pruned.removed_files > 0) {
         progress.println(&format!(
             "worker cache: removed {} least recently used file(s) ({}), kept {} (bound: DUCKMESH_DEV_CACHE_MAX_MB)",
@@ -310,6 +320,8 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
                 .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
                 .map(Duration::from_secs_f64)
                 .unwrap_or(Duration::from_secs(300)),
+            state_dir: state_dir.clone(),
+            process_group: watchdog.as_ref().map(std::process::Child::id),
         },
         ends,
     ));
@@ -341,6 +353,10 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     let _ = api.await;
     let _ = ingesting.await;
     catalog.close().await;
+    if let Some(watchdog) = watchdog.as_mut() {
+        let _ = watchdog.kill();
+        let _ = watchdog.wait();
+    }
     instance.release();
     outcome
 }

@@ -244,6 +244,9 @@ impl Engine {
         // DuckDB runs every statement of a multi-statement text but the last one when preparing
         // it: only text that the check found to be one query may reach the wrapper.
         self.check_statement(query)?;
+        // Bound alone first, so that a binder error quotes the user's SQL and positions in it,
+        // not the view wrapper below.
+        self.connection.prepare(query).map_err(|error| classify_sql(&error))?;
         self.connection
             .execute(&format!("CREATE TEMP VIEW {RESULT_VIEW} AS {query}\n"), [])
             .map_err(|error| classify_sql(&error))?;
