@@ -25,7 +25,8 @@ async fn catalog_with(datasets: &[&str]) -> Result<(TestDatabase, Catalog), BoxE
     for name in datasets {
         let object =
             ObjectRef { namespace: "default".into(), name: (*name).into(), uid: format!("uid-{name}"), generation: 1 };
-        let spec: duckmesh_resources::DatasetSpec = serde_json::from_value(json!({}))?;
+        // The Jobs and Tasks below run as tenant `acme`: their datasets must be acme's.
+        let spec: duckmesh_resources::DatasetSpec = serde_json::from_value(json!({"tenant": "acme"}))?;
         duckmesh_scheduler::apply_dataset(&catalog, &object, &spec).await?;
     }
     Ok((db, catalog))
@@ -307,7 +308,7 @@ fn standalone_json(finalizers: bool, deleting: bool) -> Value {
     let mut task = json!({
         "apiVersion": "duckmesh.io/v1alpha1", "kind": "Task",
         "metadata": {"name": "adhoc", "namespace": "default", "uid": "task-uid", "generation": 3, "resourceVersion": "4"},
-        "spec": {"template": {"name": "adhoc", "sql": "SELECT 1", "output": {"dataset": "out"}, "maxAttempts": 5}}
+        "spec": {"tenant": "acme", "template": {"name": "adhoc", "sql": "SELECT 1", "output": {"dataset": "out"}, "maxAttempts": 5}}
     });
     if finalizers {
         task["metadata"]["finalizers"] = json!(["duckmesh.io/task"]);

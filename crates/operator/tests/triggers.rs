@@ -29,7 +29,8 @@ async fn catalog_with(datasets: &[&str]) -> Result<(TestDatabase, Catalog), BoxE
     for name in datasets {
         let object =
             ObjectRef { namespace: "default".into(), name: (*name).into(), uid: format!("uid-{name}"), generation: 1 };
-        let spec: duckmesh_resources::DatasetSpec = serde_json::from_value(json!({}))?;
+        // The Jobs below run as tenant `acme`: their datasets must be acme's.
+        let spec: duckmesh_resources::DatasetSpec = serde_json::from_value(json!({"tenant": "acme"}))?;
         duckmesh_scheduler::apply_dataset(&catalog, &object, &spec).await?;
     }
     Ok((db, catalog))
