@@ -3,6 +3,7 @@
 
 use crate::auth::ApiKeys;
 use crate::error::ConfigError;
+pub use crate::limits::SqlLimits;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +42,21 @@ pub const KNOBS: &[(&str, &str, &str)] = &[
     ),
     ("DUCKMESH_QUERY_TIMEOUT_SECONDS", "60", "runtime limit of POST /v1/query"),
     ("DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", "300", "runtime limit of POST /v1/task/query"),
+    (
+        "DUCKMESH_QUERY_MAX_SQL_BYTES",
+        "102400",
+        "longest SQL text a query may send; longer ones get 400 query_too_complex",
+    ),
+    (
+        "DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS",
+        "1000",
+        "most expressions in one select list; wider ones get 400 query_too_complex",
+    ),
+    (
+        "DUCKMESH_QUERY_MAX_NESTING",
+        "64",
+        "deepest nesting of parentheses and subqueries in a query's SQL; deeper ones get 400 query_too_complex",
+    ),
     ("DUCKMESH_QUERY_INLINE_MAX_ROWS", "10000", "largest result returned inline; larger ones are exported as Parquet"),
     ("DUCKMESH_QUERY_INLINE_MAX_BYTES", "10485760", "largest inline response body; larger results are exported"),
     ("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", "3600", "validity of an export's presigned URL"),
@@ -120,6 +136,8 @@ pub struct QueryConfig {
     pub user_timeout: Duration,
     /// Runtime limit of task queries.
     pub task_timeout: Duration,
+    /// Size limits checked before DuckDB plans a query.
+    pub sql_limits: SqlLimits,
     /// Most rows returned inline.
     pub inline_max_rows: u64,
     /// Largest inline body.
@@ -186,6 +204,7 @@ impl QueryConfig {
             max_barrier_waiters: 64,
             user_timeout: Duration::from_secs(60),
             task_timeout: Duration::from_secs(300),
+            sql_limits: SqlLimits::DEFAULT,
             inline_max_rows: 10_000,
             inline_max_bytes: 10 * 1024 * 1024,
             export_ttl: Duration::from_secs(3600),
@@ -269,6 +288,15 @@ impl QueryConfig {
         }
         if let Some(s) = number("DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", 1, 86_400)? {
             config.task_timeout = Duration::from_secs(s);
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_MAX_SQL_BYTES", 1024, 64 * 1024 * 1024)? {
+            config.sql_limits.max_sql_bytes = n as usize;
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS", 1, 1_000_000)? {
+            config.sql_limits.max_select_expressions = n as usize;
+        }
+        if let Some(n) = number("DUCKMESH_QUERY_MAX_NESTING", 1, 10_000)? {
+            config.sql_limits.max_nesting = n as usize;
         }
         if let Some(n) = number("DUCKMESH_QUERY_INLINE_MAX_ROWS", 1, 10_000_000)? {
             config.inline_max_rows = n;
@@ -361,6 +389,9 @@ mod tests {
             ("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", "0"),
             ("DUCKMESH_API_RATE_LIMIT_PER_TENANT", "50"),
             ("DUCKMESH_QUERY_TIMEOUT_SECONDS", "5"),
+            ("DUCKMESH_QUERY_MAX_SQL_BYTES", "2048"),
+            ("DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS", "50000"),
+            ("DUCKMESH_QUERY_MAX_NESTING", "8"),
         ]))
         .expect("valid");
         assert_eq!(config.max_running, 1);
@@ -368,11 +399,17 @@ mod tests {
         assert_eq!(config.rate_limits.query_per_user, None);
         assert_eq!(config.rate_limits.api_per_tenant, NonZeroU32::new(50));
         assert_eq!(config.user_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.sql_limits,
+            SqlLimits { max_sql_bytes: 2048, max_select_expressions: 50_000, max_nesting: 8 }
+        );
         for (name, value) in [
             ("DUCKMESH_QUERY_CONCURRENCY", "0"),
             ("DUCKMESH_QUERY_CACHE_BYTES", "lots"),
             ("DUCKMESH_QUERY_LITE", "maybe"),
             ("DUCKMESH_QUERY_AUTH", "ldap"),
+            ("DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS", "0"),
+            ("DUCKMESH_QUERY_MAX_NESTING", "deep"),
         ] {
             let error = QueryConfig::from_lookup(lookup(&[("DUCKMESH_QUERY_AUTH", "none"), (name, value)]))
                 .err()

@@ -148,11 +148,22 @@ impl Sandbox {
     /// Runs `sql` (already checked by [`crate::sql::analyze`]): inline when the result fits
     /// `caps` in `format`, else exported in full as ZSTD Parquet into the scratch directory.
     pub fn run(&self, sql: &str, format: Format, caps: Caps) -> Result<Outcome> {
+        self.run_until(sql, format, caps, &|| false)
+    }
+
+    /// [`Sandbox::run`] that checks `stopped` before each of its statements and gives up with a
+    /// timeout once it answers `true`: an interrupt that arrives between two statements is
+    /// forgotten by DuckDB.
+    pub fn run_until(&self, sql: &str, format: Format, caps: Caps, stopped: &dyn Fn() -> bool) -> Result<Outcome> {
+        let check = || if stopped() { Err(Error::QueryTimeout { limit_ms: 0 }) } else { Ok(()) };
+        check()?;
         // DuckDB runs every statement of a multi-statement text but the last when preparing it:
         // only SQL that the statement check found to be one query gets here. The newline ends a
         // trailing comment.
         self.connection.execute(&format!("CREATE TEMP VIEW {RESULT_VIEW} AS {sql}\n"), []).map_err(|e| classify(&e))?;
+        check()?;
         let columns = self.columns()?;
+        check()?;
         let probe = caps.max_rows.saturating_add(1);
         let mut statement = self
             .connection
@@ -184,6 +195,7 @@ impl Sandbox {
             }
         }
         drop(batches);
+        check()?;
         let file = self.work_dir.join(format!("export-{}", uuid::Uuid::new_v4().simple())).join("result.parquet");
         let copy = format!(
             "COPY (SELECT * FROM {RESULT_VIEW}) TO {} (FORMAT parquet, COMPRESSION zstd)",

@@ -95,6 +95,12 @@ pub enum Error {
         /// DuckDB's message.
         message: String,
     },
+    /// The SQL is longer, wider or deeper than the service's limits allow.
+    #[error("query too complex: {message}")]
+    QueryTooComplex {
+        /// Which limit, and by how much.
+        message: String,
+    },
     /// The SQL is not a single read-only query over datasets (DDL, COPY, ATTACH, SET, PRAGMA,
     /// file or network reads, several statements…).
     #[error("query not allowed: {message}")]
@@ -207,6 +213,7 @@ impl Error {
             Error::InvalidRequest { .. } => "invalid_request",
             Error::QueryInvalid { .. } => "query_invalid",
             Error::QueryNotAllowed { .. } => "query_not_allowed",
+            Error::QueryTooComplex { .. } => "query_too_complex",
             Error::DatasetNotFound { .. } => "dataset_not_found",
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
             Error::InvalidRecord { .. } => "invalid_record",
@@ -238,7 +245,10 @@ impl Error {
             Error::PayloadTooLarge { .. } => 413,
             Error::SchemaRequired { .. } => 409,
             Error::ReadOnly { .. } => 503,
-            Error::InvalidRequest { .. } | Error::QueryInvalid { .. } | Error::QueryNotAllowed { .. } => 400,
+            Error::InvalidRequest { .. }
+            | Error::QueryInvalid { .. }
+            | Error::QueryNotAllowed { .. }
+            | Error::QueryTooComplex { .. } => 400,
             Error::DatasetNotFound { .. } | Error::SnapshotNotFound { .. } => 404,
             Error::DatasetEmpty { .. } => 409,
             Error::OutOfMemory { .. } => 422,
@@ -318,6 +328,7 @@ mod tests {
             ),
             (Error::QueryNotAllowed { message: "COPY".into() }, "query_not_allowed", 400, None),
             (Error::QueryInvalid { message: "syntax".into() }, "query_invalid", 400, None),
+            (Error::QueryTooComplex { message: "wide".into() }, "query_too_complex", 400, None),
             (Error::DatasetNotFound { name: "x".into() }, "dataset_not_found", 404, None),
             (
                 Error::ConsistencyTimeout { token: 3, waited_ms: 10, lagging: "x=2".into() },

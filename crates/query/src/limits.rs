@@ -1,6 +1,8 @@
 //! Back-pressure: per-user and per-tenant request rates (keyed GCRA limiters from `governor`)
 //! and the query concurrency cap with a bounded wait queue. Both answer "no" fast with a
-//! `Retry-After`, before the process is in trouble (SPEC §3, §4).
+//! `Retry-After`, before the process is in trouble (SPEC §3, §4). And the size limits of a
+//! query's SQL ([`SqlLimits`]), checked on the text before DuckDB sees it: DuckDB's binder is
+//! quadratic in a wide select list and cannot be interrupted while it binds.
 
 use crate::auth::Principal;
 use crate::config::RateLimits;
@@ -187,9 +189,158 @@ impl Admission {
     }
 }
 
+/// How large a query's SQL may be (`DUCKMESH_QUERY_MAX_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Longest SQL text in bytes.
+    pub max_sql_bytes: usize,
+    /// Most expressions in one select list (checked on DuckDB's syntax tree).
+    pub max_select_expressions: usize,
+    /// Deepest nesting of parentheses, brackets and braces (subqueries, calls, lists, structs).
+    pub max_nesting: usize,
+}
+
+impl SqlLimits {
+    /// 100 KiB, 1,000 expressions, 64 levels.
+    pub const DEFAULT: Self = Self { max_sql_bytes: 100 * 1024, max_select_expressions: 1000, max_nesting: 64 };
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Checks the text of `sql` against `limits` without parsing it: its length, NUL characters
+/// (which DuckDB's C interface cannot carry), and the nesting of parentheses, brackets and braces
+/// outside string literals, quoted identifiers and comments.
+pub fn check_sql_text(sql: &str, limits: &SqlLimits) -> Result<()> {
+    if sql.len() > limits.max_sql_bytes {
+        return Err(Error::QueryTooComplex {
+            message: format!("the SQL is {} bytes long; the limit is {}", sql.len(), limits.max_sql_bytes),
+        });
+    }
+    if let Some(position) = sql.find('\0') {
+        return Err(Error::QueryInvalid {
+            message: format!("the SQL contains a NUL character (U+0000) at byte {position}; write chr(0) instead"),
+        });
+    }
+    let depth = nesting_depth(sql);
+    if depth > limits.max_nesting {
+        return Err(Error::QueryTooComplex {
+            message: format!(
+                "the SQL nests parentheses or subqueries {depth} levels deep; the limit is {}",
+                limits.max_nesting
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The deepest nesting of `(`, `[` and `{` in `sql`, skipping `'…'` strings (and `E'…'` with
+/// backslash escapes), `"…"` identifiers, `$tag$…$tag$` strings, `--` and `/* */` comments.
+pub fn nesting_depth(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let (mut depth, mut deepest, mut index) = (0usize, 0usize, 0usize);
+    while index < bytes.len() {
+        let byte = bytes[index];
+        match byte {
+            b'\'' | b'"' => {
+                let backslash = byte == b'\''
+                    && index > 0
+                    && matches!(bytes[index - 1], b'e' | b'E')
+                    && (index < 2 || !(bytes[index - 2].is_ascii_alphanumeric() || bytes[index - 2] == b'_'));
+                index += 1;
+                while index < bytes.len() {
+                    if backslash && bytes[index] == b'\\' {
+                        index += 2;
+                        continue;
+                    }
+                    if bytes[index] == byte {
+                        // A doubled quote is an escaped quote.
+                        if bytes.get(index + 1) == Some(&byte) {
+                            index += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    index += 1;
+                }
+            }
+            b'-' if bytes.get(index + 1) == Some(&b'-') => {
+                while index < bytes.len() && bytes[index] != b'\n' {
+                    index += 1;
+                }
+            }
+            b'/' if bytes.get(index + 1) == Some(&b'*') => {
+                let mut open = 1usize;
+                index += 2;
+                while index < bytes.len() && open > 0 {
+                    if bytes[index] == b'/' && bytes.get(index + 1) == Some(&b'*') {
+                        open += 1;
+                        index += 1;
+                    } else if bytes[index] == b'*' && bytes.get(index + 1) == Some(&b'/') {
+                        open -= 1;
+                        index += 1;
+                    }
+                    index += 1;
+                }
+                continue;
+            }
+            b'$' => {
+                // `$tag$ … $tag$`; a `$1` parameter has no closing `$` before a non-tag byte.
+                let tag_end = bytes[index + 1..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                    .map(|offset| index + 1 + offset);
+                if let Some(end) = tag_end.filter(|end| bytes[*end] == b'$') {
+                    let tag = &sql[index..=end];
+                    if !tag[1..tag.len() - 1].starts_with(|c: char| c.is_ascii_digit()) {
+                        let body = end + 1;
+                        index = sql[body..].find(tag).map_or(bytes.len(), |at| body + at + tag.len());
+                        continue;
+                    }
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        index += 1;
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_text_limits_skip_literals_and_comments() {
+        let cases: &[(&str, usize)] = &[
+            ("SELECT 1", 0),
+            ("SELECT (1 + (2))", 2),
+            ("SELECT '((((' , \"(((\" FROM t -- ((((\n WHERE (x)", 1),
+            ("SELECT /* ((( /* nested ( */ ( */ [1, [2]]", 2),
+            ("SELECT 'it''s (' || E'\\' ((' , $$ ((( $$, $q$ ( $q$, {'a': (1)}", 2),
+            ("SELECT ($1)", 1),
+            ("SELECT ((1", 2),
+        ];
+        for (sql, depth) in cases {
+            assert_eq!(nesting_depth(sql), *depth, "{sql}");
+        }
+        let limits = SqlLimits { max_sql_bytes: 64, max_select_expressions: 10, max_nesting: 3 };
+        check_sql_text("SELECT (((1)))", &limits).expect("at the limit");
+        let deep = check_sql_text("SELECT ((((1))))", &limits).expect_err("too deep");
+        assert_eq!((deep.error_code(), deep.status()), ("query_too_complex", 400));
+        let long = check_sql_text(&format!("SELECT '{}'", "x".repeat(64)), &limits).expect_err("too long");
+        assert_eq!(long.error_code(), "query_too_complex");
+        let nul = check_sql_text("SELECT '\0'", &limits).expect_err("NUL");
+        assert_eq!((nul.error_code(), nul.status()), ("query_invalid", 400));
+    }
 
     #[tokio::test]
     async fn the_queue_is_bounded_and_drains() {

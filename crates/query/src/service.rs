@@ -28,9 +28,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// Longest accepted SQL text.
-const MAX_SQL_BYTES: usize = 1024 * 1024;
-
 /// The query service. Cheap to clone; every clone shares caches, limits and slots.
 #[derive(Debug, Clone)]
 pub struct QueryService {
@@ -263,15 +260,12 @@ impl QueryService {
         if request.sql.trim().is_empty() {
             return Err(invalid("sql is empty"));
         }
-        if request.sql.len() > MAX_SQL_BYTES {
-            return Err(invalid("sql is longer than 1 MiB"));
-        }
         let namespace = request.namespace.clone().unwrap_or_else(|| config.namespace.clone());
 
-        let analysis = {
-            let parser = self.inner.parser.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            sql::analyze(&parser, &request.sql)?
-        };
+        let analysis = self.analyze(&request.sql, deadline).await.map_err(|error| match error {
+            Error::QueryTimeout { .. } => Error::QueryTimeout { limit_ms: millis(timeout) },
+            other => other,
+        })?;
         let mut datasets = self.resolve(principal, &namespace, &analysis.tables, &request.snapshots).await?;
         if let Some(token) = request.min_visibility_token {
             self.barrier(&mut datasets, token, started, deadline).await?;
@@ -390,6 +384,45 @@ impl QueryService {
         }
         response.elapsed_ms = millis(started.elapsed());
         Ok(QueryAnswer { response, body })
+    }
+
+    /// Checks `sql` (text limits, DuckDB's parser, the statement check) on a thread of its own
+    /// with a deep stack, on a connection of its own that is interrupted at `deadline` or when
+    /// the request is dropped.
+    async fn analyze(&self, sql: &str, deadline: Instant) -> Result<sql::Analysis> {
+        let limits = self.inner.config.sql_limits;
+        crate::limits::check_sql_text(sql, &limits)?;
+        let connection = self
+            .inner
+            .parser
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .try_clone()
+            .map_err(|error| Error::Engine { step: "opening the parser", message: error.to_string() })?;
+        let cancel = Arc::new(Cancel::default());
+        cancel.set_handle(connection.interrupt_handle());
+        let mut guard = CancelOnDrop(Arc::clone(&cancel), false);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let text = sql.to_owned();
+        let done = Arc::clone(&cancel);
+        std::thread::Builder::new()
+            .name("duckmesh-parse".into())
+            .stack_size(sql::PARSER_STACK_BYTES)
+            .spawn(move || {
+                let _ = sender.send(sql::analyze_with(&connection, &text, &limits));
+                done.finish();
+            })
+            .map_err(|error| Error::Internal { message: format!("starting the parser thread: {error}") })?;
+        let answer = tokio::time::timeout_at(deadline, receiver).await;
+        guard.1 = true;
+        match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Internal { message: "the parser thread failed".into() }),
+            Err(_elapsed) => {
+                cancel.cancel();
+                Err(Error::QueryTimeout { limit_ms: 0 })
+            }
+        }
     }
 
     /// Finds the datasets `tables` names for `principal` and applies `pins`.
@@ -734,9 +767,13 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// Stops a query's DuckDB: on the deadline, or when the request is dropped (client gone).
+/// DuckDB forgets an interrupt that arrives between two statements, so once cancelled the
+/// handle is interrupted again and again until the blocking thread has [`Cancel::finish`]ed,
+/// and [`Sandbox::run_until`] stops between statements on its own.
 #[derive(Default)]
 struct Cancel {
     cancelled: AtomicBool,
+    finished: AtomicBool,
     handle: Mutex<Option<Arc<InterruptHandle>>>,
 }
 
@@ -751,15 +788,44 @@ impl Cancel {
         *self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(handle);
     }
 
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
+    fn interrupt(&self) {
         if let Some(handle) = self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
             handle.interrupt();
         }
     }
 
+    /// Marks the query cancelled and interrupts it until its thread finishes.
+    fn cancel(self: &Arc<Self>) {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.interrupt();
+        if self.is_finished() {
+            return;
+        }
+        let cancel = Arc::clone(self);
+        let repeat = async move {
+            while !cancel.is_finished() {
+                cancel.interrupt();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(repeat);
+        }
+    }
+
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Called by the blocking thread when it is done with DuckDB.
+    fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
     }
 }
 
@@ -774,7 +840,9 @@ impl Drop for CancelOnDrop {
 }
 
 /// Runs the query on a new connection of `engine` on a blocking thread, interrupting DuckDB at
-/// `deadline`.
+/// `deadline` or when the request is dropped. At the deadline the answer is a timeout at once,
+/// and the slot is released with it: DuckDB cannot be interrupted while it binds, so the thread
+/// may need a moment to notice.
 async fn execute(
     engine: Arc<PooledEngine>,
     sql: String,
@@ -786,25 +854,20 @@ async fn execute(
     let mut guard = CancelOnDrop(Arc::clone(&cancel), false);
     let worker_cancel = Arc::clone(&cancel);
     let mut join = tokio::task::spawn_blocking(move || {
-        let session = engine.sandbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).session()?;
-        worker_cancel.set_handle(session.interrupt_handle());
-        if worker_cancel.is_cancelled() {
-            return Err(Error::QueryTimeout { limit_ms: 0 });
-        }
-        session.run(&sql, format, caps)
+        let result = (|| {
+            let session = engine.sandbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).session()?;
+            worker_cancel.set_handle(session.interrupt_handle());
+            session.run_until(&sql, format, caps, &|| worker_cancel.is_cancelled())
+        })();
+        worker_cancel.finish();
+        result
     });
     let joined = tokio::select! {
         joined = &mut join => joined,
         () = tokio::time::sleep_until(deadline) => {
-            // An interrupt between two statements is forgotten by the next one: repeat it
-            // until the blocking task has returned.
-            loop {
-                cancel.cancel();
-                tokio::select! {
-                    joined = &mut join => break joined,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
+            guard.1 = true;
+            cancel.cancel();
+            return Err(Error::QueryTimeout { limit_ms: 0 });
         }
     };
     guard.1 = true;

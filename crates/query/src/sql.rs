@@ -3,27 +3,86 @@
 //! worker uses for task SQL) decides whether the text is exactly one read-only query and which
 //! datasets it names. The sandbox settings of [`crate::engine`] enforce file access
 //! independently; this check gives a clear 400 before any work is done.
+//!
+//! The size limits of [`SqlLimits`] apply first, on the text, so an oversized statement never
+//! reaches DuckDB; the select-list width is checked on the parser's tree.
 
 use crate::error::{Error, Result};
+use crate::limits::{SqlLimits, check_sql_text};
 use duckdb::Connection;
 use duckmesh_core::StatementError;
-use duckmesh_core::statement::{self, SERIALIZE_SQL};
+use duckmesh_core::statement::{self, SERIALIZE_SQL, TreeLimits};
 
 pub use duckmesh_core::statement::{ALLOWED_TABLE_FUNCTIONS, Analysis};
 
-/// Checks `sql` with DuckDB's parser on `connection` (no data or files are touched).
+/// Checks `sql` with DuckDB's parser on `connection` (no data or files are touched), under the
+/// default [`SqlLimits`].
 pub fn analyze(connection: &Connection, sql: &str) -> Result<Analysis> {
-    let json: String = connection
-        .query_row(SERIALIZE_SQL, [sql], |row| row.get(0))
-        .map_err(|error| Error::Engine { step: "parsing the query", message: error.to_string() })?;
-    analyze_json(&json)
+    analyze_with(connection, sql, &SqlLimits::DEFAULT)
+}
+
+/// [`analyze`] under `limits`. Deep statements recurse deeply in DuckDB's parser: call this on
+/// a thread with a generous stack (the service uses [`PARSER_STACK_BYTES`]).
+pub fn analyze_with(connection: &Connection, sql: &str, limits: &SqlLimits) -> Result<Analysis> {
+    check_sql_text(sql, limits)?;
+    let tree_limits = TreeLimits { max_select_expressions: Some(limits.max_select_expressions) };
+    let checked = analyze_json_with(&serialize(connection, sql)?, tree_limits);
+    // `PIVOT … IN (…)` and `UNPIVOT` are read-only table references and pass the check. A
+    // `PIVOT` without an `IN` list makes DuckDB create an ENUM type from the data before the
+    // query (several statements, refused in views too): say so instead of "DDL".
+    if matches!(checked, Err(Error::QueryNotAllowed { .. })) && starts_with_pivot(sql) {
+        return Err(Error::QueryNotAllowed {
+            message: "a PIVOT without an IN list reads its values from the data in a separate statement, which a \
+                      query cannot run; name the values: PIVOT <dataset> ON <column> IN ('a', 'b') USING …"
+                .into(),
+        });
+    }
+    checked
+}
+
+/// The stack of the thread that runs [`analyze_with`].
+pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+fn serialize(connection: &Connection, sql: &str) -> Result<String> {
+    connection.query_row(SERIALIZE_SQL, [sql], |row| row.get(0)).map_err(|error| {
+        let message = error.to_string();
+        if message.contains("INTERRUPT") || message.contains("Interrupted") {
+            Error::QueryTimeout { limit_ms: 0 }
+        } else {
+            Error::Engine { step: "parsing the query", message }
+        }
+    })
+}
+
+/// Whether the first word of `sql` (after blanks, comments and parentheses) is `PIVOT` or
+/// `UNPIVOT` (or their `_WIDER`/`_LONGER` spellings).
+fn starts_with_pivot(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(comment) = trimmed.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = trimmed.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            rest = trimmed;
+            break;
+        }
+    }
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic() || *c == '_').collect();
+    ["pivot", "unpivot", "pivot_wider", "pivot_longer"].contains(&word.to_ascii_lowercase().as_str())
 }
 
 /// Checks the parser's JSON for `sql` (see [`analyze`]).
 pub fn analyze_json(json: &str) -> Result<Analysis> {
-    statement::check(json).map_err(|error| match error {
+    analyze_json_with(json, TreeLimits::default())
+}
+
+fn analyze_json_with(json: &str, limits: TreeLimits) -> Result<Analysis> {
+    statement::check_with(json, limits).map_err(|error| match error {
         StatementError::Invalid { message } => Error::QueryInvalid { message },
         StatementError::NotAllowed { message } => Error::QueryNotAllowed { message },
+        StatementError::TooComplex { message } => Error::QueryTooComplex { message },
         StatementError::Unreadable { .. } => Error::Internal { message: error.to_string() },
     })
 }
@@ -49,6 +108,13 @@ mod tests {
             ("SELECT * FROM range(10) r, (SELECT max(x) FROM facts) s;", &["facts"]),
             ("SELECT (SELECT count(*) FROM a) + (SELECT 1 FROM b WHERE EXISTS (SELECT 1 FROM c))", &["a", "b", "c"]),
             ("SELECT * FROM a UNION ALL SELECT * FROM b", &["a", "b"]),
+            ("pivot trips ON zone IN ('a', 'b') USING sum(fare) GROUP BY day", &["trips"]),
+            ("-- wide\nUNPIVOT trips ON a, b INTO NAME k VALUE v", &["trips"]),
+            (
+                "SELECT * FROM (PIVOT trips ON zone IN (1, 2) USING count(*)) p JOIN zones USING (day)",
+                &["trips", "zones"],
+            ),
+            ("FROM trips PIVOT (sum(fare) FOR zone IN ('a'))", &["trips"]),
         ];
         for (sql, tables) in cases {
             let analysis = parse(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
@@ -79,6 +145,20 @@ mod tests {
             ("SELECT 1; SELECT 2", "query_not_allowed"),
             ("SELECT 1; DROP TABLE x", "query_not_allowed"),
             ("EXPLAIN SELECT 1", "query_not_allowed"),
+            ("SELECT current_setting('temp_directory')", "query_not_allowed"),
+            ("SELECT current_setting('allowed_directories')", "query_not_allowed"),
+            ("SELECT upper(current_setting('secret_directory'))", "query_not_allowed"),
+            ("SELECT main.current_setting('temp_directory')", "query_not_allowed"),
+            ("SELECT getvariable('x')", "query_not_allowed"),
+            ("SELECT which_secret('s3://b/x', 's3')", "query_not_allowed"),
+            ("SELECT * FROM duckdb_databases()", "query_not_allowed"),
+            ("SELECT * FROM duckdb_extensions()", "query_not_allowed"),
+            ("SELECT * FROM duckdb_temporary_files()", "query_not_allowed"),
+            ("SELECT * FROM duckdb_secrets()", "query_not_allowed"),
+            ("SELECT * FROM pragma_database_list()", "query_not_allowed"),
+            ("PIVOT trips ON zone USING sum(fare); DROP TABLE x", "query_not_allowed"),
+            ("PIVOT read_csv('/etc/passwd') ON a USING count(*)", "query_not_allowed"),
+            ("SELECT '\0'", "query_invalid"),
             ("SELECT FROM WHERE", "query_invalid"),
             ("", "query_invalid"),
         ];
@@ -86,5 +166,57 @@ mod tests {
             let error = parse(sql).expect_err(sql);
             assert_eq!(error.error_code(), *code, "{sql}: {error}");
         }
+        let error = parse("SELECT current_setting('temp_directory')").expect_err("settings");
+        assert!(error.to_string().contains("current_setting()"), "{error}");
+        let error = parse("/* by zone */ PIVOT trips ON zone USING sum(fare)").expect_err("dynamic PIVOT");
+        assert!(error.to_string().contains("IN list"), "{error}");
+    }
+
+    /// serde_json's default recursion limit (128) made these a 500 `internal`.
+    #[test]
+    fn deep_but_sane_statements_are_checked() {
+        let connection = Connection::open_in_memory().expect("duckdb");
+        let chain = format!("SELECT {}", vec!["1"; 63].join(" + "));
+        let mut nested = "SELECT 1 AS x".to_owned();
+        for _ in 0..60 {
+            nested = format!("SELECT x FROM ({nested})");
+        }
+        let mut scalar = "1".to_owned();
+        for _ in 0..63 {
+            scalar = format!("(SELECT {scalar})");
+        }
+        let run = |sql: String| {
+            let connection = connection.try_clone().expect("connection");
+            std::thread::Builder::new()
+                .stack_size(PARSER_STACK_BYTES)
+                .spawn(move || analyze(&connection, &sql))
+                .expect("thread")
+                .join()
+                .expect("join")
+        };
+        for sql in [chain, nested, format!("SELECT {scalar}"), format!("SELECT {}", vec!["1"; 400].join("+"))] {
+            run(sql.clone()).unwrap_or_else(|error| panic!("{}…: {error}", &sql[..40]));
+        }
+        let mut deeper = "SELECT 1 AS x".to_owned();
+        for _ in 0..65 {
+            deeper = format!("SELECT x FROM ({deeper})");
+        }
+        assert_eq!(run(deeper).expect_err("past the nesting limit").error_code(), "query_too_complex");
+        let long_chain = format!("SELECT {}", vec!["1"; 5000].join("+"));
+        assert_eq!(run(long_chain).expect_err("DuckDB's own depth limit").error_code(), "query_invalid");
+    }
+
+    #[test]
+    fn wide_and_long_statements_are_refused_before_duckdb_binds_them() {
+        let connection = Connection::open_in_memory().expect("duckdb");
+        let wide = format!("SELECT {}", vec!["1"; 1001].join(","));
+        let error = analyze(&connection, &wide).expect_err("wide");
+        assert_eq!(error.error_code(), "query_too_complex");
+        assert!(error.to_string().contains("1001 expressions"), "{error}");
+        analyze(&connection, &format!("SELECT {}", vec!["1"; 1000].join(","))).expect("at the limit");
+        let raised = SqlLimits { max_select_expressions: 2000, ..SqlLimits::DEFAULT };
+        analyze_with(&connection, &wide, &raised).expect("limit raised");
+        let long = format!("SELECT {}", vec!["1"; 60_000].join(","));
+        assert_eq!(analyze(&connection, &long).expect_err("long").error_code(), "query_too_complex");
     }
 }

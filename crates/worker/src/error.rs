@@ -231,7 +231,7 @@ pub(crate) fn classify_sql(error: &duckdb::Error) -> Error {
 pub(crate) fn statement(error: duckmesh_core::StatementError) -> Error {
     use duckmesh_core::StatementError;
     match error {
-        StatementError::Invalid { message } => Error::Sql { message },
+        StatementError::Invalid { message } | StatementError::TooComplex { message } => Error::Sql { message },
         StatementError::NotAllowed { message } => Error::SqlNotAllowed { message },
         StatementError::Unreadable { .. } => {
             Error::Engine { step: "checking the task's SQL", message: error.to_string() }
