@@ -36,8 +36,23 @@ e2e *args:
 check-observability:
     scripts/check-observability.sh
 
-# What CI runs: lints, tests, then the observability kit's checks.
-ci: lint test check-observability
+# What CI runs: lints, tests, 10 s of every fuzz target, the API contract, then the observability
+# kit's checks.
+ci: lint test (fuzz "10") api-contract check-observability
+
+# Every cargo-fuzz target in fuzz/ for SECONDS each, from its committed corpus (nightly +
+# cargo-fuzz; sanitizer builds in /var/tmp/duckmesh-fuzz-target). A crash fails the recipe.
+fuzz seconds="10":
+    scripts/fuzz.sh {{seconds}}
+
+# schemathesis against a live `duckmesh api` (throwaway PostgreSQL, moto, a couple of datasets):
+# no 5xx, every answer as docs/openapi.json says.
+api-contract max_examples="30":
+    scripts/api-contract.sh {{max_examples}}
+
+# Regenerate docs/openapi.json from the handlers and types (a test fails when it drifts).
+openapi:
+    DUCKMESH_BLESS=1 cargo test -p duckmesh-query --test openapi committed_document
 
 # The catalog's invariant test alone; replay a run with `just invariants <seed>`.
 invariants seed="":
