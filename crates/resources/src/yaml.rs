@@ -481,10 +481,10 @@ fn schema_problem(error: &jsonschema::ValidationError<'_>, document: &Value) -> 
     let got = quoted(instance);
     let message = match error.kind() {
         Kind::Type { kind } => format!("invalid value {got}: expected {}", expected_type(kind)),
-        Kind::Minimum { limit } => format!("invalid value {got}: must be at least {limit}"),
-        Kind::Maximum { limit } => format!("invalid value {got}: must be at most {limit}"),
-        Kind::ExclusiveMinimum { limit } => format!("invalid value {got}: must be more than {limit}"),
-        Kind::ExclusiveMaximum { limit } => format!("invalid value {got}: must be less than {limit}"),
+        Kind::Minimum { limit } => format!("invalid value {got}: must be at least {}", number(limit)),
+        Kind::Maximum { limit } => format!("invalid value {got}: must be at most {}", number(limit)),
+        Kind::ExclusiveMinimum { limit } => format!("invalid value {got}: must be more than {}", number(limit)),
+        Kind::ExclusiveMaximum { limit } => format!("invalid value {got}: must be less than {}", number(limit)),
         Kind::MinLength { limit } => format!("invalid value {got}: must be at least {limit} character(s) long"),
         Kind::MaxLength { limit } => format!("invalid value {got}: must be at most {limit} characters long"),
         Kind::MinItems { limit } => format!("must have at least {limit} item(s)"),
@@ -504,6 +504,14 @@ fn schema_problem(error: &jsonschema::ValidationError<'_>, document: &Value) -> 
         _ => error.to_string(),
     };
     Problem::new(path, message)
+}
+
+/// A schema bound as people write it: `1048576`, not schemars' `1048576.0`.
+fn number(limit: &Value) -> String {
+    match limit.as_f64() {
+        Some(value) if value.fract() == 0.0 && value.abs() < 9.0e15 => format!("{}", value as i64),
+        _ => limit.to_string(),
+    }
 }
 
 fn expected_type(kind: &jsonschema::error::TypeKind) -> String {

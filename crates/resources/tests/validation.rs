@@ -261,6 +261,8 @@ fn bad_values_name_their_path() {
         let problems = problems_of(yaml);
         assert!(problems.iter().any(|p| p.contains(expected)), "expected {expected:?} in {problems:#?}");
         assert!(problems.iter().all(|p| p.starts_with("x.yaml: document 1 (")), "{problems:#?}");
+        // Bounds read as written (1048576), not as schemars' floats (1048576.0).
+        assert!(problems.iter().all(|p| !p.contains(".0")), "{problems:#?}");
     }
     // The rule also holds for specs built in code (the operator's path).
     let mut spec = job_spec_with_file_size(5);
