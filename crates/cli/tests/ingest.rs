@@ -213,6 +213,20 @@ async fn dev_mode_ingest_is_exactly_once_reads_its_writes_and_parks_poison() {
         "{stderr}"
     );
 
+    // A record the API refuses (a NUL, issue 20) is final: no retries, the command names the
+    // input line and the request's records (none stored), and exits non-zero at once. A
+    // byte-order mark at the start of the file is skipped.
+    let refused = state.path().join("refused.ndjson");
+    let nul_lines = ["{\"id\": \"nul-1\"}", "{\"id\": \"nul-2\"}", "{\"id\": \"nul-3\"}", "{\"id\": \"nul-\\u0000\"}"];
+    std::fs::write(&refused, format!("\u{feff}{}\n", nul_lines.join("\n"))).expect("ndjson");
+    let output = send(&refused).output().expect("run duckmesh ingest");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("400 nul_character: record 0, field \"id\""), "{stderr}");
+    assert!(stderr.contains("the request with the record of line 4 was refused as a whole"), "{stderr}");
+    assert!(stderr.contains("the rejected record is line 4"), "{stderr}");
+    assert!(stderr.contains("3 records in 1 request were acknowledged before this (3 accepted"), "{stderr}");
+
     // A JSON array on stdin is streamed the same way; a broken element stops it there.
     let array = |elements: &[String]| {
         let mut command = duckmesh(&["ingest", "events", "-", "--batch", "3", "--state-dir"]);
