@@ -47,7 +47,7 @@ fuzz seconds="10":
 
 # schemathesis against a live `duckmesh api` (throwaway PostgreSQL, moto, a couple of datasets):
 # no 5xx, every answer as docs/openapi.json says.
-api-contract max_examples="30":
+api-contract max_examples="100":
     scripts/api-contract.sh {{max_examples}}
 
 # Regenerate docs/openapi.json from the handlers and types (a test fails when it drifts).

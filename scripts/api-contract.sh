@@ -5,12 +5,12 @@
 # couple of datasets (scripts/api-contract/pipeline.yaml), then the API with an API key file;
 # everything it started is stopped and removed on exit.
 #
-# Usage: scripts/api-contract.sh [MAX_EXAMPLES]   (default 30 per operation; about a minute)
+# Usage: scripts/api-contract.sh [MAX_EXAMPLES]   (default 100 per operation: about 800 requests, under a minute)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-max_examples="${1:-30}"
+max_examples="${1:-100}"
 tools="${DUCKMESH_TOOLS_DIR:-$HOME/.cache/duckmesh/tools}/venv/bin"
 for tool in schemathesis moto_server; do
   [[ -x "$tools/$tool" ]] || { echo "error: $tools/$tool is missing: run scripts/bootstrap.sh --tests" >&2; exit 1; }
