@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::Utc;
-use common::{exchange, mock_client};
+use common::{catalog_with, exchange, mock_client};
 use duckmesh_catalog::{Catalog, CommitEvent};
 use duckmesh_core::{SnapshotId, TaskPhase};
 use duckmesh_operator::{
@@ -14,7 +14,7 @@ use duckmesh_operator::{
 };
 use duckmesh_resources::{Dataset, Job, Task};
 use duckmesh_scheduler::ObjectRef;
-use duckmesh_testkit::{BoxError, TestDatabase};
+use duckmesh_testkit::BoxError;
 use http::StatusCode;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
@@ -22,19 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const GROUP_PATH: &str = "/apis/duckmesh.io/v1alpha1/namespaces/default";
-
-async fn catalog_with(datasets: &[&str]) -> Result<(TestDatabase, Catalog), BoxError> {
-    let db = TestDatabase::new().await?;
-    let catalog = db.catalog().await?;
-    for name in datasets {
-        let object =
-            ObjectRef { namespace: "default".into(), name: (*name).into(), uid: format!("uid-{name}"), generation: 1 };
-        // The Jobs below run as tenant `acme`: their datasets must be acme's.
-        let spec: duckmesh_resources::DatasetSpec = serde_json::from_value(json!({"tenant": "acme"}))?;
-        duckmesh_scheduler::apply_dataset(&catalog, &object, &spec).await?;
-    }
-    Ok((db, catalog))
-}
 
 fn context(client: kube::Client, catalog: &Catalog) -> (Arc<Context>, TriggerReceivers) {
     let (triggers, receivers) = Triggers::channels();

@@ -316,16 +316,21 @@ impl ControlPlane {
         Ok(())
     }
 
-    fn controller_manager_command(&self) -> Command {
-        let kubeconfig = self.dir.join("controller-manager.kubeconfig");
-        let mut command = Command::new(self.assets.path("kube-controller-manager"));
+    /// A controller-manager or scheduler command: its kubeconfig for API access and for
+    /// delegated authentication and authorization, no leader election, no serving port.
+    fn component_command(&self, binary: &str, kubeconfig: &str) -> Command {
+        let kubeconfig = self.dir.join(kubeconfig);
+        let mut command = Command::new(self.assets.path(binary));
+        for flag in ["kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig"] {
+            command.arg(format!("--{flag}={}", kubeconfig.display()));
+        }
+        command.args(["--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0", "--v=1"]);
         command
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--authentication-kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--authorization-kubeconfig={}", kubeconfig.display()))
-            .arg("--leader-elect=false")
-            .arg("--bind-address=127.0.0.1")
-            .arg("--secure-port=0")
+    }
+
+    fn controller_manager_command(&self) -> Command {
+        let mut command = self.component_command("kube-controller-manager", "controller-manager.kubeconfig");
+        command
             .arg(format!("--service-account-private-key-file={}", self.pki.service_account_key.display()))
             .arg(format!("--root-ca-file={}", self.pki.ca.display()))
             .arg("--use-service-account-credentials=true")
@@ -334,23 +339,12 @@ impl ControlPlane {
             // lifecycle controller stays: it lifts the not-ready taint once the test node
             // reports Ready (and would taint it again if the node stopped heartbeating).
             .arg("--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller")
-            .arg("--concurrent-gc-syncs=5")
-            .arg("--v=1");
+            .arg("--concurrent-gc-syncs=5");
         command
     }
 
     fn scheduler_command(&self) -> Command {
-        let kubeconfig = self.dir.join("scheduler.kubeconfig");
-        let mut command = Command::new(self.assets.path("kube-scheduler"));
-        command
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--authentication-kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--authorization-kubeconfig={}", kubeconfig.display()))
-            .arg("--leader-elect=false")
-            .arg("--bind-address=127.0.0.1")
-            .arg("--secure-port=0")
-            .arg("--v=1");
-        command
+        self.component_command("kube-scheduler", "scheduler.kubeconfig")
     }
 
     fn write_kubeconfigs(&self) -> Result<()> {

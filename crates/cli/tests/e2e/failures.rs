@@ -33,7 +33,7 @@ async fn a_deleted_worker_pod_ends_its_attempt_and_the_task_retries_to_success()
     env.wait_job("retry", "Succeeded", JOB_TIMEOUT).await;
     env.assert_each_task_committed_once(2).await;
     // The deleted pod's attempt ended without a commit, and the task ran again.
-    let pool = sqlx::PgPool::connect(&env.db.url()).await.expect("pool");
+    let pool = sqlx::PgPool::connect(env.db.url()).await.expect("pool");
     let (attempts,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.name = 't1'")
             .fetch_one(&pool)

@@ -3,6 +3,7 @@
 //! namespace, a catalog database, an S3 prefix, the operator's least-privilege RBAC and
 //! `duckmesh operator` processes running under that ServiceAccount.
 
+pub use crate::common::{free_port, s3_env};
 use duckmesh_resources::{Condition, Dataset, Job, Task};
 use duckmesh_storage::S3Config;
 use duckmesh_storage::testing::MotoServer;
@@ -406,7 +407,7 @@ impl<'a> Env<'a> {
 
     /// Every catalog task: name → (phase, committed snapshots, succeeded attempts).
     pub async fn task_commits(&self) -> BTreeMap<String, (String, i64, i64)> {
-        let pool = sqlx::PgPool::connect(&self.db.url()).await.expect("pool");
+        let pool = sqlx::PgPool::connect(self.db.url()).await.expect("pool");
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT t.name, t.phase,
                     (SELECT count(*) FROM snapshots s WHERE s.task_id = t.id),
@@ -479,7 +480,7 @@ pub fn has(conditions: &[Condition], type_: &str, status: &str) -> bool {
 
 /// The Dataset `name`'s current snapshot, if any.
 pub fn snapshot_of(dataset: &Dataset) -> Option<i64> {
-    dataset.status.as_ref().and_then(|s| s.current_snapshot).map(|s| s as i64)
+    dataset.status.as_ref().and_then(|s| s.current_snapshot)
 }
 
 /// The Task resources of Job `job`.
@@ -499,23 +500,6 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200")
         .then(|| body.to_owned())
         .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
-}
-
-/// Points a `duckmesh` command at the test's S3 prefix (bucket, prefix, endpoint, keys).
-pub fn s3_env(command: &mut Command, s3: &S3Config) {
-    let credentials = s3.credentials.clone().expect("static test credentials");
-    command
-        .env("DUCKMESH_S3_BUCKET", &s3.bucket)
-        .env("DUCKMESH_S3_PREFIX", s3.prefix.as_deref().unwrap_or_default())
-        .env("DUCKMESH_S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default())
-        .env("DUCKMESH_S3_REGION", &s3.region)
-        .env("AWS_ACCESS_KEY_ID", credentials.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key);
-}
-
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn rand_suffix() -> String {
@@ -571,7 +555,7 @@ pub async fn running_worker(env: &Env<'_>, job: &str, timeout: Duration) -> Stri
 
 /// Catalog tasks with a live (Leased or Running) attempt right now.
 pub async fn live_attempts(env: &Env<'_>) -> i64 {
-    let pool = sqlx::PgPool::connect(&env.db.url()).await.expect("pool");
+    let pool = sqlx::PgPool::connect(env.db.url()).await.expect("pool");
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM attempts WHERE state IN ('Leased', 'Running')")
         .fetch_one(&pool)
         .await

@@ -9,6 +9,8 @@
 //! cached). `just e2e` runs this suite alone; docs/testing.md shows how to bring the bed up by
 //! hand and watch a test.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 
 mod crds;

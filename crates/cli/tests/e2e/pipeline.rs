@@ -92,7 +92,7 @@ async fn the_quickstart_applied_with_kubectl_succeeds_and_matches_dev_mode() {
     // The same pipeline in dev mode gives the same rows to the same queries.
     let api_port = free_port();
     let mut api = Command::new(env!("CARGO_BIN_EXE_duckmesh"));
-    api.args(["api", "--listen", &format!("127.0.0.1:{api_port}"), "--database-url", &env.db.url()])
+    api.args(["api", "--listen", &format!("127.0.0.1:{api_port}"), "--database-url", env.db.url()])
         .env("DUCKMESH_QUERY_AUTH", "none")
         .env("DUCKMESH_QUERY_NAMESPACE", &env.ns)
         .stdout(Stdio::null())
@@ -110,7 +110,7 @@ async fn the_quickstart_applied_with_kubectl_succeeds_and_matches_dev_mode() {
         .arg(Path::new(REPO).join("examples/quickstart.yaml"))
         .arg("--state-dir")
         .arg(state.path())
-        .args(["--database-url", &dev_db.url(), "--listen", &format!("127.0.0.1:{dev_port}"), "--keep-serving"])
+        .args(["--database-url", dev_db.url(), "--listen", &format!("127.0.0.1:{dev_port}"), "--keep-serving"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -118,7 +118,7 @@ async fn the_quickstart_applied_with_kubectl_succeeds_and_matches_dev_mode() {
     let dev_url = format!("http://127.0.0.1:{dev_port}");
     // dev runs the job, then keeps serving its API (--keep-serving): wait for the job in its
     // catalog.
-    let pool = sqlx::PgPool::connect(&dev_db.url()).await.expect("dev catalog");
+    let pool = sqlx::PgPool::connect(dev_db.url()).await.expect("dev catalog");
     let started = Instant::now();
     loop {
         let phase: Option<(String,)> = sqlx::query_as("SELECT phase FROM jobs WHERE name = 'quickstart'")

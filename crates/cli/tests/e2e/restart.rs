@@ -3,7 +3,8 @@
 
 use crate::harness::{Env, JOB_TIMEOUT, chain_job, image_dir, running_worker, start_bed};
 
-#[tokio::test]
+// Multi-threaded: the bed's test node runs on this test's runtime, and kubectl calls block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_and_etcd_restarted_mid_job_and_the_job_completes() {
     let images = image_dir();
     let bed = start_bed(images.path()).await.expect("a bed of its own");

@@ -129,3 +129,23 @@ where
         .expect("the verifier's assertions held");
     result
 }
+
+/// A migrated catalog holding the datasets `datasets` in namespace `default`, owned by tenant
+/// `acme` (the tenant the tests' Jobs and Tasks run as).
+pub async fn catalog_with(
+    datasets: &[&str],
+) -> Result<(duckmesh_testkit::TestDatabase, duckmesh_catalog::Catalog), duckmesh_testkit::BoxError> {
+    let db = duckmesh_testkit::TestDatabase::new().await?;
+    let catalog = db.catalog().await?;
+    for name in datasets {
+        let object = duckmesh_scheduler::ObjectRef {
+            namespace: "default".into(),
+            name: (*name).into(),
+            uid: format!("uid-{name}"),
+            generation: 1,
+        };
+        let spec: duckmesh_resources::DatasetSpec = serde_json::from_value(serde_json::json!({"tenant": "acme"}))?;
+        duckmesh_scheduler::apply_dataset(&catalog, &object, &spec).await?;
+    }
+    Ok((db, catalog))
+}
