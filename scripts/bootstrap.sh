@@ -61,6 +61,12 @@ if command -v rustup >/dev/null; then
   done
 fi
 
+# --- nightly Rust and cargo-fuzz for `just fuzz` (sanitizer builds need nightly) ---
+if command -v rustup >/dev/null; then
+  rustup toolchain list | grep -q '^nightly' || { say "installing the nightly toolchain (fuzzing)"; rustup toolchain install nightly --profile minimal >/dev/null; }
+fi
+command -v cargo-fuzz >/dev/null || { say "installing cargo-fuzz"; cargo install cargo-fuzz --locked --quiet; }
+
 # --- Python tools in a private virtualenv: just (as a wheel), moto_server (S3-compatible test server),
 #     schemathesis (just api-contract) ---
 if [[ ! -x "$TOOLS_DIR/venv/bin/python" ]]; then
