@@ -47,9 +47,9 @@ pub struct Args {
     #[arg(long)]
     min_visibility_token: Option<i64>,
 
-    /// Time limit in milliseconds.
-    #[arg(long)]
-    timeout_ms: Option<u64>,
+    /// Time limit in milliseconds (capped by the server's limit for the endpoint).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    timeout_ms: Option<i64>,
 
     /// Namespace of the datasets (the server's default when absent).
     #[arg(long)]

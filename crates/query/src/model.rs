@@ -25,7 +25,7 @@ pub struct QueryRequest {
     /// the endpoint's maximum (60 s interactive, 300 s task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<i64>,
     /// Response format; `json` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,

@@ -251,8 +251,8 @@ impl QueryService {
             QueryKind::Task => config.task_timeout,
         };
         let timeout = match request.timeout_ms {
-            Some(0) => return Err(invalid("timeout_ms must be positive")),
-            Some(ms) => Duration::from_millis(ms).min(limit),
+            Some(ms) if ms <= 0 => return Err(invalid("timeout_ms must be positive")),
+            Some(ms) => Duration::from_millis(ms.unsigned_abs()).min(limit),
             None => limit,
         };
         let deadline = started + timeout;
