@@ -113,6 +113,10 @@ impl ControlPlane {
         std::fs::create_dir_all(dir.join("logs")).map_err(Error::io(format!("creating {}", dir.display())))?;
         let pki = Pki::create(&dir.join("pki"))?;
         let watchdog = Arc::new(Watchdog::start(&dir.join("watchdog"))?);
+        if temp.is_some() {
+            // A bed in a `static` is never dropped: the watchdog removes its files instead.
+            watchdog.remove_on_exit(&dir);
+        }
         let ports = Ports { etcd_client: free_port()?, etcd_peer: free_port()?, apiserver: free_port()? };
         let kubeconfig = dir.join("admin.kubeconfig");
         let bed = Self {

@@ -36,6 +36,8 @@ impl Watchdog {
             done
             for f in "$1"/*.pid; do [ -e "$f" ] && kill -KILL "$(basename "$f" .pid)" 2>/dev/null; done
             rm -f "$1"/*.pid
+            # Read every path first: one of them may hold this very directory.
+            cat "$1"/*.remove 2>/dev/null | while IFS= read -r path; do rm -rf "$path"; done
         "#;
         let child = Command::new("sh")
             .arg("-c")
@@ -59,6 +61,17 @@ impl Watchdog {
     /// Unregisters a process (it ended, or was stopped).
     pub fn unwatch(&self, pid: u32) {
         let _ = std::fs::remove_file(self.dir.join(format!("{pid}.pid")));
+    }
+
+    /// Removes `path` (a directory tree) once the owner died and its processes were stopped:
+    /// for temporary directories held in `static`s, whose destructors never run.
+    pub fn remove_on_exit(&self, path: &Path) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut line = path.as_os_str().as_encoded_bytes().to_vec();
+        line.push(b'\n');
+        let _ = std::fs::write(self.dir.join(format!("{n}.remove")), line);
     }
 }
 

@@ -55,6 +55,8 @@ fn shared() -> &'static Shared {
                 .expect("bed runtime");
             let images = image_dir();
             let bed = runtime.block_on(start_bed(images.path())).expect("the Kubernetes test bed starts");
+            // Statics are never dropped: the bed's watchdog removes the image when this process ends.
+            bed.control_plane().watchdog().remove_on_exit(images.path());
             Shared { bed, _images: images, _runtime: runtime }
         })
         .join()
