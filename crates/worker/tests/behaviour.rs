@@ -122,17 +122,17 @@ async fn partitioned_output_writes_one_directory_per_partition_value() {
             big.id,
             CommitMode::Overwrite,
             json!({"sql": "SELECT i AS id, hash(i) AS h, CASE WHEN i % 2 = 0 THEN 'even' ELSE 'odd' END AS kind \
-                          FROM range(400000) t(i)"}),
+                          FROM range(1200000) t(i)"}),
         )
         .await;
     let summary = committed(harness.run_task(task).await);
-    assert_eq!(summary.rows, 400_000);
+    assert_eq!(summary.rows, 1_200_000);
     let snapshot = harness.catalog.dataset(big.id).await.expect("dataset").current_snapshot.expect("snapshot");
     let files = harness.catalog.snapshot_files(big.id, snapshot).await.expect("files");
     for kind in ["even", "odd"] {
         let in_partition: Vec<_> = files.iter().filter(|f| f.path.contains(&format!("/kind={kind}/"))).collect();
         assert!(in_partition.len() >= 2, "partition {kind} was not split: {in_partition:?}");
-        assert_eq!(in_partition.iter().map(|f| f.rows).sum::<i64>(), 200_000);
+        assert_eq!(in_partition.iter().map(|f| f.rows).sum::<i64>(), 600_000);
         assert!(in_partition.iter().all(|f| f.partition == Some(json!({"kind": kind}))));
         assert!(in_partition.iter().all(|f| f.bytes < 3 * 1048576), "{in_partition:?}");
     }
