@@ -147,7 +147,8 @@ fn principal_of(headers_extensions: &http::Extensions) -> Result<Principal, Erro
              ("X-DuckMesh-Snapshots" = String, description = "JSON object: dataset → snapshot id read"),
          )),
         (status = 400, description = "`invalid_request` (malformed body, unknown field, pin of a dataset the query does \
-         not read), `query_invalid` (does not parse or bind), `query_not_allowed` (not exactly one read-only query)",
+         not read), `query_invalid` (does not parse or bind), `query_not_allowed` (not exactly one read-only query), \
+         `query_too_complex` (past the text, select-list or nesting limits)",
          body = ErrorBody),
         (status = 401, description = "`unauthorized`: no API key, or an unknown one", body = ErrorBody),
         (status = 404, description = "`dataset_not_found`, `snapshot_not_found`", body = ErrorBody),
@@ -189,7 +190,8 @@ pub(crate) async fn query(State(service): State<QueryService>, request: Request)
              ("X-DuckMesh-Snapshots" = String, description = "JSON object: dataset → snapshot id read"),
          )),
         (status = 400, description = "`invalid_request` (malformed body, unknown field, pin of a dataset the query does \
-         not read), `query_invalid` (does not parse or bind), `query_not_allowed` (not exactly one read-only query)",
+         not read), `query_invalid` (does not parse or bind), `query_not_allowed` (not exactly one read-only query), \
+         `query_too_complex` (past the text, select-list or nesting limits)",
          body = ErrorBody),
         (status = 401, description = "`unauthorized`: no API key, or an unknown one", body = ErrorBody),
         (status = 404, description = "`dataset_not_found`, `snapshot_not_found`", body = ErrorBody),
