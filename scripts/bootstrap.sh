@@ -86,7 +86,9 @@ pip_install() {
 # --- the Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #     kubectl), built from the pinned Go modules once and cached outside the clone ---
 "$(dirname "$0")/testbed.sh" build >/dev/null
-# --- promtool and amtool for the observability checks ---
+# --- helm (the chart's checks) and promtool (the observability checks), built from the pinned Go
+#     modules once and cached outside the clone; amtool from Debian ---
+"$(dirname "$0")/go-tools.sh" build >/dev/null
 "$(dirname "$0")/install-observability-tools.sh" >/dev/null
 
 say "tools ready (just $("$TOOLS_DIR/venv/bin/just" --version | cut -d' ' -f2))"

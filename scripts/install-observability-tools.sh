@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Installs the tools that scripts/check-observability.sh needs: promtool (Debian package
-# `prometheus`) and amtool (Debian package `prometheus-alertmanager`).
+# Installs amtool (Debian package `prometheus-alertmanager`) for scripts/check-observability.sh.
+# Its promtool is the project's pinned build instead (scripts/go-tools.sh): Debian's lacks
+# Kubernetes service discovery and cannot check the scrape example.
 #
 # Idempotent and non-interactive. Meant for Debian 12 (bookworm) as root, or with sudo.
 # Installing the packages must never leave a Prometheus or Alertmanager server running
 # on a developer or CI machine, and must not fail where there is no systemd (containers),
 # so package scripts are forbidden to start services while we install (policy-rc.d exit
 # 101) and any server that got started anyway is stopped afterwards.
+#
+# Also builds (or finds in its cache) the pinned promtool, so one command readies both tools.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1; then
-    echo "install-observability-tools: promtool and amtool already installed"
-    promtool --version 2>&1 | head -n 1
+"$(dirname "$0")/go-tools.sh" build promtool >/dev/null
+
+if command -v amtool >/dev/null 2>&1; then
+    echo "install-observability-tools: amtool already installed"
     amtool --version 2>&1 | head -n 1
     exit 0
 fi
@@ -26,7 +30,7 @@ else
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-observability-tools: apt-get not found; install promtool and amtool by other means" >&2
+    echo "install-observability-tools: apt-get not found; install amtool by other means" >&2
     exit 1
 fi
 
@@ -52,18 +56,14 @@ export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    prometheus prometheus-alertmanager
+    prometheus-alertmanager
 
 # Belt and braces: if a service manager started the servers despite the policy, stop and
 # disable them. Only the packaged units are touched, by their exact names.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    for unit in prometheus.service prometheus-alertmanager.service; do
-        "${SUDO[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
-    done
+    "${SUDO[@]}" systemctl disable --now prometheus-alertmanager.service >/dev/null 2>&1 || true
 fi
 
-command -v promtool >/dev/null 2>&1 || { echo "install-observability-tools: promtool missing after install" >&2; exit 1; }
 command -v amtool >/dev/null 2>&1 || { echo "install-observability-tools: amtool missing after install" >&2; exit 1; }
-promtool --version 2>&1 | head -n 1
 amtool --version 2>&1 | head -n 1
 echo "install-observability-tools: done"
