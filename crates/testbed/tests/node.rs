@@ -1,6 +1,7 @@
 //! The test node runs pods like a kubelet, against a real control plane: environment, volumes,
 //! status, restarts, deadlines, deletion, probes, Deployments, `kubectl logs`, in-cluster
-//! service-account access. The "images" are `/bin/sh` and the bed's `kubectl`.
+//! service-account access, pod addresses. The "images" are `/bin/sh`, `python3` and the bed's
+//! `kubectl`.
 //!
 //! One bed per test (a few seconds each); each test groups related pods on its bed. The runtime
 //! is multi-threaded: the node serves `kubectl logs` from the test's runtime while the test
@@ -21,6 +22,7 @@ async fn bed() -> Bed {
     let assets = tokio::task::spawn_blocking(Assets::locate).await.expect("join").expect("assets");
     let mut images = BTreeMap::new();
     images.insert("sh".to_owned(), PathBuf::from("/bin/sh"));
+    images.insert("python3".to_owned(), PathBuf::from("/usr/bin/python3"));
     images.insert("registry.example/tools/kubectl".to_owned(), assets.path("kubectl"));
     let options = BedOptions { images, control_plane: ControlPlaneOptions { assets: Some(assets), dir: None } };
     Bed::start(options).await.expect("bed starts")
@@ -188,6 +190,8 @@ async fn pods_run_with_their_environment_volumes_and_exit_codes() {
     assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (0, Some("Completed")));
     assert!(status.container_id.is_some_and(|id| id.starts_with("testnode://")));
     let uid = done.metadata.uid.clone().expect("uid");
+    let pod_ip = done.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
+    assert!(pod_ip.starts_with("127.") && pod_ip != "127.0.0.1", "{pod_ip}");
     for line in [
         "POD_NAME=env".to_owned(),
         "POD_NAMESPACE=default".to_owned(),
@@ -196,7 +200,7 @@ async fn pods_run_with_their_environment_volumes_and_exit_codes() {
         "POD_NOTE=quack".to_owned(),
         "NODE=testnode".to_owned(),
         "ACCOUNT=default".to_owned(),
-        "POD_IP=127.0.0.1".to_owned(),
+        format!("POD_IP={pod_ip}"),
         "HOST_IP=127.0.0.1".to_owned(),
         "PASSWORD=hunter2".to_owned(),
         "password=hunter2".to_owned(),
@@ -395,8 +399,7 @@ async fn containers_restart_and_probes_drive_readiness_and_liveness() {
     });
     let mut ready = sh_pod("probed", "sleep 600", "Always");
     ready["spec"]["containers"][0]["ports"] = serde_json::json!([{"name": "http", "containerPort": port}]);
-    ready["spec"]["containers"][0]["readinessProbe"] =
-        serde_json::json!({"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1});
+    ready["spec"]["containers"][0]["readinessProbe"] = serde_json::json!({"httpGet": {"host": "127.0.0.1", "path": "/ready", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1});
     create(&bed, ready).await;
 
     // Killed by its liveness probe once it marks itself dead; restarted (Always).
@@ -438,6 +441,56 @@ async fn containers_restart_and_probes_drive_readiness_and_liveness() {
     let last = container_status(&restarted).last_state.and_then(|s| s.terminated).expect("last state");
     assert_eq!(last.exit_code, 143, "{last:?}");
     assert!(last.message.is_some_and(|m| m.contains("liveness")));
+}
+
+/// Each pod has a loopback address of its own: two pods listening on one port at their
+/// `$(POD_IP)` both run, their probes (no host: the pod IP) find them, and each answers at its
+/// address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_have_addresses_of_their_own() {
+    let bed = bed().await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    // A tiny HTTP server (the `python3` "image") that answers with its pod's name.
+    let server = format!(
+        "import http.server, os\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = os.environ['POD_NAME'].encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
+         http.server.HTTPServer((os.environ['POD_IP'], {port}), H).serve_forever()\n"
+    );
+    for name in ["addr-a", "addr-b"] {
+        let mut pod = sh_pod(name, "", "Always");
+        pod["spec"]["containers"][0] = serde_json::json!({
+            "name": "main", "image": "python3", "command": ["python3", "-c", server],
+            "env": [
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ],
+            "ports": [{"name": "http", "containerPort": port}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+        });
+        create(&bed, pod).await;
+    }
+    let mut addresses = Vec::new();
+    for name in ["addr-a", "addr-b"] {
+        let pod = wait_for(&bed, name, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        let status = pod.status.expect("status");
+        let ip = status.pod_ip.expect("pod IP");
+        assert_eq!(status.pod_ips.expect("pod IPs")[0].ip, ip);
+        assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+        let mut stream = std::net::TcpStream::connect((ip.as_str(), port)).expect("the pod answers at its IP");
+        use std::io::{Read, Write};
+        write!(stream, "GET / HTTP/1.0\r\n\r\n").expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        assert!(answer.ends_with(name), "{answer}");
+        addresses.push(ip);
+    }
+    assert_ne!(addresses[0], addresses[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

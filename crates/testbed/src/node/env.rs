@@ -117,7 +117,11 @@ pub fn field_value(pod: &Pod, selector: &ObjectFieldSelector) -> Result<String, 
         "metadata.annotations" => format_map(&metadata.annotations),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
-        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => super::NODE_IP.to_owned(),
+        "status.hostIP" | "status.hostIPs" => super::NODE_IP.to_owned(),
+        // The node puts the address it gave the pod in the pod it runs (see `pod::run`).
+        "status.podIP" | "status.podIPs" => {
+            pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_else(|| super::NODE_IP.to_owned())
+        }
         _ => {
             if let Some(value) = map_entry(&metadata.labels, "metadata.labels['") {
                 value

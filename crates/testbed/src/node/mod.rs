@@ -6,9 +6,13 @@
 //! - **Images** are a table from image reference to a local executable (the image's ENTRYPOINT);
 //!   the full reference is looked up first, then the reference without digest, then without
 //!   tag. `command`/`args` follow the Docker rules, see [`expand::entrypoint`].
-//! - **Network**: every pod shares the host network on `127.0.0.1` (like `hostNetwork: true`):
-//!   pod IP and host IP are `127.0.0.1`, and two pods listening on one port clash. The
-//!   `kubernetes` Service variables point at the API server's real port.
+//! - **Network**: pods share the host's network namespace, but each gets a loopback address of
+//!   its own (`127.64.0.0/10`; all of `127.0.0.0/8` is local on Linux) as `status.podIP`, for
+//!   the downward API and as the default host of its probes. A pod that binds its listeners to
+//!   its pod IP (`$(POD_IP)` from a `fieldRef`) does not clash with another pod on the same port;
+//!   one that binds `0.0.0.0` still does. The host IP is `127.0.0.1`. There is no Service
+//!   routing: clients reach a pod at its pod IP. The `kubernetes` Service variables point at
+//!   the API server's real port.
 //! - **File system**: a container sees the host's file system, with its volumes bind-mounted at
 //!   their `mountPath` in a private mount namespace (`unshare --mount`), so pods do not see each
 //!   other's volumes. Mount points that do not exist are created on the host (as empty
@@ -50,8 +54,39 @@ use tokio::task::JoinHandle;
 
 pub use status::PodState;
 
-/// The address of every pod and of the node.
+/// The address of the node (its `InternalIP` and every pod's `hostIP`).
 pub const NODE_IP: &str = "127.0.0.1";
+/// The first pod address: pods get addresses from `127.64.0.0/10`.
+const POD_NETWORK: u32 = u32::from_be_bytes([127, 64, 0, 0]);
+/// Addresses in the pod network.
+const POD_NETWORK_SIZE: u32 = 1 << 22;
+
+/// A loopback address for a new pod: the one it had (`previous`, a pod the node adopts again
+/// after a restart), else the next free address of the pod network. Allocation starts at a
+/// random place in the network, so that beds in different processes (a test run and CI on one
+/// machine) do not hand out the same addresses, and goes on sequentially for the process's
+/// lifetime (4 M addresses; a test run uses hundreds).
+pub(crate) fn allocate_pod_ip(previous: Option<&str>) -> String {
+    static NEXT: Mutex<Option<u32>> = Mutex::new(None);
+    if let Some(previous) = previous.and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok()) {
+        let value = u32::from(previous);
+        if value & !(POD_NETWORK_SIZE - 1) == POD_NETWORK {
+            return previous.to_string();
+        }
+    }
+    let mut next = NEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut offset = next.unwrap_or_else(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        (nanos ^ std::process::id().rotate_left(11)) % POD_NETWORK_SIZE
+    });
+    // Skip the network and broadcast-looking addresses (x.y.z.0, x.y.z.255).
+    while matches!(offset & 0xff, 0 | 255) {
+        offset = (offset + 1) % POD_NETWORK_SIZE;
+    }
+    *next = Some((offset + 1) % POD_NETWORK_SIZE);
+    std::net::Ipv4Addr::from(POD_NETWORK + offset).to_string()
+}
 /// The field manager of the node's writes.
 const FIELD_MANAGER: &str = "duckmesh-testnode";
 /// Taints the node lifecycle controller removes from a Ready node.

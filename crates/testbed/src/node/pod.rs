@@ -183,6 +183,14 @@ fn is_terminal(pod: &Pod) -> bool {
 /// from the API, or the node stops (the update channel closes).
 pub(crate) async fn run(context: Arc<NodeContext>, mut updates: watch::Receiver<Option<Arc<Pod>>>) {
     let Some(pod) = updates.borrow().clone() else { return };
+    // The pod's own address, kept in the pod this node runs: the downward API and the probes
+    // read it there, the status reports it.
+    let pod_ip = super::allocate_pod_ip(pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()));
+    let pod = {
+        let mut pod = (*pod).clone();
+        pod.status.get_or_insert_with(Default::default).pod_ip = Some(pod_ip.clone());
+        Arc::new(pod)
+    };
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -205,6 +213,7 @@ pub(crate) async fn run(context: Arc<NodeContext>, mut updates: watch::Receiver<
         start_time: Some(start_time.clone()),
         init,
         containers,
+        pod_ip: Some(pod_ip),
         ..PodState::default()
     }));
     let (stop, _) = watch::channel(None);

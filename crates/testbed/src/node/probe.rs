@@ -163,6 +163,11 @@ fn port(container: &Container, port: &IntOrString) -> Result<u16, String> {
 }
 
 /// One probe attempt.
+/// The default host of a probe: the pod's own address, like the kubelet's.
+fn pod_ip(runtime: &PodRuntime) -> String {
+    runtime.pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_else(|| super::NODE_IP.to_owned())
+}
+
 async fn check(runtime: &PodRuntime, container: &Container, launch: &Launch, probe: &Probe) -> Result<(), String> {
     let timeout = seconds(probe.timeout_seconds, 1).max(Duration::from_secs(1));
     let attempt = async {
@@ -170,7 +175,7 @@ async fn check(runtime: &PodRuntime, container: &Container, launch: &Launch, pro
             if http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
                 return Err("HTTPS probes are not supported by the test node".to_owned());
             }
-            let host = http.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| super::NODE_IP.to_owned());
+            let host = http.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip(runtime));
             let port = port(container, &http.port)?;
             let path = http.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
             let mut stream =
@@ -200,7 +205,7 @@ async fn check(runtime: &PodRuntime, container: &Container, launch: &Launch, pro
                 .ok_or_else(|| format!("not an HTTP response: {line:?}"))?;
             if (200..400).contains(&code) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {code}")) }
         } else if let Some(tcp) = &probe.tcp_socket {
-            let host = tcp.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| super::NODE_IP.to_owned());
+            let host = tcp.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip(runtime));
             let port = port(container, &tcp.port)?;
             tokio::net::TcpStream::connect((host.as_str(), port)).await.map(|_| ()).map_err(|e| format!("connect: {e}"))
         } else if let Some(exec) = &probe.exec {

@@ -109,6 +109,8 @@ pub struct PodState {
     /// The pod is being stopped (deletion): once every container ended, the phase is terminal
     /// whatever the restart policy.
     pub terminating: bool,
+    /// The pod's own loopback address (`status.podIP`); the node's when unset.
+    pub pod_ip: Option<String>,
 }
 
 /// The pod phase, as the kubelet's `getPhase` computes it.
@@ -283,6 +285,7 @@ pub fn pod_status(state: &PodState, restart_policy: &str, existing: &[PodConditi
         mine.last_probe_time = None;
         conditions.push(mine);
     }
+    let pod_ip = state.pod_ip.clone().unwrap_or_else(|| super::NODE_IP.to_owned());
     let (reason, message) = match &state.failure {
         Some((reason, message)) => (Some(reason.clone()), Some(message.clone())),
         None => (None, None),
@@ -292,8 +295,8 @@ pub fn pod_status(state: &PodState, restart_policy: &str, existing: &[PodConditi
         conditions: Some(conditions),
         host_ip: Some(super::NODE_IP.to_owned()),
         host_ips: Some(vec![HostIP { ip: super::NODE_IP.to_owned() }]),
-        pod_ip: Some(super::NODE_IP.to_owned()),
-        pod_ips: Some(vec![PodIP { ip: super::NODE_IP.to_owned() }]),
+        pod_ip: Some(pod_ip.clone()),
+        pod_ips: Some(vec![PodIP { ip: pod_ip }]),
         start_time: state.start_time.clone(),
         init_container_statuses: if state.init.is_empty() {
             None
