@@ -12,6 +12,7 @@ mod operator;
 mod out;
 mod query;
 mod read_only;
+mod ready;
 mod signals;
 mod status;
 mod worker;
@@ -82,6 +83,10 @@ enum Command {
     /// Run one read-only SQL query against a query API and print the result.
     Query(query::Args),
 
+    /// Wait until a query API answers `GET /v1/ready` with 200 (a health check for images
+    /// without a shell: init containers, `helm test`).
+    Ready(ready::Args),
+
     /// Post records (NDJSON or a JSON array, from a file or stdin) to a dataset through the
     /// ingest API, in batches; prints the visibility token that makes them readable.
     Ingest(ingest::Args),
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
             Command::Api(args) => api::run(args).await,
             Command::Coordinator(args) => coordinator::run(args).await,
             Command::Query(args) => query::run(args).await,
+            Command::Ready(args) => ready::run(args).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::ReadOnly(args) => read_only::run(args).await,
@@ -154,6 +160,7 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuar
         Command::Api(_) => "api",
         Command::Coordinator(_) => "coordinator",
         Command::Query(_) => "query",
+        Command::Ready(_) => "ready",
         Command::Ingest(_) => "ingest",
         Command::DeadLetters(_) => "dead-letters",
         Command::ReadOnly(_) => "read-only",
