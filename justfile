@@ -90,3 +90,13 @@ migrate *args:
 dev *args:
     scripts/fetch-duckdb.sh >/dev/null
     cargo run -p duckmesh -- dev examples/quickstart.yaml {{args}}
+
+# The Helm chart (charts/duckmesh): helm lint --strict of the default values and the ci/ files,
+# helm template, a misspelt key and a wrong type refused by the schema, the rendered objects
+# accepted by a real API server (kubectl apply --dry-run=server), the operator's rules equal to
+# deployments/kubernetes/operator-rbac.yaml, no drift of the chart's copies and of
+# docs/install.md's values table. helm and the bed are built from the pins once and cached.
+chart *args:
+    scripts/go-tools.sh build helm >/dev/null
+    scripts/testbed.sh build >/dev/null
+    cargo test -p duckmesh --test chart --locked -- {{args}}
