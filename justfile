@@ -37,8 +37,8 @@ check-observability:
     scripts/check-observability.sh
 
 # What CI runs: lints, tests, 10 s of each light fuzz target, the API contract, then the
-# observability kit's checks.
-ci: lint test (fuzz "10" "light") api-contract check-observability
+# observability kit's checks, the Helm chart's checks and its install on the test bed.
+ci: lint test (fuzz "10" "light") api-contract check-observability chart e2e-helm
 
 # Every cargo-fuzz target in fuzz/ for SECONDS each, from its committed corpus (nightly +
 # cargo-fuzz; sanitizer builds in /var/tmp/duckmesh-fuzz-target). A crash fails the recipe.
@@ -100,3 +100,12 @@ chart *args:
     scripts/go-tools.sh build helm >/dev/null
     scripts/testbed.sh build >/dev/null
     cargo test -p duckmesh --test chart --locked -- {{args}}
+
+# The chart installed for real on the Kubernetes test bed: helm install (the hook migrates the
+# catalog; pods Ready), the quickstart Job, helm test, two upgrades (one rolls every pod), helm
+# uninstall (only the CRDs and the data remain).
+e2e-helm *args:
+    scripts/go-tools.sh build helm >/dev/null
+    scripts/testbed.sh build >/dev/null
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo test -p duckmesh --test helm --locked -- --nocapture {{args}}
