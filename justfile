@@ -51,6 +51,12 @@ fuzz seconds="10" scope="all":
 api-contract max_examples="100":
     scripts/api-contract.sh {{max_examples}}
 
+# The container image (Containerfile, docs/image.md): built twice with buildah (no daemon, no
+# registry), the two digests compared, then smoke-run with podman (--version, crds, migrate, a
+# pipeline and a stale worker against a throwaway PostgreSQL and moto). Prints image=… digest=… size_mb=….
+image *args:
+    scripts/image.sh {{args}}
+
 # Regenerate docs/openapi.json from the handlers and types (a test fails when it drifts).
 openapi:
     DUCKMESH_BLESS=1 cargo test -p duckmesh-query --test openapi committed_document
