@@ -249,7 +249,15 @@ async fn helm_install_test_upgrade_and_uninstall_on_the_bed() {
         operators.values().chain(apis.values()).chain(coordinators.values()).map(|(_, ip)| ip).collect();
     assert_eq!(ips.len(), 5, "each pod on an address of its own: {ips:?}");
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(world.client.clone(), NAMESPACE);
-    let holder = leases.get("duckmesh-operator").await.expect("lease").spec.and_then(|s| s.holder_identity);
+    // Ready means started (leader or standby): the election may take a moment more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holder = loop {
+        let holder = leases.get_opt("duckmesh-operator").await.expect("lease").and_then(|l| l.spec?.holder_identity);
+        if holder.as_ref().is_some_and(|h| operators.contains_key(h)) || Instant::now() > deadline {
+            break holder;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(holder.as_ref().is_some_and(|h| operators.contains_key(h)), "one operator leads: {holder:?}");
 
     // The quickstart, as a user applies it.
