@@ -36,15 +36,14 @@ e2e *args:
 check-observability:
     scripts/check-observability.sh
 
-# What CI runs: lints, tests, 10 s of each light fuzz target, the API contract, then the
+# What CI runs: lints, tests, 10 s of each fuzz target, the API contract, then the
 # observability kit's checks, the Helm chart's checks and its install on the test bed.
-ci: lint test (fuzz "10" "light") api-contract check-observability chart e2e-helm
+ci: lint test (fuzz "10") api-contract check-observability chart e2e-helm
 
 # Every cargo-fuzz target in fuzz/ for SECONDS each, from its committed corpus (nightly +
 # cargo-fuzz; sanitizer builds in /var/tmp/duckmesh-fuzz-target). A crash fails the recipe.
-# SCOPE `light` runs only the targets built from light crates (statement check, YAML reader).
-fuzz seconds="10" scope="all":
-    scripts/fuzz.sh {{seconds}} {{scope}}
+fuzz seconds="10":
+    scripts/fuzz.sh {{seconds}}
 
 # schemathesis against a live `duckmesh api` (throwaway PostgreSQL, moto, a couple of datasets):
 # no 5xx, every answer as docs/openapi.json says.

@@ -4,8 +4,8 @@
 //! explicit key field.
 #![no_main]
 
-use duckmesh_catalog::Column;
-use duckmesh_query::ingest::{KEY_FIELD, check_value, parse_body, prepare};
+use duckmesh_contracts::Column;
+use duckmesh_contracts::ingest::{KEY_FIELD, check_value, parse_body, prepare};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_RECORDS: usize = 64;

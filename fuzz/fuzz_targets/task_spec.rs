@@ -3,7 +3,7 @@
 //! valid snapshot ids, and limits that hold.
 #![no_main]
 
-use duckmesh_worker::{DatasetOptions, SqlTaskSpec};
+use duckmesh_contracts::task::{DatasetOptions, SqlTaskSpec, parse_cpu, parse_memory};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = DatasetOptions::parse("fuzz", &value);
     if let Some(memory) = value.as_str() {
-        let _ = duckmesh_worker::parse_memory(memory);
-        let _ = duckmesh_worker::parse_cpu(memory);
+        let _ = parse_memory(memory);
+        let _ = parse_cpu(memory);
     }
 });

@@ -34,17 +34,7 @@ use std::time::Duration;
 /// Channel notified after every ingest ack (payload: the dataset id), to wake coordinators.
 pub const INGEST_CHANNEL: &str = "duckmesh_ingest";
 
-/// Longest accepted dedupe key, in bytes.
-pub const MAX_DEDUPE_KEY_BYTES: usize = 512;
-
-/// One record to buffer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngestRecord {
-    /// Its dedupe key (unique per dataset).
-    pub key: String,
-    /// The record (a JSON object of column values).
-    pub payload: serde_json::Value,
-}
+pub use duckmesh_contracts::ingest::{IngestRecord, MAX_DEDUPE_KEY_BYTES};
 
 /// A request to buffer records durably.
 #[derive(Debug, Clone, Copy)]

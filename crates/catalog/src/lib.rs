@@ -19,10 +19,10 @@ mod notify;
 mod outbox;
 mod reads;
 mod specs;
-mod types;
 
 pub use commit::schema_difference;
 pub use config::{ConfigError, KNOBS};
+pub use duckmesh_contracts::canonical_type;
 pub use error::{Error, Result};
 pub use ingest::{
     ClaimOptions, ClaimedBatch, ClaimedEvent, DeadLetter, DeadLetterFilter, INGEST_CHANNEL, IngestAck, IngestBacklog,
@@ -33,8 +33,7 @@ pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};
 pub use outbox::{OutboxMessage, OutboxStats};
 pub use reads::BacklogStats;
-pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, TIMEOUT_LIMIT_SECONDS};
-pub use types::canonical_type;
+pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, SpecBatch, TIMEOUT_LIMIT_SECONDS};
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};

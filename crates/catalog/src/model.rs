@@ -25,15 +25,7 @@ pub struct DatasetSpec {
     pub spec: serde_json::Value,
 }
 
-/// One column of a dataset's schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Column {
-    /// Column name.
-    pub name: String,
-    /// DuckDB type name, e.g. `BIGINT`, `VARCHAR`, `TIMESTAMP WITH TIME ZONE`.
-    #[serde(rename = "type")]
-    pub data_type: String,
-}
+pub use duckmesh_contracts::Column;
 
 /// A dataset as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]

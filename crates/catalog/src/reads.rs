@@ -46,9 +46,7 @@ impl Catalog {
 
     /// A dataset by namespace and name.
     pub async fn dataset_by_name(&self, namespace: &str, name: &str) -> Result<DatasetRecord> {
-        let sql = format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE namespace = $1 AND name = $2");
-        let row = sqlx::query(&sql).bind(namespace).bind(name).fetch_optional(&self.pool).await?;
-        row.map_or_else(|| Err(not_found(format!("dataset {namespace}/{name}"))), |row| dataset_from_row(&row))
+        dataset_by_name_in(&self.pool, namespace, name).await
     }
 
     /// All datasets, optionally of one tenant, by namespace and name.
@@ -236,6 +234,17 @@ impl Catalog {
             max_lease_lag_seconds: row.try_get("lag")?,
         })
     }
+}
+
+/// The dataset named `namespace/name`, read through `executor` (the pool or a transaction).
+pub(crate) async fn dataset_by_name_in<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    namespace: &str,
+    name: &str,
+) -> Result<DatasetRecord> {
+    let sql = format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE namespace = $1 AND name = $2");
+    let row = sqlx::query(&sql).bind(namespace).bind(name).fetch_optional(executor).await?;
+    row.map_or_else(|| Err(not_found(format!("dataset {namespace}/{name}"))), |row| dataset_from_row(&row))
 }
 
 fn not_found(what: String) -> Error {

@@ -38,6 +38,64 @@ pub struct CancelledAttempt {
 }
 
 impl Catalog {
+    /// Starts a [`SpecBatch`]: upserts that are stored together, in one transaction, or not at
+    /// all.
+    pub async fn begin_specs(&self) -> Result<SpecBatch> {
+        Ok(SpecBatch { tx: self.pool.begin().await?, default_max_attempts: self.config.default_max_attempts })
+    }
+
+    /// Stores a dataset on its own; see [`SpecBatch::upsert_dataset`].
+    pub async fn upsert_dataset(&self, spec: &DatasetSpec) -> Result<DatasetRecord> {
+        let mut batch = self.begin_specs().await?;
+        let record = batch.upsert_dataset(spec).await?;
+        batch.commit().await?;
+        Ok(record)
+    }
+
+    /// Stores a job and its tasks on their own; see [`SpecBatch::upsert_job`].
+    pub async fn upsert_job(&self, spec: &JobSpec) -> Result<JobUpsert> {
+        let mut batch = self.begin_specs().await?;
+        let upsert = batch.upsert_job(spec).await?;
+        batch.commit().await?;
+        Ok(upsert)
+    }
+
+    /// Stores a standalone task on its own; see [`SpecBatch::upsert_standalone_task`].
+    pub async fn upsert_standalone_task(&self, namespace: &str, tenant: &str, task: &TaskSpec) -> Result<TaskId> {
+        let mut batch = self.begin_specs().await?;
+        let id = batch.upsert_standalone_task(namespace, tenant, task).await?;
+        batch.commit().await?;
+        Ok(id)
+    }
+}
+
+/// Upserts of declared resources stored in one transaction: [`SpecBatch::commit`] stores them
+/// all, and dropping the batch (an error on the way, a lost connection) stores none. Each
+/// upsert holds a lock on its name until the batch ends, and reads inside the batch
+/// ([`SpecBatch::dataset_by_name`]) see what the batch stored so far.
+pub struct SpecBatch {
+    tx: Transaction<'static, Postgres>,
+    default_max_attempts: u32,
+}
+
+impl std::fmt::Debug for SpecBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpecBatch").finish_non_exhaustive()
+    }
+}
+
+impl SpecBatch {
+    /// Stores everything upserted in this batch, atomically.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// The dataset named `namespace/name` as this batch sees it (its own upserts included).
+    pub async fn dataset_by_name(&mut self, namespace: &str, name: &str) -> Result<DatasetRecord> {
+        crate::reads::dataset_by_name_in(&mut *self.tx, namespace, name).await
+    }
+
     /// Stores a dataset, or updates it when `generation` is newer or `uid` changed. Committed
     /// snapshots are kept across re-creation under the same name.
     ///
@@ -45,18 +103,17 @@ impl Catalog {
     /// id from the sequence: the row is looked up first, under a lock on the name that
     /// serialises concurrent appliers, and inserted only when it is missing (an
     /// `INSERT … ON CONFLICT` would take an id every time, even when it conflicts).
-    pub async fn upsert_dataset(&self, spec: &DatasetSpec) -> Result<DatasetRecord> {
+    pub async fn upsert_dataset(&mut self, spec: &DatasetSpec) -> Result<DatasetRecord> {
         validate_name("dataset", &spec.namespace, &spec.name)?;
         let schema = spec.schema.as_deref().map(|columns| Json(crate::commit::normalized(columns)));
-        let mut tx = self.pool.begin().await?;
-        lock_name(&mut tx, "dataset", &spec.namespace, &spec.name).await?;
+        let tx = &mut self.tx;
+        lock_name(tx, "dataset", &spec.namespace, &spec.name).await?;
         let select = format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE namespace = $1 AND name = $2");
-        let existing = sqlx::query(&select).bind(&spec.namespace).bind(&spec.name).fetch_optional(&mut *tx).await?;
+        let existing = sqlx::query(&select).bind(&spec.namespace).bind(&spec.name).fetch_optional(&mut **tx).await?;
         let row = match existing {
             Some(row) => {
                 let current = dataset_from_row(&row)?;
                 if current.uid == spec.uid && current.generation >= spec.generation {
-                    tx.commit().await?;
                     return Ok(current);
                 }
                 let sql = format!(
@@ -72,7 +129,7 @@ impl Catalog {
                     .bind(&spec.tenant)
                     .bind(&spec.spec)
                     .bind(&schema)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?
             }
             None => {
@@ -88,12 +145,11 @@ impl Catalog {
                     .bind(&spec.tenant)
                     .bind(&spec.spec)
                     .bind(&schema)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?
             }
         };
         let record = dataset_from_row(&row)?;
-        tx.commit().await?;
         Ok(record)
     }
 
@@ -101,7 +157,7 @@ impl Catalog {
     /// dependencies, no cycles) and fixed when the job is first stored: later calls for the
     /// same uid only update the generation, spec and `max_parallel`. A job with the same name
     /// but another uid replaces the old incarnation, whose unfinished tasks are cancelled.
-    pub async fn upsert_job(&self, spec: &JobSpec) -> Result<JobUpsert> {
+    pub async fn upsert_job(&mut self, spec: &JobSpec) -> Result<JobUpsert> {
         validate_name("job", &spec.namespace, &spec.name)?;
         let order = topological_order(
             spec.tasks.iter().map(|task| (task.name.as_str(), task.depends_on.iter().map(String::as_str))),
@@ -111,9 +167,9 @@ impl Catalog {
             validate_task(task)?;
         }
 
-        let mut tx = self.pool.begin().await?;
+        let tx = &mut self.tx;
         // Concurrent appliers of the same job name take turns: each sees what the other stored.
-        lock_name(&mut tx, "job", &spec.namespace, &spec.name).await?;
+        lock_name(tx, "job", &spec.namespace, &spec.name).await?;
         let mut cancelled_attempts = Vec::new();
         let replaced: Vec<i64> = sqlx::query_scalar(
             "UPDATE jobs SET deleted_at = now() \
@@ -122,16 +178,16 @@ impl Catalog {
         .bind(&spec.namespace)
         .bind(&spec.name)
         .bind(&spec.uid)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         for old in replaced {
-            cancelled_attempts.extend(cancel_job_in(&mut tx, JobId(old), "job replaced by a new incarnation").await?);
+            cancelled_attempts.extend(cancel_job_in(tx, JobId(old), "job replaced by a new incarnation").await?);
         }
 
         // Look first, and insert only a job that is missing: an unchanged Job applied again
         // (every reconcile does) writes nothing and takes no id from the sequence.
         let select = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE uid = $1 FOR UPDATE");
-        let existing = sqlx::query(&select).bind(&spec.uid).fetch_optional(&mut *tx).await?;
+        let existing = sqlx::query(&select).bind(&spec.uid).fetch_optional(&mut **tx).await?;
         let (job, created) = match existing {
             Some(row) => {
                 let current = job_from_row(&row)?;
@@ -145,7 +201,7 @@ impl Catalog {
                         .bind(spec.generation)
                         .bind(&spec.spec)
                         .bind(spec.max_parallel.map(|cap| cap as i32))
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut **tx)
                         .await?;
                     (job_from_row(&row)?, false)
                 } else {
@@ -165,7 +221,7 @@ impl Catalog {
                     .bind(&spec.tenant)
                     .bind(&spec.spec)
                     .bind(spec.max_parallel.map(|cap| cap as i32))
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?;
                 (job_from_row(&row)?, true)
             }
@@ -175,15 +231,7 @@ impl Catalog {
             let by_name: std::collections::HashMap<&str, &TaskSpec> =
                 spec.tasks.iter().map(|task| (task.name.as_str(), task)).collect();
             let ordered: Vec<&TaskSpec> = order.iter().map(|name| by_name[name]).collect();
-            insert_tasks(
-                &mut tx,
-                Some(job.id),
-                &spec.namespace,
-                &spec.tenant,
-                &ordered,
-                self.config.default_max_attempts,
-            )
-            .await?;
+            insert_tasks(tx, Some(job.id), &spec.namespace, &spec.tenant, &ordered, self.default_max_attempts).await?;
             let (dependents, dependencies): (Vec<&str>, Vec<&str>) = spec
                 .tasks
                 .iter()
@@ -200,22 +248,21 @@ impl Catalog {
             .bind(job.id.0)
             .bind(&dependents)
             .bind(&dependencies)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::TASKS_CHANNEL)
                 .bind(job.id.0.to_string())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(JobUpsert { job, created, cancelled_attempts })
     }
 
     /// Stores a standalone task (a `Task` resource not owned by a job), keyed by namespace and
     /// name. An existing task is left as it is; one deleted with
     /// [`Catalog::delete_standalone_task`] no longer holds the name, so this stores a new task.
-    pub async fn upsert_standalone_task(&self, namespace: &str, tenant: &str, task: &TaskSpec) -> Result<TaskId> {
+    pub async fn upsert_standalone_task(&mut self, namespace: &str, tenant: &str, task: &TaskSpec) -> Result<TaskId> {
         validate_name("task", namespace, &task.name)?;
         if !task.depends_on.is_empty() {
             return Err(Error::Invalid {
@@ -224,29 +271,29 @@ impl Catalog {
             });
         }
         validate_task(task)?;
-        let mut tx = self.pool.begin().await?;
+        let tx = &mut self.tx;
         // Look first, under a lock on the name: an existing task takes no id from the
         // sequence, and concurrent appliers of the same name take turns.
-        lock_name(&mut tx, "task", namespace, &task.name).await?;
+        lock_name(tx, "task", namespace, &task.name).await?;
         let select =
             "SELECT id FROM tasks WHERE job_id IS NULL AND deleted_at IS NULL AND namespace = $1 AND name = $2";
         if let Some(id) =
-            sqlx::query_scalar::<_, i64>(select).bind(namespace).bind(&task.name).fetch_optional(&mut *tx).await?
+            sqlx::query_scalar::<_, i64>(select).bind(namespace).bind(&task.name).fetch_optional(&mut **tx).await?
         {
-            tx.commit().await?;
             return Ok(TaskId(id));
         }
-        insert_tasks(&mut tx, None, namespace, tenant, &[task], self.config.default_max_attempts).await?;
-        let id: i64 = sqlx::query_scalar(select).bind(namespace).bind(&task.name).fetch_one(&mut *tx).await?;
+        insert_tasks(tx, None, namespace, tenant, &[task], self.default_max_attempts).await?;
+        let id: i64 = sqlx::query_scalar(select).bind(namespace).bind(&task.name).fetch_one(&mut **tx).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::TASKS_CHANNEL)
             .bind(id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(TaskId(id))
     }
+}
 
+impl Catalog {
     /// Cancels a job: its unfinished tasks become `Cancelled` and their live attempts are
     /// retired (their commits will be refused). Returns those attempts so their runners can be
     /// stopped. Idempotent.

@@ -120,8 +120,8 @@ async fn a_file_with_one_bad_document_leaves_the_catalog_untouched() {
             "document 2 (Job/nightly): spec.tasks: ",
             "invalid_resource",
         ),
-        // Valid on its own, but refers to a dataset nobody declared: found before the
-        // Dataset of the same file is stored.
+        // Valid on its own, but refers to a dataset nobody declared: the Dataset of the same
+        // file, stored before it in the same transaction, is rolled back with it.
         (
             job("{name: b, sql: 'SELECT 2 AS x', output: {dataset: missing}}"),
             "document 2 (Job/nightly): task \"b\" refers to dataset \"missing\"",

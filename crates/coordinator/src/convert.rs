@@ -2,7 +2,7 @@
 //! nothing coerced.
 //!
 //! First every payload is checked in Rust with the ingest API's own exact value rules
-//! ([`duckmesh_query::ingest::values`]): a record the API would refuse (a value of the wrong
+//! ([`duckmesh_contracts::values`]): a record the API would refuse (a value of the wrong
 //! kind or out of range at any depth, an unknown field, a record that is not an object) is
 //! *poison* however it got here (an acknowledgement under older rules, a replayed payload). The
 //! other events are written to an NDJSON file of `{seq, payload}` and loaded as `JSON`. Every
@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::{ClaimedEvent, Column, DatasetRecord, PoisonEvent};
-use duckmesh_query::ingest::values::RecordSchema;
+use duckmesh_contracts::values::RecordSchema;
 use duckmesh_worker::{
     DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, Engine, EngineSettings, ExportOptions, ExportedFile,
 };

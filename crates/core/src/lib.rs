@@ -12,6 +12,7 @@ pub mod exit;
 pub mod ids;
 pub mod knobs;
 pub mod phase;
+pub mod pivot;
 pub mod schedule;
 pub mod statement;
 

@@ -67,6 +67,11 @@ pub struct TreeLimits {
 pub struct Analysis {
     /// The table names it reads (lower-case, without CTE names), sorted.
     pub tables: Vec<String>,
+    /// For a `PIVOT` whose values come from the data: the probes to run first and the
+    /// statement to complete with their answers (see [`crate::pivot`]). The check itself never
+    /// sets it; the query API does, after checking the probes and the completed statement's
+    /// shape.
+    pub pivot: Option<crate::pivot::DynamicPivot>,
 }
 
 /// Why a statement was refused.
@@ -205,7 +210,7 @@ fn check_tree(parser_json: &str, limits: TreeLimits) -> Result<Analysis, Stateme
     let mut tables = BTreeSet::new();
     let mut ctes = BTreeSet::new();
     walk(statement, limits, &mut tables, &mut ctes)?;
-    Ok(Analysis { tables: tables.into_iter().filter(|name| !ctes.contains(name)).collect() })
+    Ok(Analysis { tables: tables.into_iter().filter(|name| !ctes.contains(name)).collect(), pivot: None })
 }
 
 /// DuckDB's message with its error class in front (`Parser Error: …`), as DuckDB itself shows

@@ -5,10 +5,9 @@
 //! was.
 
 use duckmesh_catalog::Catalog;
-use duckmesh_core::{DatasetId, JobId, TaskId};
+use duckmesh_core::{JobId, TaskId};
 use duckmesh_resources::{Problem, Resource, YamlError, YamlErrorKind, read_documents};
-use duckmesh_scheduler::apply::{ResolvedDataset, TaskScope, job_spec, task_spec};
-use duckmesh_scheduler::{ApplyError, ObjectRef, apply_dataset, apply_job, apply_task};
+use duckmesh_scheduler::{ApplyBatch, ApplyError, ObjectRef};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,92 +196,36 @@ pub struct Applied {
     pub tasks: Vec<(TaskId, String)>,
 }
 
-/// Applies `declared` (datasets first). Every Job and Task is resolved against the datasets
-/// declared alongside it and those already in the catalog before anything is stored, so a
-/// dangling or cross-tenant reference refuses the whole set and leaves the catalog untouched.
+/// Applies `declared` (datasets first) in one catalog transaction: every Job and Task
+/// resolves its datasets among those declared alongside it and those already in the catalog,
+/// and anything that fails on the way (a dangling or cross-tenant reference, a refused update,
+/// a lost catalog connection) leaves the catalog as it was.
 pub async fn apply(catalog: &Catalog, declared: &[Declared]) -> Result<Applied, SourceError> {
-    check_references(catalog, declared).await?;
+    let catalog_error = |source| SourceError::Apply { location: "the catalog".into(), source: Box::new(source) };
+    let mut batch = ApplyBatch::begin(catalog).await.map_err(catalog_error)?;
     let mut applied = Applied::default();
     for item in declared {
         let failed = |source| SourceError::Apply { location: item.location(), source: Box::new(source) };
         match &item.resource {
             Resource::Dataset(dataset) => {
                 let object = object_ref("Dataset", &dataset.metadata, &dataset.spec);
-                apply_dataset(catalog, &object, &dataset.spec).await.map_err(failed)?;
+                batch.dataset(&object, &dataset.spec).await.map_err(failed)?;
                 applied.datasets.push(object.name);
             }
             Resource::Job(job) => {
                 let object = object_ref("Job", &job.metadata, &job.spec);
-                let upsert = apply_job(catalog, &object, &job.spec).await.map_err(failed)?;
+                let upsert = batch.job(&object, &job.spec).await.map_err(failed)?;
                 applied.jobs.push((upsert.job.id, object.name, upsert.created));
             }
             Resource::Task(task) => {
                 let object = object_ref("Task", &task.metadata, &task.spec);
-                let id = apply_task(catalog, &object, &task.spec).await.map_err(failed)?;
+                let id = batch.task(&object, &task.spec).await.map_err(failed)?;
                 applied.tasks.push((id, object.name));
             }
         }
     }
+    batch.commit().await.map_err(catalog_error)?;
     Ok(applied)
-}
-
-/// Builds every Job's and Task's catalog spec with datasets resolved as applying would
-/// resolve them (the files' own declarations win over the catalog, since they are applied
-/// first), reading the catalog only.
-async fn check_references(catalog: &Catalog, declared: &[Declared]) -> Result<(), SourceError> {
-    let mut datasets: HashMap<(String, String), ResolvedDataset> = HashMap::new();
-    for item in declared {
-        if let Resource::Dataset(dataset) = &item.resource {
-            let name = dataset.metadata.name.clone().unwrap_or_default();
-            // Not stored yet: the id is a stand-in, only the tenant is checked.
-            let resolved = ResolvedDataset { id: DatasetId(0), tenant: dataset.spec.tenant.clone() };
-            datasets.insert((namespace_of(&item.resource), name), resolved);
-        }
-    }
-    for item in declared {
-        let failed = |source| SourceError::Apply { location: item.location(), source: Box::new(source) };
-        let namespace = namespace_of(&item.resource);
-        let templates: Vec<&duckmesh_resources::TaskTemplate> = match &item.resource {
-            Resource::Dataset(_) => continue,
-            Resource::Job(job) => job.spec.tasks.iter().collect(),
-            Resource::Task(task) => vec![&task.spec.template],
-        };
-        for template in templates {
-            for name in template.inputs.iter().map(|i| &i.dataset).chain(template.output.iter().map(|o| &o.dataset)) {
-                let key = (namespace.clone(), name.clone());
-                if datasets.contains_key(&key) {
-                    continue;
-                }
-                match catalog.dataset_by_name(&namespace, name).await {
-                    Ok(record) => {
-                        datasets.insert(key, ResolvedDataset { id: record.id, tenant: record.tenant });
-                    }
-                    Err(duckmesh_catalog::Error::NotFound { .. }) => {}
-                    Err(error) => return Err(failed(ApplyError::Catalog(error))),
-                }
-            }
-        }
-        let resolve = |name: &str| datasets.get(&(namespace.clone(), name.to_owned())).cloned();
-        match &item.resource {
-            Resource::Dataset(_) => {}
-            Resource::Job(job) => {
-                let object = object_ref("Job", &job.metadata, &job.spec);
-                job_spec(&object, &job.spec, resolve).map_err(failed)?;
-            }
-            Resource::Task(task) => {
-                let object = object_ref("Task", &task.metadata, &task.spec);
-                let scope = TaskScope {
-                    kind: "Task",
-                    name: &object.name,
-                    namespace: &object.namespace,
-                    tenant: &task.spec.tenant,
-                    field: "spec.template".into(),
-                };
-                task_spec(&scope, &task.spec.template, &resolve).map_err(failed)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -209,6 +209,42 @@ impl Sandbox {
         Ok(Outcome::Exported { columns, row_count: written as u64, file })
     }
 
+    /// The first column of `sql` (already checked) as text, at most `limit` rows.
+    pub fn strings(&self, sql: &str, limit: usize) -> Result<Vec<String>> {
+        let mut statement = self.connection.prepare(sql).map_err(|error| classify(&error))?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|error| classify(&error))?;
+        rows.take(limit).collect::<std::result::Result<Vec<_>, _>>().map_err(|error| classify(&error))
+    }
+
+    /// Completes a `PIVOT` whose values come from the data (see [`duckmesh_core::pivot`]): runs
+    /// its probes and fills its `IN` lists, so that it pivots to at most `max_columns` columns.
+    pub fn complete_pivot(
+        &self,
+        pivot: &duckmesh_core::pivot::DynamicPivot,
+        max_columns: usize,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<String> {
+        let mut values = Vec::new();
+        let mut columns = 1usize;
+        for probe in pivot.probes(max_columns) {
+            if stopped() {
+                return Err(Error::QueryTimeout { limit_ms: 0 });
+            }
+            let found = self.strings(&probe, max_columns.saturating_add(1))?;
+            columns = columns.saturating_mul(found.len().max(1));
+            if columns > max_columns {
+                return Err(Error::QueryTooComplex {
+                    message: format!(
+                        "the PIVOT would make more than {max_columns} columns from the values in the data \
+                         (DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS); name the values you want: ON <column> IN ('a', 'b')"
+                    ),
+                });
+            }
+            values.push(found);
+        }
+        Ok(pivot.complete(&values))
+    }
+
     fn columns(&self) -> Result<Vec<ColumnInfo>> {
         let mut statement = self
             .connection

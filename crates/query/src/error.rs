@@ -306,6 +306,17 @@ impl ConfigError {
     }
 }
 
+impl From<duckmesh_contracts::ingest::IngestError> for Error {
+    fn from(error: duckmesh_contracts::ingest::IngestError) -> Self {
+        use duckmesh_contracts::ingest::IngestError;
+        match error {
+            IngestError::InvalidRequest { message } => Self::InvalidRequest { message },
+            IngestError::InvalidRecord { record, field, message } => Self::InvalidRecord { record, field, message },
+            IngestError::NulCharacter { record, field } => Self::NulCharacter { record, field },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

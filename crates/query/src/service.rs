@@ -335,8 +335,13 @@ impl QueryService {
                 (engine, downloaded)
             }
         };
+        let statement = Statement {
+            sql: request.sql,
+            pivot: analysis.pivot,
+            max_pivot_columns: config.sql_limits.max_select_expressions,
+        };
         let outcome =
-            execute(Arc::clone(&engine), request.sql, format, caps, deadline).await.map_err(|error| match error {
+            execute(Arc::clone(&engine), statement, format, caps, deadline).await.map_err(|error| match error {
                 Error::QueryTimeout { .. } => Error::QueryTimeout { limit_ms: millis(timeout) },
                 other => other,
             })?;
@@ -843,9 +848,17 @@ impl Drop for CancelOnDrop {
 /// `deadline` or when the request is dropped. At the deadline the answer is a timeout at once,
 /// and the slot is released with it: DuckDB cannot be interrupted while it binds, so the thread
 /// may need a moment to notice.
+/// A checked query: its text, and for a `PIVOT` whose values come from the data, what
+/// completes it.
+struct Statement {
+    sql: String,
+    pivot: Option<duckmesh_core::pivot::DynamicPivot>,
+    max_pivot_columns: usize,
+}
+
 async fn execute(
     engine: Arc<PooledEngine>,
-    sql: String,
+    statement: Statement,
     format: Format,
     caps: Caps,
     deadline: Instant,
@@ -857,7 +870,12 @@ async fn execute(
         let result = (|| {
             let session = engine.sandbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).session()?;
             worker_cancel.set_handle(session.interrupt_handle());
-            session.run_until(&sql, format, caps, &|| worker_cancel.is_cancelled())
+            let stopped = || worker_cancel.is_cancelled();
+            let sql = match &statement.pivot {
+                Some(pivot) => session.complete_pivot(pivot, statement.max_pivot_columns, &stopped)?,
+                None => statement.sql,
+            };
+            session.run_until(&sql, format, caps, &stopped)
         })();
         worker_cancel.finish();
         result

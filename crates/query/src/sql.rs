@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::limits::{SqlLimits, check_sql_text};
 use duckdb::Connection;
 use duckmesh_core::StatementError;
+use duckmesh_core::pivot;
 use duckmesh_core::statement::{self, SERIALIZE_SQL, TreeLimits};
 
 pub use duckmesh_core::statement::{ALLOWED_TABLE_FUNCTIONS, Analysis};
@@ -29,13 +30,12 @@ pub fn analyze_with(connection: &Connection, sql: &str, limits: &SqlLimits) -> R
     let checked = analyze_json_with(&serialize(connection, sql)?, tree_limits);
     // `PIVOT … IN (…)` and `UNPIVOT` are read-only table references and pass the check. A
     // `PIVOT` without an `IN` list makes DuckDB create an ENUM type from the data before the
-    // query (several statements, refused in views too): say so instead of "DDL".
-    if matches!(checked, Err(Error::QueryNotAllowed { .. })) && starts_with_pivot(sql) {
-        return Err(Error::QueryNotAllowed {
-            message: "a PIVOT without an IN list reads its values from the data in a separate statement, which a \
-                      query cannot run; name the values: PIVOT <dataset> ON <column> IN ('a', 'b') USING …"
-                .into(),
-        });
+    // query (several statements): one that starts the statement is split into probes of its
+    // values and the PIVOT completed with them, each checked here like any query.
+    if matches!(checked, Err(Error::QueryNotAllowed { .. })) && pivot::mentions_pivot(sql) {
+        let check = |text: &str| analyze_json_with(&serialize(connection, text)?, tree_limits);
+        return pivot::check_dynamic(sql, limits.max_select_expressions, check)
+            .unwrap_or_else(|| Err(Error::QueryNotAllowed { message: pivot::NESTED_DYNAMIC_PIVOT.into() }));
     }
     checked
 }
@@ -52,25 +52,6 @@ fn serialize(connection: &Connection, sql: &str) -> Result<String> {
             Error::Engine { step: "parsing the query", message }
         }
     })
-}
-
-/// Whether the first word of `sql` (after blanks, comments and parentheses) is `PIVOT` or
-/// `UNPIVOT` (or their `_WIDER`/`_LONGER` spellings).
-fn starts_with_pivot(sql: &str) -> bool {
-    let mut rest = sql;
-    loop {
-        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(comment) = trimmed.strip_prefix("--") {
-            rest = comment.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(comment) = trimmed.strip_prefix("/*") {
-            rest = comment.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            rest = trimmed;
-            break;
-        }
-    }
-    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic() || *c == '_').collect();
-    ["pivot", "unpivot", "pivot_wider", "pivot_longer"].contains(&word.to_ascii_lowercase().as_str())
 }
 
 /// Checks the parser's JSON for `sql` (see [`analyze`]).
@@ -168,8 +149,17 @@ mod tests {
         }
         let error = parse("SELECT current_setting('temp_directory')").expect_err("settings");
         assert!(error.to_string().contains("current_setting()"), "{error}");
-        let error = parse("/* by zone */ PIVOT trips ON zone USING sum(fare)").expect_err("dynamic PIVOT");
+        let error = parse("SELECT * FROM (PIVOT trips ON zone USING sum(fare))").expect_err("nested dynamic PIVOT");
         assert!(error.to_string().contains("IN list"), "{error}");
+        // A dynamic PIVOT of its own is split: its probe and the completed statement are checked.
+        let analysis = parse("/* by zone */ PIVOT trips ON zone USING sum(fare)").expect("dynamic PIVOT");
+        assert_eq!(analysis.tables, ["trips"]);
+        assert!(analysis.pivot.is_some());
+        // The probe and the completed PIVOT get the same check as any query.
+        let error =
+            parse("PIVOT trips ON zone || current_setting('temp_directory') USING count(*)").expect_err("settings");
+        assert_eq!(error.error_code(), "query_not_allowed", "{error}");
+        assert!(error.to_string().contains("current_setting()"), "{error}");
     }
 
     /// serde_json's default recursion limit (128) made these a 500 `internal`.

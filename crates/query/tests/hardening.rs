@@ -97,6 +97,52 @@ async fn a_dropped_request_frees_its_slot() -> Result<(), BoxError> {
     server.stop().await
 }
 
+/// A client that hangs up over HTTP/1.1 while its query runs: the server notices the closed
+/// connection, interrupts the query and frees its slot long before the query's own deadline.
+#[tokio::test]
+async fn a_client_that_hangs_up_frees_its_slot() -> Result<(), BoxError> {
+    use tokio::io::AsyncWriteExt;
+    let env = env().await?;
+    let server = start(&env, one_slot(&env)).await?;
+    let body = json!({
+        "sql": "SELECT count(*) FROM range(40000000000) t(i) WHERE hash(i) % 7 = 3",
+        "timeout_ms": 3_600_000,
+    })
+    .to_string();
+    let address = server.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await?;
+    let head = format!(
+        "POST /v1/query HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await?;
+    client.write_all(body.as_bytes()).await?;
+    // The slow query holds the one slot: a follow-up is refused.
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, body) = answer(&server.url, json!({"sql": "SELECT 1"})).await?;
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    drop(client);
+    // The slot comes back once the server has seen the hang-up (the query itself would run
+    // for an hour); 30 s bounds the wait so that a regression fails instead of hanging.
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, body) = answer(&server.url, json!({"sql": "SELECT 1 AS one"})).await?;
+        if status == 200 {
+            assert_eq!(body["rows"], json!([[1]]), "{body}");
+            return server.stop().await;
+        }
+        assert_eq!(status, 429, "{body}");
+        last = body;
+    }
+    panic!("the slot is still held 30 s after the client hung up: {last}");
+}
+
 #[tokio::test]
 async fn settings_and_server_paths_are_not_readable() -> Result<(), BoxError> {
     let env = env().await?;
@@ -153,6 +199,32 @@ async fn deep_statements_pivot_and_nul_characters_are_answered_as_sql() -> Resul
             vec![json!(2), json!(10), json!(16)]
         ]
     );
+    // Without an IN list the values come from the data, as DuckDB itself would pivot them:
+    // columns in text order, NULL left out.
+    let dynamic = client
+        .query(&QueryRequest::new(
+            "-- by store\nPIVOT sales ON store USING sum(amount) GROUP BY product ORDER BY product",
+        ))
+        .await?;
+    let names: Vec<&str> = dynamic.columns.iter().map(|column| column.name.as_str()).collect();
+    assert_eq!(names, ["product", "0", "1", "2"]);
+    assert_eq!(
+        dynamic.rows,
+        vec![vec![json!("a"), json!(6), json!(14), json!(10)], vec![json!("b"), json!(12), json!(8), json!(16)]]
+    );
+    let both = client
+        .query(&QueryRequest::new(
+            "PIVOT (SELECT product, store % 2 AS parity FROM sales) ON product, parity USING count(*)",
+        ))
+        .await?;
+    let names: Vec<&str> = both.columns.iter().map(|column| column.name.as_str()).collect();
+    assert_eq!(names, ["a_0", "a_1", "b_0", "b_1"]);
+    assert_eq!(both.rows, vec![vec![json!(4), json!(2), json!(4), json!(2)]]);
+    // More distinct values than the select-list limit allows columns: a 400 naming the way out.
+    let (status, body) =
+        answer(&server.url, json!({"sql": "PIVOT (SELECT i FROM range(5000) t(i)) ON i USING count(*)"})).await?;
+    assert_eq!((status, body["error_code"].as_str()), (400, Some("query_too_complex")), "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("IN ("), "{body}");
     let unpivot = client
         .query(&QueryRequest::new("SELECT count(*) FROM (UNPIVOT sales ON store, amount INTO NAME k VALUE v)"))
         .await?;

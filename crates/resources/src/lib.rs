@@ -6,7 +6,6 @@
 mod conditions;
 mod dataset;
 mod job;
-mod quantity;
 mod schema;
 mod task;
 mod validate;
@@ -17,7 +16,6 @@ pub use dataset::{
     CompactionPolicy, Dataset, DatasetSpec, DatasetStatus, IngestSettings, RetentionPolicy, SchemaColumn,
 };
 pub use job::{Job, JobSpec, JobStatus, PhaseCounts};
-pub use quantity::{parse_cpu_millis, parse_memory_bytes};
 pub use task::{InputRef, OutputMode, OutputRef, Resources, Task, TaskKind, TaskSpec, TaskStatus, TaskTemplate};
 pub use validate::{ValidationError, validate_dataset, validate_job, validate_task};
 pub use yaml::{Document, Problem, Resource, YamlError, YamlErrorKind, parse_documents, read_documents};

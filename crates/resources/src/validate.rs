@@ -4,9 +4,9 @@
 
 use crate::dataset::DatasetSpec;
 use crate::job::JobSpec;
-use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
 use crate::task::{TaskKind, TaskSpec, TaskTemplate};
 use crate::{MAX_TARGET_FILE_SIZE_BYTES, MAX_TASKS_PER_JOB, MIN_TARGET_FILE_SIZE_BYTES};
+use duckmesh_contracts::quantity::{cpu_millis, memory_bytes};
 use std::collections::HashSet;
 
 /// One problem with a resource, located by a JSON-path-like field name.
@@ -183,7 +183,7 @@ fn validate_template(errors: &mut Vec<ValidationError>, field: &str, task: &Task
     check_target_file_size(errors, &format!("{field}.targetFileSizeBytes"), task.target_file_size_bytes);
     if let Some(resources) = &task.resources {
         if let Some(memory) = &resources.memory
-            && parse_memory_bytes(memory).is_none_or(|bytes| bytes < 64 * 1024 * 1024)
+            && memory_bytes(memory).is_none_or(|bytes| bytes < 64 * 1024 * 1024)
         {
             errors.push(ValidationError::new(
                 format!("{field}.resources.memory"),
@@ -191,11 +191,11 @@ fn validate_template(errors: &mut Vec<ValidationError>, field: &str, task: &Task
             ));
         }
         if let Some(cpu) = &resources.cpu
-            && parse_cpu_millis(cpu).is_none()
+            && cpu_millis(cpu).is_none_or(|millis| millis > 4_096_000)
         {
             errors.push(ValidationError::new(
                 format!("{field}.resources.cpu"),
-                format!("{cpu:?} is not a CPU quantity (e.g. 500m, 2)"),
+                format!("{cpu:?} is not a CPU quantity of at most 4096 cores (e.g. 500m, 2)"),
             ));
         }
     }

@@ -6,10 +6,11 @@
 //! names resolve in the resource's namespace, and a dataset of another tenant is refused with
 //! `cross_tenant_dataset` before anything is stored.
 
-use duckmesh_catalog::{Catalog, CommitMode, JobUpsert, TaskOutput};
+use duckmesh_catalog::{Catalog, CommitMode, JobUpsert, SpecBatch, TaskOutput};
+use duckmesh_contracts::task::{self, InputSpec, Quantity, SqlTaskSpec};
 use duckmesh_core::{DatasetId, TaskId};
 use duckmesh_resources::{self as resources, OutputMode, TaskTemplate, ValidationError};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The identity of a resource: where it lives and which incarnation and generation it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,89 +256,148 @@ pub fn task_spec(
     })
 }
 
-/// The kind-specific document a worker reads from `tasks.spec`: only what the runner needs
-/// (docs/worker.md), camelCase, absent fields omitted.
+/// The kind-specific document a worker reads from `tasks.spec`: for a `sql` task, the
+/// [`SqlTaskSpec`] the worker parses (docs/worker.md), absent fields omitted; for a task without
+/// SQL, an empty document.
 pub fn runner_spec(template: &TaskTemplate) -> Value {
-    let mut spec = Map::new();
-    if let Some(sql) = &template.sql {
-        spec.insert("sql".into(), json!(sql));
-    }
-    if !template.inputs.is_empty() {
-        let inputs: Vec<Value> = template
+    let Some(sql) = &template.sql else {
+        return Value::Object(Map::new());
+    };
+    let resources = template
+        .resources
+        .as_ref()
+        .map(|resources| task::Resources {
+            memory: resources.memory.clone().map(Quantity::Text),
+            cpu: resources.cpu.clone().map(Quantity::Text),
+        })
+        .filter(|resources| resources.memory.is_some() || resources.cpu.is_some());
+    let spec = SqlTaskSpec {
+        sql: sql.clone(),
+        inputs: template
             .inputs
             .iter()
-            .map(|input| match input.snapshot {
-                Some(snapshot) => json!({"dataset": input.dataset, "snapshot": snapshot}),
-                None => json!({"dataset": input.dataset}),
-            })
-            .collect();
-        spec.insert("inputs".into(), Value::Array(inputs));
-    }
-    if let Some(resources) = &template.resources {
-        let mut limits = Map::new();
-        if let Some(memory) = &resources.memory {
-            limits.insert("memory".into(), json!(memory));
-        }
-        if let Some(cpu) = &resources.cpu {
-            limits.insert("cpu".into(), json!(cpu));
-        }
-        if !limits.is_empty() {
-            spec.insert("resources".into(), Value::Object(limits));
-        }
-    }
-    if let Some(size) = template.target_file_size_bytes {
-        spec.insert("targetFileSizeBytes".into(), json!(size));
-    }
-    Value::Object(spec)
+            .map(|input| InputSpec { dataset: input.dataset.clone(), snapshot: input.snapshot })
+            .collect(),
+        resources,
+        target_file_size_bytes: template.target_file_size_bytes,
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    serde_json::to_value(spec).unwrap_or_else(|_| Value::Object(Map::new()))
 }
 
-/// Validates and stores a Dataset.
+/// Validates and stores a Dataset on its own.
 pub async fn apply_dataset(
     catalog: &Catalog,
     object: &ObjectRef,
     spec: &resources::DatasetSpec,
 ) -> Result<duckmesh_catalog::DatasetRecord, ApplyError> {
-    let spec = dataset_spec(object, spec)?;
-    Ok(catalog.upsert_dataset(&spec).await?)
+    let mut batch = ApplyBatch::begin(catalog).await?;
+    let record = batch.dataset(object, spec).await?;
+    batch.commit().await?;
+    Ok(record)
 }
 
-/// Validates and stores a Job, resolving its datasets in the catalog. Applying the same
-/// generation again changes nothing; the task graph is fixed when the Job is first stored.
+/// Validates and stores a Job on its own, resolving its datasets in the catalog. Applying the
+/// same generation again changes nothing; the task graph is fixed when the Job is first stored.
 pub async fn apply_job(
     catalog: &Catalog,
     object: &ObjectRef,
     spec: &resources::JobSpec,
 ) -> Result<JobUpsert, ApplyError> {
-    let names = dataset_names(spec.tasks.iter());
-    let resolved = resolve_datasets(catalog, &object.namespace, names).await?;
-    let spec = job_spec(object, spec, |name| resolved.get(name).cloned())?;
-    Ok(catalog.upsert_job(&spec).await?)
+    let mut batch = ApplyBatch::begin(catalog).await?;
+    let upsert = batch.job(object, spec).await?;
+    batch.commit().await?;
+    Ok(upsert)
 }
 
-/// Validates and stores a standalone Task (one that no Job owns).
+/// Validates and stores a standalone Task (one that no Job owns) on its own.
 pub async fn apply_task(
     catalog: &Catalog,
     object: &ObjectRef,
     spec: &resources::TaskSpec,
 ) -> Result<TaskId, ApplyError> {
-    resources::validate_task(&object.name, spec).map_err(|errors| ApplyError::Invalid {
-        kind: "Task",
-        name: object.name.clone(),
-        errors,
-    })?;
-    let names = dataset_names(std::iter::once(&spec.template));
-    let resolved = resolve_datasets(catalog, &object.namespace, names).await?;
-    let mut template = spec.template.clone();
-    template.name = object.name.clone();
-    let scope = TaskScope {
-        kind: "Task",
-        name: &object.name,
-        namespace: &object.namespace,
-        tenant: &spec.tenant,
-        field: "spec.template".into(),
-    };
-    let task = task_spec(&scope, &template, &|name| resolved.get(name).cloned())?;
-    Ok(catalog.upsert_standalone_task(&object.namespace, &spec.tenant, &task).await?)
+    let mut batch = ApplyBatch::begin(catalog).await?;
+    let id = batch.task(object, spec).await?;
+    batch.commit().await?;
+    Ok(id)
+}
+
+/// Resources applied together: [`ApplyBatch::commit`] stores them all in one catalog
+/// transaction, and an error on the way (a validation failure, a refused reference, a lost
+/// connection) stores none of them. Datasets applied earlier in the batch resolve the
+/// references of the Jobs and Tasks applied after them.
+#[derive(Debug)]
+pub struct ApplyBatch {
+    specs: SpecBatch,
+}
+
+impl ApplyBatch {
+    /// Starts a batch (a catalog transaction).
+    pub async fn begin(catalog: &Catalog) -> Result<Self, ApplyError> {
+        Ok(Self { specs: catalog.begin_specs().await? })
+    }
+
+    /// Stores everything applied in this batch, atomically.
+    pub async fn commit(self) -> Result<(), ApplyError> {
+        Ok(self.specs.commit().await?)
+    }
+
+    /// Validates and stores a Dataset.
+    pub async fn dataset(
+        &mut self,
+        object: &ObjectRef,
+        spec: &resources::DatasetSpec,
+    ) -> Result<duckmesh_catalog::DatasetRecord, ApplyError> {
+        let spec = dataset_spec(object, spec)?;
+        Ok(self.specs.upsert_dataset(&spec).await?)
+    }
+
+    /// Validates and stores a Job.
+    pub async fn job(&mut self, object: &ObjectRef, spec: &resources::JobSpec) -> Result<JobUpsert, ApplyError> {
+        let resolved = self.resolve(&object.namespace, dataset_names(spec.tasks.iter())).await?;
+        let spec = job_spec(object, spec, |name| resolved.get(name).cloned())?;
+        Ok(self.specs.upsert_job(&spec).await?)
+    }
+
+    /// Validates and stores a standalone Task.
+    pub async fn task(&mut self, object: &ObjectRef, spec: &resources::TaskSpec) -> Result<TaskId, ApplyError> {
+        resources::validate_task(&object.name, spec).map_err(|errors| ApplyError::Invalid {
+            kind: "Task",
+            name: object.name.clone(),
+            errors,
+        })?;
+        let resolved = self.resolve(&object.namespace, dataset_names(std::iter::once(&spec.template))).await?;
+        let mut template = spec.template.clone();
+        template.name = object.name.clone();
+        let scope = TaskScope {
+            kind: "Task",
+            name: &object.name,
+            namespace: &object.namespace,
+            tenant: &spec.tenant,
+            field: "spec.template".into(),
+        };
+        let task = task_spec(&scope, &template, &|name| resolved.get(name).cloned())?;
+        Ok(self.specs.upsert_standalone_task(&object.namespace, &spec.tenant, &task).await?)
+    }
+
+    /// The datasets of `names` that exist in `namespace`, as this batch sees them.
+    async fn resolve(
+        &mut self,
+        namespace: &str,
+        names: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, ResolvedDataset>, ApplyError> {
+        let mut resolved = std::collections::HashMap::new();
+        for name in names {
+            match self.specs.dataset_by_name(namespace, &name).await {
+                Ok(record) => {
+                    resolved.insert(name, ResolvedDataset { id: record.id, tenant: record.tenant });
+                }
+                Err(duckmesh_catalog::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(resolved)
+    }
 }
 
 fn dataset_names<'a>(templates: impl Iterator<Item = &'a TaskTemplate>) -> Vec<String> {
@@ -349,28 +409,11 @@ fn dataset_names<'a>(templates: impl Iterator<Item = &'a TaskTemplate>) -> Vec<S
     names
 }
 
-async fn resolve_datasets(
-    catalog: &Catalog,
-    namespace: &str,
-    names: Vec<String>,
-) -> Result<std::collections::HashMap<String, ResolvedDataset>, ApplyError> {
-    let mut resolved = std::collections::HashMap::new();
-    for name in names {
-        match catalog.dataset_by_name(namespace, &name).await {
-            Ok(record) => {
-                resolved.insert(name, ResolvedDataset { id: record.id, tenant: record.tenant });
-            }
-            Err(duckmesh_catalog::Error::NotFound { .. }) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(resolved)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use duckmesh_resources::{InputRef, OutputRef, Resources, TaskKind};
+    use serde_json::json;
 
     fn object(name: &str) -> ObjectRef {
         ObjectRef { namespace: "default".into(), name: name.into(), uid: "uid-1".into(), generation: 1 }
@@ -414,6 +457,10 @@ mod tests {
             })
         );
         assert_eq!(runner_spec(&TaskTemplate { sql: None, output: None, ..template("b") }), json!({}));
+        // One contract: what the scheduler writes is what the worker reads.
+        let read = SqlTaskSpec::parse(&runner_spec(&t)).expect("the worker reads it");
+        assert_eq!(read.inputs[1], InputSpec { dataset: "dim".into(), snapshot: Some(7) });
+        assert_eq!(read.limits().expect("limits").memory_limit_bytes, Some((1 << 30) / 5 * 4));
     }
 
     #[test]

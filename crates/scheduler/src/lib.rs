@@ -10,7 +10,8 @@ pub mod executor;
 pub mod runtime;
 
 pub use apply::{
-    ApplyError, CrossTenantReference, ObjectRef, ResolvedDataset, TaskScope, apply_dataset, apply_job, apply_task,
+    ApplyBatch, ApplyError, CrossTenantReference, ObjectRef, ResolvedDataset, TaskScope, apply_dataset, apply_job,
+    apply_task,
 };
 pub use executor::{Executor, ExecutorError, Launch, RunnerEnded, RunnerExit, failure_for};
 pub use runtime::{PassReport, Scheduler, SchedulerOptions};

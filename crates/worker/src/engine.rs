@@ -10,6 +10,7 @@
 use crate::error::{Error, Result, classify_sql, engine, statement};
 use duckdb::{Connection, InterruptHandle};
 use duckmesh_catalog::{Column, NewFile};
+use duckmesh_core::pivot::{self, DynamicPivot};
 use duckmesh_core::statement::{Analysis, SERIALIZE_SQL};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -243,7 +244,17 @@ impl Engine {
     pub fn prepare_query(&self, query: &str) -> Result<Vec<Column>> {
         // DuckDB runs every statement of a multi-statement text but the last one when preparing
         // it: only text that the check found to be one query may reach the wrapper.
-        self.check_statement(query)?;
+        let analysis = self.check_statement(query)?;
+        // A PIVOT whose values come from the data: its probes run first, on the pinned inputs,
+        // and fill its IN lists (as the query API does; see `duckmesh_core::pivot`).
+        let completed;
+        let query = match &analysis.pivot {
+            Some(pivot) => {
+                completed = self.complete_pivot(pivot)?;
+                completed.as_str()
+            }
+            None => query,
+        };
         // Bound alone first, so that a binder error quotes the user's SQL and positions in it,
         // not the view wrapper below.
         self.connection.prepare(query).map_err(|error| classify_sql(&error))?;
@@ -368,6 +379,37 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Runs the probes of a dynamic PIVOT and returns the PIVOT with its `IN` lists filled, for
+    /// at most [`MAX_PIVOT_COLUMNS`] columns.
+    fn complete_pivot(&self, pivot: &DynamicPivot) -> Result<String> {
+        let mut values = Vec::new();
+        let mut columns = 1usize;
+        for probe in pivot.probes(MAX_PIVOT_COLUMNS) {
+            let mut statement = self.connection.prepare(&probe).map_err(|error| classify_sql(&error))?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|error| classify_sql(&error))?;
+            let found = rows
+                .take(MAX_PIVOT_COLUMNS + 1)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|error| classify_sql(&error))?;
+            columns = columns.saturating_mul(found.len().max(1));
+            if columns > MAX_PIVOT_COLUMNS {
+                return Err(Error::SqlNotAllowed {
+                    message: format!(
+                        "the PIVOT would make more than {MAX_PIVOT_COLUMNS} columns from the values in the data; name \
+                         the values you want: ON <column> IN ('a', 'b')"
+                    ),
+                });
+            }
+            values.push(found);
+        }
+        Ok(pivot.complete(&values))
+    }
+}
+
+/// The most columns a `PIVOT` without an `IN` list may make from the values in the data.
+pub const MAX_PIVOT_COLUMNS: usize = 1000;
+
 /// Checks task SQL before an attempt does any work: [`Engine::check_statement`] on a fresh,
 /// empty database that only parses.
 pub fn check_statement(sql: &str) -> Result<Analysis> {
@@ -375,10 +417,20 @@ pub fn check_statement(sql: &str) -> Result<Analysis> {
 }
 
 fn check_statement_on(connection: &Connection, sql: &str) -> Result<Analysis> {
-    let json: String = connection
-        .query_row(SERIALIZE_SQL, [sql], |row| row.get(0))
-        .map_err(|error| engine("parsing the task's SQL", error))?;
-    duckmesh_core::statement::check(&json).map_err(statement)
+    let check = |text: &str| {
+        let json: String = connection
+            .query_row(SERIALIZE_SQL, [text], |row| row.get(0))
+            .map_err(|error| engine("parsing the task's SQL", error))?;
+        duckmesh_core::statement::check(&json).map_err(statement)
+    };
+    let checked = check(sql);
+    // A PIVOT without an IN list is several statements to DuckDB: split it (probes, then the
+    // completed PIVOT), each checked as one query.
+    if matches!(checked, Err(Error::SqlNotAllowed { .. })) && pivot::mentions_pivot(sql) {
+        return pivot::check_dynamic(sql, MAX_PIVOT_COLUMNS, check)
+            .unwrap_or_else(|| Err(Error::SqlNotAllowed { message: pivot::NESTED_DYNAMIC_PIVOT.into() }));
+    }
+    checked
 }
 
 fn open_in_memory() -> Result<Connection> {
@@ -603,6 +655,27 @@ mod tests {
         // Outside the allowed directories nothing can be read.
         let error = engine.prepare_query("SELECT * FROM read_text('/etc/hostname')");
         assert!(error.is_err());
+    }
+
+    /// A PIVOT without an IN list runs as DuckDB would run it (values from the data, in text
+    /// order); one that would make too many columns is refused before it runs.
+    #[test]
+    fn pivots_take_their_values_from_the_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(&settings(dir.path())).expect("open");
+        let columns = engine
+            .prepare_query("PIVOT (SELECT i % 11 AS k, i AS v FROM range(22) t(i)) ON k USING sum(v)")
+            .expect("dynamic PIVOT");
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["0", "1", "10", "2", "3", "4", "5", "6", "7", "8", "9"]);
+        let engine = Engine::open(&settings(dir.path())).expect("open");
+        let error = engine
+            .prepare_query("PIVOT (SELECT i FROM range(1001) t(i)) ON i USING count(*)")
+            .expect_err("too many columns");
+        assert_eq!(error.error_code(), "sql_not_allowed", "{error}");
+        assert!(error.to_string().contains("more than 1000 columns"), "{error}");
+        let error = check_statement("SELECT * FROM (PIVOT trips ON zone USING count(*))").expect_err("nested");
+        assert!(error.to_string().contains("IN list"), "{error}");
     }
 
     #[test]

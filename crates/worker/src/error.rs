@@ -248,6 +248,12 @@ pub(crate) fn engine(step: &'static str, error: duckdb::Error) -> Error {
     Error::Engine { step, message }
 }
 
+impl From<duckmesh_contracts::task::SpecError> for Error {
+    fn from(error: duckmesh_contracts::task::SpecError) -> Self {
+        Self::InvalidSpec { message: error.message }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

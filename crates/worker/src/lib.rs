@@ -17,17 +17,16 @@ mod engine;
 mod error;
 mod manifest;
 mod run;
-mod spec;
 
 pub use cache::{Fetched, FileCache, hash_file};
 pub use config::{KNOBS, WorkerConfig};
+pub use duckmesh_contracts::task::{
+    DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, EngineLimits, InputSpec, MIN_TARGET_FILE_SIZE_BYTES, Quantity,
+    Resources, SpecError, SqlTaskSpec, parse_cpu, parse_memory,
+};
 pub use engine::{Engine, EngineSettings, ExportOptions, ExportedFile, InputRelation};
 pub use error::{Error, Result};
 pub use manifest::{
     MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
 };
 pub use run::{AttemptIdentity, CommitSummary, Outcome, Worker, exit, report_failure};
-pub use spec::{
-    DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, EngineLimits, InputSpec, MIN_TARGET_FILE_SIZE_BYTES, Quantity,
-    Resources, SqlTaskSpec, parse_cpu, parse_memory,
-};

@@ -13,12 +13,12 @@ use crate::error::{Error, Result};
 use crate::manifest::{
     MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
 };
-use crate::spec::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, SqlTaskSpec};
 use duckdb::InterruptHandle;
 use duckmesh_catalog::{
     AttemptRef, Catalog, Column, CommitMode, CommitRequest, Committed, DatasetRecord, FailOutcome, Failure, NewFile,
     TaskOutput, TaskRecord, schema_difference,
 };
+use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, SqlTaskSpec};
 use duckmesh_core::{AttemptId, AttemptState, Fence, SnapshotId, TaskId};
 use duckmesh_storage::{ObjectStore, layout};
 use futures::{StreamExt, TryStreamExt};

@@ -21,7 +21,7 @@
 //!
 //! `null` is a value of every type, at any depth (a map key is never null: JSON keys are text).
 
-use duckmesh_catalog::{Column, canonical_type};
+use crate::types::{Column, canonical_type};
 use serde_json::{Map, Number, Value};
 
 /// A column type, parsed from its canonical spelling.

@@ -3,6 +3,18 @@
 //! catalog stores and compares the canonical spelling DuckDB itself reports, so a schema
 //! check never fails over an alias or letter case.
 
+use serde::{Deserialize, Serialize};
+
+/// One column of a dataset's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// DuckDB type name, e.g. `BIGINT`, `VARCHAR`, `TIMESTAMP WITH TIME ZONE`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
 /// The name DuckDB reports for the type written as `text` (as `DESCRIBE` prints it): aliases
 /// resolved, upper case, one space between words, `DECIMAL` with its precision and scale,
 /// nested types (`[]` lists and arrays, `STRUCT`, `MAP`, `UNION`) canonical inside. Names it

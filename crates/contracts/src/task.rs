@@ -2,61 +2,79 @@
 //! `datasets.spec`), as typed structs with the checks a user's typo deserves. This format is a
 //! contract shared with the operator's CRDs and `duckmesh dev`; docs/worker.md describes it.
 
-use crate::error::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// A task or dataset spec that is not usable as written (`invalid_task_spec`; retrying cannot
+/// help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task spec: {message}")]
+pub struct SpecError {
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl SpecError {
+    /// Stable error code: `invalid_task_spec`.
+    pub fn error_code(&self) -> &'static str {
+        "invalid_task_spec"
+    }
+}
+
+type Result<T> = std::result::Result<T, SpecError>;
 
 /// Default target size of one output Parquet file: 128 MiB.
 pub const DEFAULT_TARGET_FILE_SIZE_BYTES: u64 = 128 * 1024 * 1024;
 /// Smallest accepted target file size (1 MiB): smaller files only slow readers down.
 pub const MIN_TARGET_FILE_SIZE_BYTES: u64 = 1024 * 1024;
 
-/// The spec of a `sql` task (`tasks.spec`, camelCase).
+/// The spec of a `sql` task (`tasks.spec`, camelCase): written by the scheduler from the
+/// declared task, read by the worker. Absent fields are omitted when written.
 ///
 /// ```json
 /// {"sql": "SELECT ...", "inputs": [{"dataset": "raw_trips", "snapshot": 12}],
 ///  "resources": {"memory": "1Gi", "cpu": "2"}, "targetFileSizeBytes": 134217728}
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SqlTaskSpec {
     /// One DuckDB `SELECT` (or any query producing rows) over the inputs.
     pub sql: String,
     /// Input datasets, visible to the SQL under their names.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputSpec>,
     /// Compute the query may use.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Target size of each output file; overrides the output dataset's setting.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_file_size_bytes: Option<u64>,
 }
 
 /// One input of a task.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InputSpec {
     /// Dataset name, in the task's namespace.
     pub dataset: String,
     /// A snapshot to read; the latest committed one when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<i64>,
 }
 
 /// Kubernetes-style resource quantities.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     /// Memory such as `512Mi`, `2Gi`, `1G` or a byte count.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
     /// CPU such as `500m` or `2`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
 }
 
 /// A quantity as Kubernetes writes it: a string (`"2Gi"`) or a bare number (`2`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Quantity {
     /// `"2Gi"`, `"500m"`.
@@ -181,69 +199,29 @@ fn check_file_size(what: &str, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn invalid(message: String) -> Error {
-    Error::InvalidSpec { message }
+fn invalid(message: String) -> SpecError {
+    SpecError { message }
 }
 
-/// Parses a Kubernetes memory quantity into bytes: `512Mi`, `2Gi`, `1G`, `1.5Gi`, `1e9`,
-/// `134217728`. Binary suffixes `Ki Mi Gi Ti Pi Ei`, decimal `k M G T P E`.
+/// Parses a Kubernetes memory quantity into bytes ([`crate::quantity::memory_bytes`]), at
+/// least the 16Mi DuckDB needs to run.
 pub fn parse_memory(text: &str) -> Result<u64> {
-    let fail = || invalid(format!("resources.memory {text:?} is not a memory quantity such as 512Mi, 2Gi or 1G"));
-    let (number, multiplier) = split_suffix(text, &MEMORY_SUFFIXES).ok_or_else(fail)?;
-    let value: f64 = number.parse().map_err(|_| fail())?;
-    let bytes = value * multiplier;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(fail());
-    }
-    if bytes < 16.0 * 1024.0 * 1024.0 {
+    let bytes = crate::quantity::memory_bytes(text).ok_or_else(|| {
+        invalid(format!("resources.memory {text:?} is not a memory quantity such as 512Mi, 2Gi or 1G"))
+    })?;
+    if bytes < 16 * 1024 * 1024 {
         return Err(invalid(format!("resources.memory {text:?} is below the 16Mi DuckDB needs to run")));
     }
-    Ok(bytes as u64)
+    Ok(bytes)
 }
 
 /// Parses a Kubernetes CPU quantity into DuckDB threads: `ceil(cpu)`, at least 1
-/// (`500m` → 1, `2` → 2, `2.5` → 3).
+/// (`500m` → 1, `2` → 2, `2.5` → 3), at most 4096.
 pub fn parse_cpu(text: &str) -> Result<u64> {
-    let fail = || invalid(format!("resources.cpu {text:?} is not a CPU quantity such as 500m or 2"));
-    let (number, multiplier) = match text.strip_suffix('m') {
-        Some(millis) => (millis, 0.001),
-        None => (text, 1.0),
-    };
-    let value: f64 = number.parse().map_err(|_| fail())?;
-    let cores = value * multiplier;
-    if !cores.is_finite() || cores <= 0.0 || cores > 4096.0 {
-        return Err(fail());
-    }
-    Ok((cores.ceil() as u64).max(1))
-}
-
-const MEMORY_SUFFIXES: [(&str, f64); 12] = [
-    ("Ki", 1024.0),
-    ("Mi", 1024.0 * 1024.0),
-    ("Gi", 1024.0 * 1024.0 * 1024.0),
-    ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
-    ("Pi", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
-    ("Ei", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
-    ("k", 1e3),
-    ("M", 1e6),
-    ("G", 1e9),
-    ("T", 1e12),
-    ("P", 1e15),
-    ("E", 1e18),
-];
-
-/// Splits `text` into its number and the multiplier of its suffix (1 without one).
-fn split_suffix<'a>(text: &'a str, suffixes: &[(&str, f64)]) -> Option<(&'a str, f64)> {
-    if text.is_empty() {
-        return None;
-    }
-    for (suffix, multiplier) in suffixes {
-        if let Some(number) = text.strip_suffix(suffix) {
-            return Some((number, *multiplier));
-        }
-    }
-    // A bare number, possibly in exponent form (`1e9`): only digits, '.', 'e', '+', '-'.
-    text.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')).then_some((text, 1.0))
+    crate::quantity::cpu_millis(text)
+        .map(|millis| millis.div_ceil(1000))
+        .filter(|threads| *threads <= 4096)
+        .ok_or_else(|| invalid(format!("resources.cpu {text:?} is not a CPU quantity such as 500m or 2")))
 }
 
 #[cfg(test)]
@@ -294,7 +272,6 @@ mod tests {
         for (value, expected) in cases {
             let error = SqlTaskSpec::parse(&value).expect_err("invalid");
             assert_eq!(error.error_code(), "invalid_task_spec");
-            assert!(!error.is_retryable());
             assert!(error.to_string().contains(expected), "{value}: {error}");
         }
     }
