@@ -37,8 +37,9 @@ check-observability:
     scripts/check-observability.sh
 
 # What CI runs: lints, tests, 10 s of each fuzz target, the API contract, then the
-# observability kit's checks, the Helm chart's checks and its install on the test bed.
-ci: lint test (fuzz "10") api-contract check-observability chart e2e-helm
+# observability kit's checks, the Helm chart's checks, its install on the test bed, and the
+# container image (built twice from the test profile's binary, digests compared, smoke-run).
+ci: lint test (fuzz "10") api-contract check-observability chart e2e-helm image-ci
 
 # Every cargo-fuzz target in fuzz/ for SECONDS each, from its committed corpus (nightly +
 # cargo-fuzz; sanitizer builds in /var/tmp/duckmesh-fuzz-target). A crash fails the recipe.
@@ -55,6 +56,11 @@ api-contract max_examples="100":
 # pipeline and a stale worker against a throwaway PostgreSQL and moto). Prints image=… digest=… size_mb=….
 image *args:
     scripts/image.sh {{args}}
+
+# CI's image check: the same two builds, digest comparison and podman smoke run as `just image`,
+# from the test profile's binary built in this (clean) clone instead of a release build.
+image-ci:
+    DUCKMESH_IMAGE_PROFILE=debug scripts/image.sh
 
 # Regenerate docs/openapi.json from the handlers and types (a test fails when it drifts).
 openapi:

@@ -100,8 +100,8 @@ build_binary() {
   started="$(now)"
   if [[ "$profile" == debug ]]; then
     # Built in this clone, which holds exactly the commit: CI's clean checkout.
-    [[ -z "$(git status --porcelain)" ]] \
-      || fail "DUCKMESH_IMAGE_PROFILE=debug builds from the work tree, which must be clean (commit or stash first)"
+    [[ -z "$(git status --porcelain --untracked-files=no)" ]] \
+      || fail "DUCKMESH_IMAGE_PROFILE=debug builds from the work tree, whose tracked files must be unchanged (commit or stash first)"
     scripts/fetch-duckdb.sh >/dev/null
     say "cargo build -p duckmesh --locked (debug profile, commit $(git rev-parse --short "$revision"))"
     cargo build -p duckmesh --locked --quiet || fail "the debug build of $revision failed"
