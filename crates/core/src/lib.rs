@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod dag;
 pub mod exit;
+pub mod failure;
 pub mod ids;
 pub mod knobs;
 pub mod phase;
@@ -18,6 +19,7 @@ pub mod statement;
 
 pub use backoff::BackoffPolicy;
 pub use dag::{DagError, topological_order};
+pub use failure::RunnerFailure;
 pub use ids::{AttemptId, DatasetId, Fence, JobId, SnapshotId, TaskId};
 pub use knobs::{KnobError, Knobs};
 pub use phase::{AttemptState, JobPhase, TaskPhase, UnknownPhase};

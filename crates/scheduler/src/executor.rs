@@ -3,7 +3,7 @@
 //! into a catalog action.
 
 use duckmesh_catalog::{Failure, Lease, TaskRecord};
-use duckmesh_core::{AttemptId, TaskId, exit};
+use duckmesh_core::{AttemptId, RunnerFailure, TaskId, exit};
 use std::future::Future;
 
 /// Everything a runner needs to start one leased attempt.
@@ -98,33 +98,33 @@ pub trait Executor: Send + Sync + 'static {
 /// the attempt. Recording is fenced, so a failure for an attempt that already ended is refused
 /// by the catalog and changes nothing.
 pub fn failure_for(exit: &RunnerExit) -> Option<Failure> {
-    let failure = |code: &str, message: String, retryable: bool| Failure { code: code.to_owned(), message, retryable };
-    match exit {
-        RunnerExit::Exited(code) if exit::reported_by_worker(*code) => None,
-        RunnerExit::Exited(code) if *code == i32::from(exit::USAGE) => Some(failure(
-            "worker_misconfigured",
-            "the worker could not start: invalid arguments or environment (see its log)".into(),
-            false,
-        )),
+    let (kind, message) = match exit {
+        RunnerExit::Exited(code) if exit::reported_by_worker(*code) => return None,
+        RunnerExit::Exited(code) if *code == i32::from(exit::USAGE) => (
+            RunnerFailure::WorkerMisconfigured,
+            "the worker could not start: invalid arguments or environment (see its log)".to_owned(),
+        ),
         RunnerExit::Exited(code) if *code == i32::from(exit::UNREPORTED) => {
-            Some(failure("worker_unreported", "the worker failed and could not record why (see its log)".into(), true))
+            (RunnerFailure::WorkerUnreported, "the worker failed and could not record why (see its log)".to_owned())
         }
         RunnerExit::Exited(code) => {
-            Some(failure("worker_crashed", format!("the worker exited with unexpected code {code}"), true))
+            (RunnerFailure::WorkerCrashed, format!("the worker exited with unexpected code {code}"))
         }
-        RunnerExit::Killed { reason } => {
-            Some(failure("worker_killed", format!("the worker was killed ({reason})"), true))
+        RunnerExit::Killed { reason } => (RunnerFailure::WorkerKilled, format!("the worker was killed ({reason})")),
+        RunnerExit::TimedOut { seconds } => {
+            (RunnerFailure::TaskTimeout, format!("the attempt ran past its timeout of {seconds} s and was stopped"))
         }
-        RunnerExit::TimedOut { seconds } => Some(failure(
-            "task_timeout",
-            format!("the attempt ran past its timeout of {seconds} s and was stopped"),
-            true,
-        )),
         RunnerExit::StartFailed { reason } => {
-            Some(failure("runner_start_failed", format!("the worker could not be started: {reason}"), true))
+            (RunnerFailure::RunnerStartFailed, format!("the worker could not be started: {reason}"))
         }
-        RunnerExit::Lost { reason } => Some(failure("runner_lost", format!("the worker disappeared: {reason}"), true)),
-    }
+        RunnerExit::Lost { reason } => (RunnerFailure::RunnerLost, format!("the worker disappeared: {reason}")),
+    };
+    Some(runner_failure(kind, message))
+}
+
+/// The catalog failure that records `kind` with `message`.
+pub fn runner_failure(kind: RunnerFailure, message: String) -> Failure {
+    Failure { code: kind.code().to_owned(), message, retryable: kind.is_retryable() }
 }
 
 #[cfg(test)]

@@ -13,5 +13,5 @@ pub use apply::{
     ApplyBatch, ApplyError, CrossTenantReference, ObjectRef, ResolvedDataset, TaskScope, apply_dataset, apply_job,
     apply_task,
 };
-pub use executor::{Executor, ExecutorError, Launch, RunnerEnded, RunnerExit, failure_for};
+pub use executor::{Executor, ExecutorError, Launch, RunnerEnded, RunnerExit, failure_for, runner_failure};
 pub use runtime::{PassReport, Scheduler, SchedulerOptions};

@@ -3,9 +3,9 @@
 //! record themselves. Every decision is the catalog's (fenced, row-locked), so any number of
 //! passes — duplicate wake-ups, a second scheduler — lease nothing twice.
 
-use crate::executor::{Executor, Launch, RunnerEnded, failure_for};
-use duckmesh_catalog::{Catalog, Failure, ScheduleOptions};
-use duckmesh_core::{AttemptId, JobId, JobPhase, TaskId};
+use crate::executor::{Executor, Launch, RunnerEnded, failure_for, runner_failure};
+use duckmesh_catalog::{Catalog, ScheduleOptions};
+use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId};
 use duckmesh_telemetry::Metrics;
 use duckmesh_telemetry::metrics::{
     PhaseLabels, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels, TerminalPhase,
@@ -193,11 +193,10 @@ impl<E: Executor> Scheduler<E> {
                 Err(error) => {
                     report.launch_failures += 1;
                     tracing::error!(parent: &span, %error, error_code = error.error_code(), "cannot start the runner");
-                    let failure = Failure {
-                        code: "runner_start_failed".into(),
-                        message: format!("the worker could not be started: {error}"),
-                        retryable: true,
-                    };
+                    let failure = runner_failure(
+                        RunnerFailure::RunnerStartFailed,
+                        format!("the worker could not be started: {error}"),
+                    );
                     if let Err(error) = self.catalog.fail_attempt(reference, &failure).await
                         && !error.is_fencing()
                     {
@@ -255,9 +254,11 @@ impl<E: Executor> Scheduler<E> {
             Ok(outcome) => {
                 tracing::warn!(task = %ended.task, attempt = %ended.attempt, error_code = %failure.code, message = %failure.message, "runner ended without recording its outcome");
                 let kind = self.task_kind(ended.task).await;
-                let reason = match failure.code.as_str() {
-                    "task_timeout" => duckmesh_telemetry::metrics::RetryReason::Timeout,
-                    "runner_lost" | "runner_start_failed" => duckmesh_telemetry::metrics::RetryReason::PodLost,
+                let reason = match RunnerFailure::from_code(&failure.code) {
+                    Some(RunnerFailure::TaskTimeout) => duckmesh_telemetry::metrics::RetryReason::Timeout,
+                    Some(RunnerFailure::RunnerLost | RunnerFailure::RunnerStartFailed) => {
+                        duckmesh_telemetry::metrics::RetryReason::PodLost
+                    }
                     _ => duckmesh_telemetry::metrics::RetryReason::Failed,
                 };
                 self.count_outcome(kind, &outcome, reason);
