@@ -382,6 +382,46 @@ impl Catalog {
         Ok(released.rows_affected())
     }
 
+    /// Whether the commit of `commit` landed after all, when its outcome was lost with the
+    /// connection: its events carry a snapshot committed under its fence, or, for a batch of
+    /// poison only, they are dead-lettered. `None`: it did not land (or cannot be told), and
+    /// the events are still pending or claimed.
+    pub async fn ingest_commit_landed(&self, commit: &IngestCommit) -> Result<Option<IngestCommitted>> {
+        let Some(seq) = commit.committed.first().or(commit.poison.first().map(|p| &p.seq)) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT e.snapshot_id, e.committed_at, e.dead_letter_id IS NOT NULL AS parked, s.fence, \
+                    s.visibility_token, clock_timestamp() AS now \
+               FROM ingest_events e \
+               LEFT JOIN snapshots s ON s.dataset_id = e.dataset_id AND s.id = e.snapshot_id \
+              WHERE e.dataset_id = $1 AND e.seq = $2",
+        )
+        .bind(commit.dataset.0)
+        .bind(*seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let now: DateTime<Utc> = row.try_get("now")?;
+        if commit.committed.is_empty() {
+            let parked: bool = row.try_get("parked")?;
+            return Ok(parked.then_some(IngestCommitted { snapshot: None, visibility_token: None, committed_at: now }));
+        }
+        let fence: Option<i64> = row.try_get("fence")?;
+        if fence != Some(commit.fence.0) {
+            return Ok(None);
+        }
+        let snapshot: Option<i64> = row.try_get("snapshot_id")?;
+        let committed_at: Option<DateTime<Utc>> = row.try_get("committed_at")?;
+        Ok(Some(IngestCommitted {
+            snapshot: snapshot.map(SnapshotId),
+            visibility_token: row.try_get("visibility_token")?,
+            committed_at: committed_at.unwrap_or(now),
+        }))
+    }
+
     /// Commits a claimed batch (one transaction, see the module docs). Fails with
     /// `claim_lost` when any event is no longer claimed under the fence (its claim expired and
     /// another coordinator may have it), `read_only`, or `schema_mismatch` (`commit.schema`

@@ -20,7 +20,6 @@ use duckmesh_telemetry::Metrics;
 use duckmesh_telemetry::metrics::{ClaimRetryLabels, ClaimRetryReason, PublishFailureLabels, PublishFailureReason};
 use duckmesh_worker::{ExportedFile, ManifestDataset, ManifestFile, hash_file};
 use futures::{StreamExt, TryStreamExt};
-use sqlx::Row;
 use sqlx::postgres::PgListener;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -545,7 +544,7 @@ impl Coordinator {
                 AfterFailure::Abandon => {
                     // After a transient failure, "claim lost" may be our own earlier commit.
                     if retries > 0
-                        && let Ok(Some(landed)) = self.landed(&request).await
+                        && let Ok(Some(landed)) = self.inner.catalog.ingest_commit_landed(&request).await
                     {
                         break landed;
                     }
@@ -569,17 +568,20 @@ impl Coordinator {
                     });
                 }
                 AfterFailure::Recheck => {
-                    let lease_left = batch.expires_at - chrono::Utc::now() > chrono::TimeDelta::seconds(2);
+                    // The claim's lease, timed on this process's monotonic clock from before
+                    // the claim was asked for (never by comparing the database's clock with
+                    // ours): a retry must leave it at least 2 s to spare.
+                    let lease_left = claimed_at.elapsed() + Duration::from_secs(2) < self.inner.config.claim_lease;
                     if retries < COMMIT_RETRIES && lease_left {
                         retries += 1;
                         tracing::warn!(error_code = error.error_code(), error = %error, retries, "commit failed; retrying");
                         tokio::time::sleep(BACKOFF_BASE * 2u32.pow(retries - 1)).await;
-                        if let Ok(Some(landed)) = self.landed(&request).await {
+                        if let Ok(Some(landed)) = self.inner.catalog.ingest_commit_landed(&request).await {
                             break landed;
                         }
                         continue;
                     }
-                    match self.landed(&request).await {
+                    match self.inner.catalog.ingest_commit_landed(&request).await {
                         Ok(Some(landed)) => break landed,
                         Ok(None) => self.release(batch).await,
                         Err(check) => tracing::warn!(
@@ -638,53 +640,6 @@ impl Coordinator {
         report
     }
 
-    /// Whether the commit of `request` landed after all (its outcome was lost with the
-    /// connection): its events carry a snapshot committed under its fence, or — for a batch of
-    /// poison only — they are dead-lettered.
-    async fn landed(
-        &self,
-        request: &IngestCommit,
-    ) -> std::result::Result<Option<IngestCommitted>, duckmesh_catalog::Error> {
-        let Some(seq) = request.committed.first().or(request.poison.first().map(|p| &p.seq)) else {
-            return Ok(None);
-        };
-        let row = sqlx::query(
-            "SELECT e.snapshot_id, e.committed_at, e.dead_letter_id IS NOT NULL AS parked, s.fence, \
-                    s.visibility_token, clock_timestamp() AS now \
-               FROM ingest_events e \
-               LEFT JOIN snapshots s ON s.dataset_id = e.dataset_id AND s.id = e.snapshot_id \
-              WHERE e.dataset_id = $1 AND e.seq = $2",
-        )
-        .bind(request.dataset.0)
-        .bind(*seq)
-        .fetch_optional(self.inner.catalog.pool())
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        if request.committed.is_empty() {
-            let parked: bool = row.try_get("parked")?;
-            return Ok(parked.then(|| IngestCommitted {
-                snapshot: None,
-                visibility_token: None,
-                committed_at: now(&row),
-            }));
-        }
-        let fence: Option<i64> = row.try_get("fence")?;
-        if fence != Some(request.fence.0) {
-            return Ok(None);
-        }
-        let snapshot: Option<i64> = row.try_get("snapshot_id")?;
-        let committed_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("committed_at")?;
-        Ok(Some(IngestCommitted {
-            snapshot: snapshot.map(SnapshotId),
-            visibility_token: row.try_get("visibility_token")?,
-            committed_at: committed_at.unwrap_or_else(|| now(&row)),
-        }))
-    }
-
-    /// Gives the batch back so the next claim need not wait for its lease. Fenced in the
-    /// catalog: a claim already lost, or a batch that did commit, is left alone.
     async fn release(&self, batch: &ClaimedBatch) {
         match self.inner.catalog.release_ingest_claim(batch.dataset, batch.fence).await {
             Ok(released) => tracing::info!(released, "gave the batch back"),
@@ -699,10 +654,6 @@ impl Coordinator {
     fn publish_failure(&self, reason: PublishFailureReason) {
         self.inner.metrics.coordinator.snapshot_publish_failures.get_or_create(&PublishFailureLabels { reason }).inc();
     }
-}
-
-fn now(row: &sqlx::postgres::PgRow) -> chrono::DateTime<chrono::Utc> {
-    row.try_get("now").unwrap_or_else(|_| chrono::Utc::now())
 }
 
 #[cfg(test)]
