@@ -341,16 +341,34 @@ pub(crate) async fn ingest(
     }
 }
 
-/// `?namespace=` (the only parameter of ingest).
+/// The query string of `POST /v1/ingest/{dataset}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestParameters {
+    namespace: Option<String>,
+}
+
+/// `?namespace=` (the only parameter of ingest), percent-decoded.
 fn namespace_parameter(raw: Option<&str>) -> Result<Option<String>, Error> {
-    let mut namespace = None;
-    for pair in raw.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=') {
-            Some(("namespace", value)) if !value.is_empty() => namespace = Some(value.to_owned()),
-            _ => return Err(Error::InvalidRequest { message: format!("unknown or empty parameter {pair:?}") }),
+    let parameters: IngestParameters = parameters(raw)?;
+    non_empty(parameters.namespace)
+}
+
+/// A `namespace` given empty is refused rather than taken as the default.
+fn non_empty(namespace: Option<String>) -> Result<Option<String>, Error> {
+    match namespace {
+        Some(namespace) if namespace.is_empty() => {
+            Err(Error::InvalidRequest { message: "the namespace parameter is empty".into() })
         }
+        other => Ok(other),
     }
-    Ok(namespace)
+}
+
+/// A query string read into `T` (percent-decoded, `+` as a space); an unknown parameter, a
+/// repeated one or a value of the wrong type is `invalid_request` naming it.
+fn parameters<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, Error> {
+    serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|error| Error::InvalidRequest { message: format!("query parameters: {error}") })
 }
 
 /// `GET /v1/datasets`.
@@ -380,22 +398,19 @@ pub(crate) async fn datasets(State(service): State<QueryService>, request: Reque
     }
 }
 
-/// `?before=&limit=&namespace=`.
+/// The query string of `GET /v1/datasets/{name}/snapshots`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotParameters {
+    before: Option<i64>,
+    limit: Option<i64>,
+    namespace: Option<String>,
+}
+
+/// `?before=&limit=&namespace=`, percent-decoded.
 fn query_parameters(raw: Option<&str>) -> Result<(Option<i64>, Option<i64>, Option<String>), Error> {
-    let (mut before, mut limit, mut namespace) = (None, None, None);
-    for pair in raw.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = |value: &str| {
-            value.parse::<i64>().map_err(|_| Error::InvalidRequest { message: format!("{key} must be a whole number") })
-        };
-        match key {
-            "before" => before = Some(number(value)?),
-            "limit" => limit = Some(number(value)?),
-            "namespace" => namespace = Some(value.to_owned()),
-            other => return Err(Error::InvalidRequest { message: format!("unknown parameter {other:?}") }),
-        }
-    }
-    Ok((before, limit, namespace))
+    let SnapshotParameters { before, limit, namespace } = parameters(raw)?;
+    Ok((before, limit, non_empty(namespace)?))
 }
 
 /// `GET /v1/datasets/{name}/snapshots`: time travel.
@@ -525,5 +540,14 @@ mod tests {
         assert_eq!(query_parameters(None).expect("ok"), (None, None, None));
         assert_eq!(query_parameters(Some("limit=x")).expect_err("bad").error_code(), "invalid_request");
         assert_eq!(query_parameters(Some("offset=1")).expect_err("bad").error_code(), "invalid_request");
+        // Values are percent-decoded (they were taken as written before).
+        assert_eq!(
+            query_parameters(Some("namespace=team%2Da&limit=%33")).expect("ok"),
+            (None, Some(3), Some("team-a".into()))
+        );
+        assert_eq!(namespace_parameter(Some("namespace=data%2Eteam")).expect("ok").as_deref(), Some("data.team"));
+        assert_eq!(namespace_parameter(Some("namespace=")).expect_err("empty").error_code(), "invalid_request");
+        let unknown = namespace_parameter(Some("namespaces=x")).expect_err("unknown");
+        assert!(unknown.to_string().contains("namespaces"), "{unknown}");
     }
 }
