@@ -133,26 +133,16 @@ pub(crate) fn claim_retry_reason(error: &duckmesh_catalog::Error) -> ClaimRetryR
     }
 }
 
-/// Exponential pause after failures, reset by a success.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self { next: BACKOFF_BASE }
-    }
-
-    fn next(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_BASE;
-    }
+/// The run loop's pauses after failures: `BACKOFF_BASE` doubling to `BACKOFF_MAX`, for ever
+/// (`backon`; a success starts a fresh series).
+fn pauses() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_BASE)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
 }
 
 /// Why the loop woke up.
@@ -191,7 +181,7 @@ impl Coordinator {
         let work_dir = &self.inner.config.work_dir;
         std::fs::create_dir_all(work_dir).map_err(|error| Error::io("creating the work directory", work_dir, error))?;
         let mut listener = self.listen().await;
-        let mut backoff = Backoff::new();
+        let mut backoff = pauses();
         tracing::info!(coordinator = %self.inner.config.identity, "ingest coordinator started");
         while !stop.is_cancelled() {
             self.refresh_backlog().await;
@@ -200,7 +190,7 @@ impl Coordinator {
             while !stop.is_cancelled() {
                 match self.run_once().await {
                     Ok(Some(_)) => {
-                        backoff.reset();
+                        backoff = pauses();
                         committed = true;
                     }
                     Ok(None) => break,
@@ -216,7 +206,7 @@ impl Coordinator {
                 self.refresh_backlog_gauge().await;
             }
             if failed {
-                let pause = backoff.next();
+                let pause = backoff.next().unwrap_or(BACKOFF_MAX);
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(pause) => continue,
@@ -683,12 +673,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_a_cap_and_resets() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<Duration> = (0..9).map(|_| backoff.next()).collect();
+        let mut backoff = pauses();
+        let delays: Vec<Duration> = (0..9).map(|_| backoff.next().unwrap_or_default()).collect();
         assert_eq!(delays[0], BACKOFF_BASE);
         assert_eq!(delays[1], BACKOFF_BASE * 2);
         assert_eq!(delays[8], BACKOFF_MAX);
-        backoff.reset();
-        assert_eq!(backoff.next(), BACKOFF_BASE);
+        assert_eq!(pauses().next(), Some(BACKOFF_BASE));
     }
 }
