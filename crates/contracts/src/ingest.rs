@@ -11,7 +11,7 @@
 //! (`\u0000`, which PostgreSQL cannot store) is refused as `nul_character`.
 
 use crate::types::Column;
-use crate::values::{DataType, RecordSchema};
+use crate::values::{DataType, RecordSchema, kind_of};
 use serde_json::{Map, Value};
 
 /// The record field that gives a record's dedupe key explicitly (not stored as a column).
@@ -188,17 +188,6 @@ pub fn key_text(value: &Value) -> std::result::Result<String, String> {
 /// see [`crate::values`]). `null` fits every column.
 pub fn check_value(data_type: &str, value: &Value) -> std::result::Result<(), String> {
     DataType::parse(data_type).check(value, &mut String::new()).map_err(|error| error.message)
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -155,7 +155,8 @@ fn member_path(path: &str, key: &str) -> String {
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
+/// How a JSON value is named in messages (`a string`, `an array`, …).
+pub(crate) fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -38,27 +38,11 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// An ingest record does not fit the dataset (the whole request is rejected).
-    #[error("record {record}{}: {message}", field.as_ref().map(|f| format!(", field {f:?}")).unwrap_or_default())]
-    InvalidRecord {
-        /// 0-based position of the record in the request.
-        record: usize,
-        /// The offending field, when one is to blame.
-        field: Option<String>,
-        /// What is wrong.
-        message: String,
-    },
-    /// An ingest record holds a NUL character (`\u0000`), which the catalog cannot store
-    /// (the whole request is rejected).
-    #[error(
-        "record {record}, field {field:?}: the value holds a NUL character (\\u0000), which cannot be stored; remove it or encode the value"
-    )]
-    NulCharacter {
-        /// 0-based position of the record in the request.
-        record: usize,
-        /// The path of the offending value (`name`, `tags[2]`, `address.city`).
-        field: String,
-    },
+    /// An ingest request refused by the request check ([`duckmesh_contracts::ingest`]): a
+    /// malformed body, a record that does not fit the dataset, a NUL character. The whole
+    /// request is rejected; the message names the record and field.
+    #[error(transparent)]
+    Ingest(#[from] duckmesh_contracts::ingest::IngestError),
     /// The request body is larger than the service accepts.
     #[error("the request body is larger than {limit} bytes; send smaller batches")]
     PayloadTooLarge {
@@ -216,8 +200,7 @@ impl Error {
             Error::QueryTooComplex { .. } => "query_too_complex",
             Error::DatasetNotFound { .. } => "dataset_not_found",
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
-            Error::InvalidRecord { .. } => "invalid_record",
-            Error::NulCharacter { .. } => "nul_character",
+            Error::Ingest(error) => error.error_code(),
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::SchemaRequired { .. } => "schema_required",
             Error::ReadOnly { .. } => "read_only",
@@ -241,7 +224,7 @@ impl Error {
         match self {
             Error::Unauthorized { .. } => 401,
             Error::RateLimited { .. } | Error::Overloaded { .. } | Error::IngestBackpressure { .. } => 429,
-            Error::InvalidRecord { .. } | Error::NulCharacter { .. } => 400,
+            Error::Ingest(_) => 400,
             Error::PayloadTooLarge { .. } => 413,
             Error::SchemaRequired { .. } => 409,
             Error::ReadOnly { .. } => 503,
@@ -303,17 +286,6 @@ impl ConfigError {
     /// The stable code of every configuration error.
     pub fn error_code(&self) -> &'static str {
         "invalid_config"
-    }
-}
-
-impl From<duckmesh_contracts::ingest::IngestError> for Error {
-    fn from(error: duckmesh_contracts::ingest::IngestError) -> Self {
-        use duckmesh_contracts::ingest::IngestError;
-        match error {
-            IngestError::InvalidRequest { message } => Self::InvalidRequest { message },
-            IngestError::InvalidRecord { record, field, message } => Self::InvalidRecord { record, field, message },
-            IngestError::NulCharacter { record, field } => Self::NulCharacter { record, field },
-        }
     }
 }
 
