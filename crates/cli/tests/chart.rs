@@ -8,6 +8,9 @@
 //! `helm` is the pinned build of `scripts/go-tools.sh` (built on first use, then cached).
 //! `DUCKMESH_BLESS=1 cargo test -p duckmesh --test chart` rewrites the copies and the table.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,15 +29,7 @@ fn chart() -> PathBuf {
 /// The pinned helm (built once by scripts/go-tools.sh).
 fn helm_path() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let output = Command::new(repo("scripts/go-tools.sh"))
-            .args(["path", "helm"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("scripts/go-tools.sh runs");
-        assert!(output.status.success(), "building helm failed: {output:?}");
-        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-    })
+    HELM.get_or_init(common::helm_path)
 }
 
 /// `helm` with its caches and configuration in a directory of the test run's own.

@@ -31,17 +31,6 @@ const RELEASE: &str = "dm";
 /// How long helm waits for the release's pods (a debug build of DuckMesh on two loaded cores).
 const HELM_TIMEOUT: &str = "8m";
 
-/// The pinned helm (built once by scripts/go-tools.sh, then cached).
-fn helm_path() -> PathBuf {
-    let output = Command::new(Path::new(REPO).join("scripts/go-tools.sh"))
-        .args(["path", "helm"])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("scripts/go-tools.sh runs");
-    assert!(output.status.success(), "building helm failed: {output:?}");
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
 struct World {
     bed: duckmesh_testbed::Bed,
     client: Client,
@@ -171,7 +160,7 @@ async fn helm_install_test_upgrade_and_uninstall_on_the_bed() {
     let images = harness::image_dir();
     let bed = harness::start_bed(images.path()).await.expect("the Kubernetes test bed starts");
     let client = bed.client();
-    let helm = tokio::task::spawn_blocking(helm_path).await.expect("helm");
+    let helm = tokio::task::spawn_blocking(common::helm_path).await.expect("helm");
     let world =
         World { bed, client, helm, dir: tempfile::Builder::new().prefix("duckmesh-e2e-helm-").tempdir().expect("dir") };
 

@@ -54,3 +54,16 @@ pub fn s3_env(command: &mut Command, s3: &S3Config) {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// The pinned helm's path: built once by `scripts/go-tools.sh` into its cache outside the
+/// clone, reused afterwards.
+pub fn helm_path() -> std::path::PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/go-tools.sh");
+    let output = Command::new(script)
+        .args(["path", "helm"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("scripts/go-tools.sh runs");
+    assert!(output.status.success(), "building helm failed: {output:?}");
+    std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
