@@ -32,25 +32,8 @@ promtool_ldflags="-s -w -X github.com/prometheus/common/version.Version=3.${PROM
 promtool_ldflags="${promtool_ldflags%.*}.${PROMETHEUS_VERSION##*.}"
 promtool_ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
 
-need_go() {
-  # The official Go install lives in /usr/local/go; a non-login shell may not have it on PATH.
-  if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="/usr/local/go/bin:$PATH"
-  fi
-  if ! command -v go >/dev/null; then
-    say "Go is not installed: helm and promtool are built from Go modules (Go >= 1.26 needed)"
-    exit 1
-  fi
-  local version
-  version="$(go env GOVERSION)"
-  version="${version#go}"
-  local major="${version%%.*}" rest="${version#*.}"
-  local minor="${rest%%.*}"
-  if (( major < 1 || (major == 1 && minor < 26) )); then
-    say "Go $version is too old: the pinned modules need Go >= 1.26"
-    exit 1
-  fi
-}
+# shellcheck source=scripts/lib/go.sh
+source "$repo/scripts/lib/go.sh"
 
 cache_key() {
   {
@@ -65,7 +48,7 @@ cache_key() {
 
 # build TOOL...: builds the missing ones; prints the bin directory.
 build() {
-  need_go
+  need_go "helm and promtool"
   local root="${DUCKMESH_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/duckmesh/go-tools}"
   local key bin
   key="$(cache_key)"

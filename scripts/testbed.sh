@@ -31,25 +31,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 etcd_ldflags="-s -w"
 
-need_go() {
-  # The official Go install lives in /usr/local/go; a non-login shell may not have it on PATH.
-  if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="/usr/local/go/bin:$PATH"
-  fi
-  if ! command -v go >/dev/null; then
-    say "Go is not installed: the test bed is built from Go modules (Go >= 1.26 needed)"
-    exit 1
-  fi
-  local version
-  version="$(go env GOVERSION)"
-  version="${version#go}"
-  local major="${version%%.*}" rest="${version#*.}"
-  local minor="${rest%%.*}"
-  if (( major < 1 || (major == 1 && minor < 26) )); then
-    say "Go $version is too old: the pinned Kubernetes $K8S_VERSION needs Go >= 1.26"
-    exit 1
-  fi
-}
+# shellcheck source=scripts/lib/go.sh
+source "$repo/scripts/lib/go.sh"
 
 cache_key() {
   {
@@ -61,7 +44,7 @@ cache_key() {
 }
 
 build() {
-  need_go
+  need_go "the test bed"
   local root="${DUCKMESH_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/duckmesh/testbed}"
   local bin="$root/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-$(cache_key)/bin"
   mkdir -p "$bin"
