@@ -1,10 +1,6 @@
-//! The S3 backend on `aws-sdk-s3`: AWS itself or any S3-compatible endpoint (MinIO,
-//! Ceph, moto, ...).
-//!
-//! The SDK's retry layer is disabled; every request goes through
-//! [`run_with_retries`](crate::retry::run_with_retries), which retries transient failures
-//! (throttling, 5xx, timeouts, connection trouble) with jittered backoff, counts them in
-//! [`StoreCounters`], and surfaces everything else as a typed [`Error`].
+//! [`S3Store`], the [`ObjectStore`] on an S3 bucket: client construction, every request
+//! run through [`run_with_retries`], multipart uploads with abort on failure, and body
+//! streaming with a per-chunk read timeout.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -27,224 +23,17 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
-use crate::env::{EnvLookup, bool_env, parse_env, process_env, string_env};
+use super::S3Config;
+use super::classify::{classify, is_invalid_range, is_unparsed_completion, request_error};
 use crate::error::{Error, Result};
 use crate::key::{MAX_KEY_BYTES, validate_key, validate_prefix};
-use crate::retry::{Failure, Operation, RetryConfig, StoreCounters, run_with_retries};
+use crate::retry::{Failure, Operation, StoreCounters, run_with_retries};
 use crate::{ObjectMeta, ObjectStore};
 
-/// The smallest multipart part size S3 accepts (5 MiB); also the lower bound of
-/// [`S3Config::part_size`].
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// The largest part S3 accepts (5 GiB).
-const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// The most parts one multipart upload may have.
 const MAX_PARTS: u64 = 10_000;
 /// The longest presigned URL lifetime SigV4 allows.
 const MAX_PRESIGN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Static S3 credentials. `Debug` never prints the secret parts.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Credentials {
-    /// Access key id (`AWS_ACCESS_KEY_ID`).
-    pub access_key_id: String,
-    /// Secret access key (`AWS_SECRET_ACCESS_KEY`).
-    pub secret_access_key: String,
-    /// Session token for temporary credentials (`AWS_SESSION_TOKEN`).
-    pub session_token: Option<String>,
-}
-
-impl std::fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// Configuration of an [`S3Store`]. Build it with [`S3Config::new`] and adjust the fields,
-/// or read it from the environment with [`S3Config::from_env`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct S3Config {
-    /// Bucket name (`DUCKMESH_S3_BUCKET`, required).
-    pub bucket: String,
-    /// Key prefix inside the bucket, without a trailing `/` (`DUCKMESH_S3_PREFIX`, default
-    /// none). Keys given to the store are relative to it.
-    pub prefix: Option<String>,
-    /// Endpoint URL of an S3-compatible server (`DUCKMESH_S3_ENDPOINT`, default AWS).
-    pub endpoint: Option<String>,
-    /// Region (`DUCKMESH_S3_REGION`, default `us-east-1`).
-    pub region: String,
-    /// Path-style addressing, `http://host/bucket/key` (`DUCKMESH_S3_FORCE_PATH_STYLE`,
-    /// default `true` when an endpoint is set, otherwise `false`).
-    pub force_path_style: bool,
-    /// Static credentials (`AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` +
-    /// `AWS_SESSION_TOKEN`); `None` uses the AWS default provider chain (environment,
-    /// profile, web identity / IRSA, ECS, instance metadata).
-    pub credentials: Option<S3Credentials>,
-    /// Retry policy for transient failures.
-    pub retry: RetryConfig,
-    /// Multipart part size in bytes, at least 5 MiB (`DUCKMESH_S3_PART_SIZE`, default
-    /// 8 MiB). Files up to this size are uploaded with a single request.
-    pub part_size: u64,
-    /// Parts uploaded concurrently by one `put_file` (`DUCKMESH_S3_UPLOAD_CONCURRENCY`,
-    /// default 4).
-    pub upload_concurrency: usize,
-    /// Keys requested per list page, 1–1000 (`DUCKMESH_S3_LIST_PAGE_SIZE`, default 1000).
-    pub list_page_size: i32,
-    /// TCP/TLS connect timeout (`DUCKMESH_S3_CONNECT_TIMEOUT_MS`, default 5 s).
-    pub connect_timeout: Duration,
-    /// Timeout of one request attempt up to its response headers, request body included
-    /// (`DUCKMESH_S3_ATTEMPT_TIMEOUT_MS`, default 120 s).
-    pub attempt_timeout: Duration,
-    /// Longest wait for the next chunk of a response body (`DUCKMESH_S3_READ_TIMEOUT_MS`,
-    /// default 30 s).
-    pub read_timeout: Duration,
-}
-
-impl S3Config {
-    /// A configuration for `bucket` on AWS with every other knob at its default.
-    pub fn new(bucket: impl Into<String>) -> Self {
-        Self {
-            bucket: bucket.into(),
-            prefix: None,
-            endpoint: None,
-            region: "us-east-1".into(),
-            force_path_style: false,
-            credentials: None,
-            retry: RetryConfig::default(),
-            part_size: 8 * 1024 * 1024,
-            upload_concurrency: 4,
-            list_page_size: 1000,
-            connect_timeout: Duration::from_secs(5),
-            attempt_timeout: Duration::from_secs(120),
-            read_timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// Points the configuration at an S3-compatible endpoint and turns on path-style
-    /// addressing, which such servers generally need.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self.force_path_style = true;
-        self
-    }
-
-    /// Uses static credentials instead of the default provider chain.
-    pub fn with_credentials(mut self, access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
-        self.credentials = Some(S3Credentials {
-            access_key_id: access_key_id.into(),
-            secret_access_key: secret_access_key.into(),
-            session_token: None,
-        });
-        self
-    }
-
-    /// Sets the key prefix inside the bucket (a trailing `/` is dropped).
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        let prefix = prefix.into();
-        let trimmed = prefix.trim_end_matches('/');
-        self.prefix = (!trimmed.is_empty()).then(|| trimmed.to_owned());
-        self
-    }
-
-    /// Reads the configuration from the process environment (see the field docs for the
-    /// variable names and defaults).
-    pub fn from_env() -> Result<Self> {
-        Self::from_lookup(&process_env)
-    }
-
-    /// Like [`S3Config::from_env`] with a custom variable lookup.
-    pub fn from_lookup(lookup: EnvLookup<'_>) -> Result<Self> {
-        let bucket = string_env(lookup, "DUCKMESH_S3_BUCKET")
-            .ok_or_else(|| Error::Config { message: "DUCKMESH_S3_BUCKET is required".into() })?;
-        let mut config = Self::new(bucket);
-        if let Some(prefix) = string_env(lookup, "DUCKMESH_S3_PREFIX") {
-            config = config.with_prefix(prefix);
-        }
-        if let Some(endpoint) = string_env(lookup, "DUCKMESH_S3_ENDPOINT") {
-            config = config.with_endpoint(endpoint);
-        }
-        if let Some(region) = string_env(lookup, "DUCKMESH_S3_REGION") {
-            config.region = region;
-        }
-        if let Some(path_style) = bool_env(lookup, "DUCKMESH_S3_FORCE_PATH_STYLE")? {
-            config.force_path_style = path_style;
-        }
-        match (string_env(lookup, "AWS_ACCESS_KEY_ID"), string_env(lookup, "AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret_access_key)) => {
-                config.credentials = Some(S3Credentials {
-                    access_key_id,
-                    secret_access_key,
-                    session_token: string_env(lookup, "AWS_SESSION_TOKEN"),
-                });
-            }
-            (None, None) => {}
-            _ => {
-                return Err(Error::Config {
-                    message: "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".into(),
-                });
-            }
-        }
-        config.retry = RetryConfig::from_lookup(lookup)?;
-        if let Some(part_size) = parse_env(lookup, "DUCKMESH_S3_PART_SIZE")? {
-            config.part_size = part_size;
-        }
-        if let Some(concurrency) = parse_env(lookup, "DUCKMESH_S3_UPLOAD_CONCURRENCY")? {
-            config.upload_concurrency = concurrency;
-        }
-        if let Some(page_size) = parse_env(lookup, "DUCKMESH_S3_LIST_PAGE_SIZE")? {
-            config.list_page_size = page_size;
-        }
-        if let Some(ms) = parse_env(lookup, "DUCKMESH_S3_CONNECT_TIMEOUT_MS")? {
-            config.connect_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = parse_env(lookup, "DUCKMESH_S3_ATTEMPT_TIMEOUT_MS")? {
-            config.attempt_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = parse_env(lookup, "DUCKMESH_S3_READ_TIMEOUT_MS")? {
-            config.read_timeout = Duration::from_millis(ms);
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks the configuration for values S3 or this crate cannot work with.
-    pub fn validate(&self) -> Result<()> {
-        let fail = |message: String| Err(Error::Config { message });
-        if self.bucket.trim().is_empty() {
-            return fail("bucket name is empty".into());
-        }
-        if let Some(prefix) = &self.prefix {
-            validate_key(prefix).or_else(|_| fail("DUCKMESH_S3_PREFIX is not a valid key prefix".into()))?;
-        }
-        if let Some(endpoint) = &self.endpoint {
-            match url::Url::parse(endpoint) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
-                _ => return fail("DUCKMESH_S3_ENDPOINT must be an http(s) URL".into()),
-            }
-        }
-        if self.region.trim().is_empty() {
-            return fail("region is empty".into());
-        }
-        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
-            return fail(format!("part size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes"));
-        }
-        if self.upload_concurrency == 0 {
-            return fail("upload concurrency must be at least 1".into());
-        }
-        if !(1..=1000).contains(&self.list_page_size) {
-            return fail("list page size must be between 1 and 1000".into());
-        }
-        if self.connect_timeout.is_zero() || self.attempt_timeout.is_zero() || self.read_timeout.is_zero() {
-            return fail("timeouts must be positive".into());
-        }
-        self.retry.validate()
-    }
-}
 
 /// An [`ObjectStore`] on an S3 bucket.
 #[derive(Clone)]
@@ -344,6 +133,14 @@ impl S3Store {
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
     {
         run_with_retries(&self.config.retry, &self.counters, operation, key, attempt).await
+    }
+
+    /// Sorts an SDK failure into transient (retry) or a permanent typed [`Error`].
+    fn classify<E>(&self, operation: &'static str, key: &str, error: SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        classify(&self.config.bucket, operation, key, error)
     }
 
     fn meta(key: &str, size: Option<i64>, modified: Option<&DateTime>, e_tag: Option<&str>) -> ObjectMeta {
@@ -816,146 +613,9 @@ async fn write_body_to(
     Ok(written)
 }
 
-/// Whether `error` is a 200 response carrying a multipart completion document that the
-/// SDK could not parse (as opposed to S3's "200 with an `<Error>` body", which the SDK
-/// turns into a proper error code).
-fn is_unparsed_completion<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    let Some(response) = error.raw_response() else {
-        return false;
-    };
-    if response.status().as_u16() != 200 || error.code().is_some() {
-        return false;
-    }
-    let Some(body) = response.body().bytes() else {
-        return false;
-    };
-    let body = String::from_utf8_lossy(body);
-    body.contains("<CompleteMultipartUpload") && body.contains("<ETag>") && !body.contains("<Error>")
-}
-
 /// The total size from a `Content-Range: bytes a-b/total` header.
 fn content_range_total(header: &str) -> Option<u64> {
     header.rsplit_once('/')?.1.trim().parse().ok()
-}
-
-fn is_invalid_range<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    matches!(error, SdkError::ServiceError(_))
-        && (error.code() == Some("InvalidRange") || error.raw_response().map(|r| r.status().as_u16()) == Some(416))
-}
-
-fn request_error(operation: &'static str, key: &str, message: &str) -> Error {
-    Error::Request {
-        operation,
-        key: key.to_owned(),
-        status: None,
-        code: None,
-        message: message.to_owned(),
-        source: None,
-    }
-}
-
-/// Error codes that mean "try again": throttling, server trouble, and conditions a fresh
-/// attempt (with fresh credentials or a corrected clock) can fix.
-const TRANSIENT_CODES: &[&str] = &[
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "TooManyRequests",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException",
-    "BandwidthLimitExceeded",
-    "ServiceUnavailable",
-    "InternalError",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "RequestTimeTooSkewed",
-    "ExpiredToken",
-    "OperationAborted",
-];
-
-const PERMISSION_CODES: &[&str] = &[
-    "AccessDenied",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "AccountProblem",
-];
-
-impl S3Store {
-    /// Sorts an SDK failure into transient (retry) or a permanent typed [`Error`].
-    fn classify<E>(&self, operation: &'static str, key: &str, error: SdkError<E, HttpResponse>) -> Failure
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let status = error.raw_response().map(|response| response.status().as_u16());
-        let code = error.code().map(str::to_owned);
-        let message = match (&error, status) {
-            // Service errors: the status and S3's own code and message say it all; the SDK's
-            // rendering would add the whole raw response.
-            (SdkError::ServiceError(_), Some(status)) => {
-                let mut message = format!("HTTP {status}");
-                if let Some(code) = &code {
-                    message.push(' ');
-                    message.push_str(code);
-                }
-                if let Some(text) = error.message() {
-                    message.push_str(": ");
-                    message.push_str(text);
-                }
-                message
-            }
-            _ => DisplayErrorContext(&error).to_string(),
-        };
-        let transient = |message: String, error: SdkError<E, HttpResponse>| Failure::Transient {
-            message,
-            source: Some(Box::new(error)),
-        };
-        match &error {
-            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => transient(message, error),
-            SdkError::DispatchFailure(failure) if !failure.is_user() => transient(message, error),
-            SdkError::ServiceError(_) => {
-                let code_str = code.as_deref().unwrap_or("");
-                let status_code = status.unwrap_or(0);
-                if TRANSIENT_CODES.contains(&code_str) || matches!(status_code, 429 | 500 | 502 | 503 | 504) {
-                    return transient(message, error);
-                }
-                if code_str == "NoSuchBucket" {
-                    return Failure::Permanent(Error::BucketNotFound { bucket: self.config.bucket.clone() });
-                }
-                if matches!(code_str, "NoSuchKey" | "NotFound") || (status_code == 404 && code_str != "NoSuchUpload") {
-                    return Failure::Permanent(Error::NotFound { key: key.to_owned() });
-                }
-                if PERMISSION_CODES.contains(&code_str) || status_code == 403 {
-                    return Failure::Permanent(Error::PermissionDenied {
-                        operation,
-                        key: key.to_owned(),
-                        message: error.message().unwrap_or(code_str).to_owned(),
-                    });
-                }
-                Failure::Permanent(Error::Request {
-                    operation,
-                    key: key.to_owned(),
-                    status,
-                    code,
-                    message,
-                    source: Some(Box::new(error)),
-                })
-            }
-            _ => Failure::Permanent(Error::Request {
-                operation,
-                key: key.to_owned(),
-                status,
-                code,
-                message,
-                source: Some(Box::new(error)),
-            }),
-        }
-    }
 }
 
 #[async_trait]
@@ -996,82 +656,9 @@ impl ObjectStore for S3Store {
         self.presign(key, ttl).await
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup_from(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        move |name| vars.get(name).cloned()
-    }
-
-    #[test]
-    fn config_from_env_applies_defaults() {
-        let lookup = lookup_from(&[("DUCKMESH_S3_BUCKET", "lake")]);
-        let config = S3Config::from_lookup(&lookup).expect("valid");
-        assert_eq!(config.bucket, "lake");
-        assert_eq!(config.region, "us-east-1");
-        assert_eq!(config.endpoint, None);
-        assert!(!config.force_path_style);
-        assert_eq!(config.credentials, None);
-        assert_eq!(config.part_size, 8 * 1024 * 1024);
-        assert_eq!(config.retry, RetryConfig::default());
-    }
-
-    #[test]
-    fn config_from_env_reads_every_knob() {
-        let lookup = lookup_from(&[
-            ("DUCKMESH_S3_BUCKET", "lake"),
-            ("DUCKMESH_S3_PREFIX", "prod/duckmesh/"),
-            ("DUCKMESH_S3_ENDPOINT", "http://minio:9000"),
-            ("DUCKMESH_S3_REGION", "eu-west-1"),
-            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
-            ("DUCKMESH_S3_PART_SIZE", "16777216"),
-            ("DUCKMESH_S3_LIST_PAGE_SIZE", "100"),
-            ("DUCKMESH_S3_RETRY_MAX_ATTEMPTS", "3"),
-            ("DUCKMESH_S3_READ_TIMEOUT_MS", "1500"),
-        ]);
-        let config = S3Config::from_lookup(&lookup).expect("valid");
-        assert_eq!(config.prefix.as_deref(), Some("prod/duckmesh"));
-        assert_eq!(config.endpoint.as_deref(), Some("http://minio:9000"));
-        assert!(config.force_path_style, "endpoint implies path style");
-        assert_eq!(config.region, "eu-west-1");
-        assert_eq!(config.part_size, 16 * 1024 * 1024);
-        assert_eq!(config.list_page_size, 100);
-        assert_eq!(config.retry.max_attempts, 3);
-        assert_eq!(config.read_timeout, Duration::from_millis(1500));
-        let credentials = config.credentials.as_ref().expect("static credentials");
-        assert_eq!(credentials.access_key_id, "AKIDEXAMPLE");
-        let printed = format!("{config:?}");
-        assert!(!printed.contains("very-secret"), "{printed}");
-
-        let explicit = lookup_from(&[
-            ("DUCKMESH_S3_BUCKET", "lake"),
-            ("DUCKMESH_S3_ENDPOINT", "https://s3.example.com"),
-            ("DUCKMESH_S3_FORCE_PATH_STYLE", "false"),
-        ]);
-        assert!(!S3Config::from_lookup(&explicit).expect("valid").force_path_style);
-    }
-
-    #[test]
-    fn config_rejects_invalid_values() {
-        for vars in [
-            vec![],
-            vec![("DUCKMESH_S3_BUCKET", "lake"), ("DUCKMESH_S3_PART_SIZE", "1024")],
-            vec![("DUCKMESH_S3_BUCKET", "lake"), ("DUCKMESH_S3_ENDPOINT", "minio:9000")],
-            vec![("DUCKMESH_S3_BUCKET", "lake"), ("DUCKMESH_S3_PREFIX", "a//b")],
-            vec![("DUCKMESH_S3_BUCKET", "lake"), ("AWS_ACCESS_KEY_ID", "only-half")],
-            vec![("DUCKMESH_S3_BUCKET", "lake"), ("DUCKMESH_S3_LIST_PAGE_SIZE", "5000")],
-            vec![("DUCKMESH_S3_BUCKET", "lake"), ("DUCKMESH_S3_FORCE_PATH_STYLE", "maybe")],
-        ] {
-            let lookup = lookup_from(&vars);
-            let error = S3Config::from_lookup(&lookup).expect_err(&format!("{vars:?}"));
-            assert_eq!(error.error_code(), "object_store_config_invalid");
-        }
-    }
 
     #[test]
     fn parses_content_range_totals() {
