@@ -8,7 +8,7 @@
 //! after it commits. If any check fails nothing is written: the attempt's files stay in its
 //! staging prefix for GC.
 
-use crate::leases::LockedAttempt;
+use crate::fencing::LockedAttempt;
 use crate::model::{AttemptRef, Column, CommitRequest, Committed, NewFile};
 use crate::notify::COMMITS_CHANNEL;
 use crate::{Catalog, Error, Result};

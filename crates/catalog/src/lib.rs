@@ -12,7 +12,10 @@
 mod commit;
 mod config;
 mod error;
+mod failures;
+mod fencing;
 mod ingest;
+mod job_phases;
 mod leases;
 mod model;
 mod notify;
@@ -24,11 +27,12 @@ pub use commit::schema_difference;
 pub use config::{ConfigError, KNOBS};
 pub use duckmesh_contracts::canonical_type;
 pub use error::{Error, Result};
+pub use failures::Reaped;
 pub use ingest::{
     ClaimOptions, ClaimedBatch, ClaimedEvent, DeadLetter, DeadLetterFilter, INGEST_CHANNEL, IngestAck, IngestBacklog,
     IngestCommit, IngestCommitted, IngestRecord, IngestRequest, MAX_DEDUPE_KEY_BYTES, PoisonEvent, ReadOnlyState,
 };
-pub use leases::{Reaped, ScheduleOptions, Scheduled};
+pub use leases::{ScheduleOptions, Scheduled};
 pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};
 pub use outbox::{OutboxMessage, OutboxStats};
@@ -190,4 +194,28 @@ impl Catalog {
 /// Converts a duration to fractional seconds for `make_interval(secs => …)`.
 pub(crate) fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
+}
+
+/// Cuts a message at a character boundary so an enormous error cannot bloat the catalog.
+pub(crate) fn truncate(message: &str, max_bytes: usize) -> &str {
+    if message.len() <= max_bytes {
+        return message;
+    }
+    let mut end = max_bytes;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("ééé", 3), "é"); // each é is two bytes
+    }
 }

@@ -123,7 +123,7 @@ impl Catalog {
              WHERE id = $1 AND status = 'Pending'",
         )
         .bind(id)
-        .bind(crate::leases::truncate(error, 4_000))
+        .bind(crate::truncate(error, 4_000))
         .bind(exhausted)
         .bind(seconds(delay))
         .execute(&self.pool)
