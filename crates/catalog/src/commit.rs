@@ -1,7 +1,7 @@
 //! The fenced commit: the only way a task's output becomes visible.
 //!
 //! One transaction (the server-side function `duckmesh_commit`) locks the attempt and its
-//! task, re-checks the fence and the lease, locks
+//! task, re-checks the fence and the lease (the fence rule, `duckmesh_attempt_refusal`), locks
 //! the dataset (so snapshot ids and visibility tokens are assigned in commit order), records
 //! the files, creates the next snapshot (append keeps the current files, overwrite retires
 //! them), marks attempt and task `Succeeded`, and writes an outbox row; listeners are woken right
@@ -23,8 +23,9 @@ impl Catalog {
     /// and with `cross_tenant_dataset` when the dataset is not of the task's tenant and
     /// namespace (migration 0006).
     ///
-    /// One round trip: the server-side function `duckmesh_commit` (migration 0002) locks the
-    /// attempt and its task, re-checks fence, liveness and lease, locks the dataset, checks the
+    /// One round trip: the server-side function `duckmesh_commit` (migration 0002, last
+    /// redefined by 0007) locks the attempt and its task, re-checks fence, liveness and lease
+    /// with the fence rule (`duckmesh_attempt_refusal`), locks the dataset, checks the
     /// output and the schema, then writes snapshot, files, dataset header, attempt, task and
     /// the outbox row in the same transaction. Listeners are woken right after it commits.
     pub async fn commit(&self, attempt: AttemptRef, request: &CommitRequest) -> Result<Committed> {
@@ -121,7 +122,7 @@ impl Catalog {
     pub async fn complete(&self, attempt: AttemptRef) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let locked = LockedAttempt::lock_existing(&mut tx, attempt).await?;
-        locked.ensure_current(attempt.fence, true)?;
+        locked.ensure_current(true)?;
         if locked.output.is_some() {
             return Err(Error::Invalid {
                 what: "commit",

@@ -6,7 +6,7 @@ use crate::fencing::LockedAttempt;
 use crate::model::{AttemptRef, FailOutcome, Failure};
 use crate::{Catalog, Result, seconds, truncate};
 use chrono::{DateTime, Utc};
-use duckmesh_core::{AttemptId, AttemptState, TaskId};
+use duckmesh_core::{AttemptId, AttemptState, Fence, TaskId};
 use serde_json::json;
 use sqlx::{Postgres, Transaction};
 
@@ -31,7 +31,7 @@ impl Catalog {
     pub async fn fail_attempt(&self, attempt: AttemptRef, failure: &Failure) -> Result<FailOutcome> {
         let mut tx = self.pool.begin().await?;
         let locked = LockedAttempt::lock_existing(&mut tx, attempt).await?;
-        locked.ensure_current(attempt.fence, false)?;
+        locked.ensure_current(false)?;
         let outcome = self.retire(&mut tx, &locked, failure, AttemptState::Failed).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -41,17 +41,20 @@ impl Catalog {
     /// partitioned away) so their tasks are retried or failed, never lost. Attempts that are
     /// locked right now (for example committing) are skipped and left to their own checks.
     pub async fn reap_expired_leases(&self, limit: i64) -> Result<Vec<Reaped>> {
-        let expired: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM attempts WHERE state IN ('Leased', 'Running') AND lease_expires_at < clock_timestamp() \
-             ORDER BY lease_expires_at LIMIT $1",
+        let expired: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, fence FROM attempts WHERE state IN ('Leased', 'Running') \
+               AND lease_expires_at < clock_timestamp() ORDER BY lease_expires_at LIMIT $1",
         )
         .bind(limit.max(1))
         .fetch_all(&self.pool)
         .await?;
         let mut reaped = Vec::new();
-        for id in expired {
+        for (id, fence) in expired {
             let mut tx = self.pool.begin().await?;
-            let Some(locked) = LockedAttempt::lock(&mut tx, AttemptId(id), true).await? else {
+            // The reaper acts for the attempt itself (its own fence) and judges expiry and
+            // supersession below, not by the fence rule: it retires what the rule refuses.
+            let attempt = AttemptRef { attempt: AttemptId(id), fence: Fence(fence) };
+            let Some(locked) = LockedAttempt::lock(&mut tx, attempt, true).await? else {
                 continue;
             };
             if !locked.state.is_live() || locked.lease_expires_at >= locked.now {

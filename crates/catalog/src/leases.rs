@@ -159,7 +159,8 @@ impl Catalog {
     }
 
     /// The runner reports that it started: the attempt becomes `Running` (task too), the
-    /// lease is renewed, and `runner` (pod or process name) is recorded. Idempotent.
+    /// lease is renewed, and `runner` (pod or process name) is recorded, only while the attempt
+    /// is current (as for [`Catalog::heartbeat`]). Idempotent.
     ///
     /// Like heartbeats, this write does not wait for its WAL flush (`synchronous_commit = off`
     /// for this transaction only): losing it in a database crash merely leaves the attempt
@@ -173,9 +174,8 @@ impl Catalog {
                      heartbeat_at = clock_timestamp(), runner = coalesce($3, a.runner), \
                      lease_expires_at = clock_timestamp() + a.lease_ms * interval '1 millisecond' \
                  FROM tasks t, relaxed \
-                 WHERE a.id = $1 AND a.fence = $2 AND a.state IN ('Leased', 'Running') \
-                   AND a.lease_expires_at > clock_timestamp() AND t.id = a.task_id AND t.fence = a.fence \
-                   AND t.phase IN ('Leased', 'Running') \
+                 WHERE a.id = $1 AND t.id = a.task_id AND duckmesh_attempt_refusal( \
+                     $2, a.fence, t.fence, a.state, t.phase, a.lease_expires_at, clock_timestamp()) IS NULL \
                  RETURNING a.task_id, a.lease_expires_at) \
              UPDATE tasks t SET phase = 'Running', updated_at = clock_timestamp() \
              FROM confirmed c WHERE t.id = c.task_id RETURNING c.lease_expires_at",
@@ -191,18 +191,18 @@ impl Catalog {
         }
     }
 
-    /// Renews the lease, only while the attempt is live, holds the task's fence and has not
-    /// expired. Any other answer means the runner must stop at once (self-fencing). Written
-    /// without waiting for the WAL flush, for the reason given at [`Catalog::confirm_attempt`].
+    /// Renews the lease, only while the attempt is current (the fence rule,
+    /// `duckmesh_attempt_refusal`: live, holding the task's fence, not expired). Any other
+    /// answer means the runner must stop at once (self-fencing). Written without waiting for the
+    /// WAL flush, for the reason given at [`Catalog::confirm_attempt`].
     pub async fn heartbeat(&self, attempt: AttemptRef) -> Result<DateTime<Utc>> {
         let renewed: Option<DateTime<Utc>> = sqlx::query_scalar(
             "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
              UPDATE attempts a SET heartbeat_at = clock_timestamp(), \
                  lease_expires_at = clock_timestamp() + a.lease_ms * interval '1 millisecond' \
              FROM tasks t, relaxed \
-             WHERE a.id = $1 AND a.fence = $2 AND a.state IN ('Leased', 'Running') \
-               AND a.lease_expires_at > clock_timestamp() AND t.id = a.task_id AND t.fence = a.fence \
-               AND t.phase IN ('Leased', 'Running') \
+             WHERE a.id = $1 AND t.id = a.task_id AND duckmesh_attempt_refusal( \
+                 $2, a.fence, t.fence, a.state, t.phase, a.lease_expires_at, clock_timestamp()) IS NULL \
              RETURNING a.lease_expires_at",
         )
         .bind(attempt.attempt.0)
