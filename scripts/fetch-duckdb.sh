@@ -26,7 +26,7 @@ say() { printf 'fetch-duckdb: %s\n' "$*" >&2; }
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64) ;;
   *)
-    say "no prebuilt library is pinned for $(uname -s)-$(uname -m); build with: cargo build --features duckmesh-worker/bundled"
+    say "no prebuilt library is pinned for $(uname -s)-$(uname -m); build with: cargo build --features duckmesh-engine/bundled"
     exit 1
     ;;
 esac

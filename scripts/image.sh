@@ -144,7 +144,7 @@ stage_rootfs() {
   # /tmp and /var/cache/duckmesh are the worker pod's emptyDir mount points (docs/operator.md).
   mkdir -p "$rootfs"/{etc/ssl/certs,usr/local/bin,usr/local/lib/duckmesh,tmp,var/cache/duckmesh}
 
-  # The binary finds libduckdb.so through its rpath's $ORIGIN (crates/worker/build.rs): both
+  # The binary finds libduckdb.so through its rpath's $ORIGIN (crates/engine/build.rs): both
   # live in one directory, and PATH reaches the binary through a symlink ($ORIGIN is the
   # resolved path). The release profile keeps line tables for backtraces: drop them here,
   # keep the symbols (function names in panics' backtraces).

@@ -26,6 +26,7 @@ pub struct DatasetSpec {
 }
 
 pub use duckmesh_contracts::Column;
+pub use duckmesh_contracts::commit::{CommitMode, NewFile};
 
 /// A dataset as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,35 +59,6 @@ pub struct DatasetRecord {
     pub byte_count: i64,
     /// When the latest snapshot was committed.
     pub last_commit_at: Option<DateTime<Utc>>,
-}
-
-/// How a commit changes a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CommitMode {
-    /// The new files join the existing ones.
-    Append,
-    /// The new files replace all existing ones.
-    Overwrite,
-}
-
-impl CommitMode {
-    /// The stable string stored in the catalog.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Append => "append",
-            Self::Overwrite => "overwrite",
-        }
-    }
-
-    /// Parses the stored string.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "append" => Some(Self::Append),
-            "overwrite" => Some(Self::Overwrite),
-            _ => None,
-        }
-    }
 }
 
 /// A job (one DAG run) as declared.
@@ -285,21 +257,6 @@ pub struct AttemptRecord {
     pub error_code: Option<String>,
     /// Error message of a failed attempt.
     pub error_message: Option<String>,
-}
-
-/// One data file to add in a commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewFile {
-    /// Object-store key.
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: i64,
-    /// Row count.
-    pub rows: i64,
-    /// Lower-case hex SHA-256 of the content.
-    pub sha256: String,
-    /// Partition values, if the dataset is partitioned.
-    pub partition: Option<serde_json::Value>,
 }
 
 /// A fenced commit of one attempt's output.

@@ -9,7 +9,9 @@
 //! - [`task`]: the task and dataset spec documents a worker reads from the catalog;
 //! - [`quantity`]: Kubernetes resource quantities (memory, CPU).
 
+pub mod commit;
 pub mod ingest;
+pub mod manifest;
 pub mod quantity;
 pub mod task;
 pub mod types;

@@ -16,10 +16,9 @@
 
 use crate::error::{Error, Result};
 use duckmesh_catalog::{ClaimedEvent, Column, DatasetRecord, PoisonEvent};
+use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions};
 use duckmesh_contracts::values::RecordSchema;
-use duckmesh_worker::{
-    DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, Engine, EngineSettings, ExportOptions, ExportedFile,
-};
+use duckmesh_engine::{Database, ExportOptions, ExportedFile};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -276,9 +275,9 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 
 /// Whether a DuckDB error is about the data (a value that does not convert), as opposed to
 /// the engine (memory, disk), which no dead letter would fix.
-fn is_data_error(error: &duckmesh_worker::Error) -> bool {
+fn is_data_error(error: &duckmesh_engine::Error) -> bool {
     match error {
-        duckmesh_worker::Error::Sql { message } => ["Conversion Error", "Invalid Input Error", "Out of Range Error"]
+        duckmesh_engine::Error::Sql { message } => ["Conversion Error", "Invalid Input Error", "Out of Range Error"]
             .iter()
             .any(|class| message.contains(class)),
         _ => false,
@@ -288,14 +287,14 @@ fn is_data_error(error: &duckmesh_worker::Error) -> bool {
 /// The dead letter of event `seq`, which does not convert on its own: the fields that fail,
 /// each with its value and DuckDB's reason. `None` when no single field fails (then the
 /// failure is not this event's).
-fn diagnose(engine: &Engine, columns: &[Column], event: &ClaimedEvent) -> Option<PoisonEvent> {
+fn diagnose(engine: &Database, columns: &[Column], event: &ClaimedEvent) -> Option<PoisonEvent> {
     let reasons: Vec<String> = columns
         .iter()
         .filter_map(|column| {
             let error = engine.query_text(&probe_sql(column, event.seq)).err()?;
             let value = event.payload.get(&column.name).map(|value| value.to_string()).unwrap_or_else(|| "null".into());
             let reason = match &error {
-                duckmesh_worker::Error::Sql { message } => message.lines().next().unwrap_or_default().to_owned(),
+                duckmesh_engine::Error::Sql { message } => message.lines().next().unwrap_or_default().to_owned(),
                 other => other.to_string(),
             };
             Some(format!(
@@ -316,7 +315,7 @@ fn diagnose(engine: &Engine, columns: &[Column], event: &ClaimedEvent) -> Option
 /// Converts `events` (in `seq` order) into `__typed`: the whole batch in one statement when
 /// it converts, else halves of it, down to the single events that do not convert, which are
 /// returned as dead letters. Engine failures (not about the data) are errors.
-fn convert_events(engine: &Engine, columns: &[Column], events: &[&ClaimedEvent]) -> Result<Vec<PoisonEvent>> {
+fn convert_events(engine: &Database, columns: &[Column], events: &[&ClaimedEvent]) -> Result<Vec<PoisonEvent>> {
     let engine_error = |source| Error::Engine { source };
     let mut poison = Vec::new();
     let mut ranges = vec![(0, events.len())];
@@ -379,15 +378,11 @@ pub(crate) fn convert(plan: &Plan, events: &[ClaimedEvent], scratch: &Path, limi
     let spill_dir = scratch.join("spill");
     std::fs::create_dir_all(&spill_dir)
         .map_err(|error| Error::io("creating the spill directory", &spill_dir, error))?;
-    let settings = EngineSettings {
-        memory_limit_bytes: limits.memory_limit_bytes,
-        threads: limits.threads,
-        spill_dir,
-        allowed_dirs: vec![scratch.to_owned()],
-    };
+    let limits =
+        duckmesh_engine::Limits { memory_limit_bytes: limits.memory_limit_bytes, threads: limits.threads, spill_dir };
     let engine_error = |source| Error::Engine { source };
-    let engine = Engine::open(&settings).map_err(engine_error)?;
-    engine.lock_down(&settings).map_err(engine_error)?;
+    let engine = Database::open(&limits).map_err(engine_error)?;
+    engine.lock_down(&[scratch.to_owned()]).map_err(engine_error)?;
     for column in &plan.columns {
         if let Err(error) = engine.execute_batch(&format!("SELECT CAST(NULL AS {})", column.data_type)) {
             return Ok(Conversion::InvalidSchema(DatasetProblem {
@@ -611,11 +606,10 @@ mod tests {
         );
         assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 3);
 
-        let engine = Engine::open(&EngineSettings {
+        let engine = Database::open(&duckmesh_engine::Limits {
             memory_limit_bytes: None,
             threads: Some(1),
             spill_dir: dir.path().join("check-spill"),
-            allowed_dirs: vec![dir.path().to_owned()],
         })
         .expect("open");
         let path = files[0].path.to_string_lossy().into_owned();

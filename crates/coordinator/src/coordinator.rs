@@ -14,11 +14,12 @@ use crate::manifest::{INGEST_MANIFEST_FORMAT, IngestManifest, ManifestEvents};
 use duckmesh_catalog::{
     Catalog, ClaimOptions, ClaimedBatch, DatasetRecord, IngestCommit, IngestCommitted, NewFile, PoisonEvent,
 };
+use duckmesh_contracts::manifest::{ManifestDataset, ManifestFile};
 use duckmesh_core::{DatasetId, Fence, SnapshotId};
+use duckmesh_engine::ExportedFile;
 use duckmesh_storage::{ObjectStore, layout};
 use duckmesh_telemetry::Metrics;
 use duckmesh_telemetry::metrics::{ClaimRetryLabels, ClaimRetryReason, PublishFailureLabels, PublishFailureReason};
-use duckmesh_worker::{ExportedFile, ManifestDataset, ManifestFile, hash_file};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgListener;
 use std::collections::{BTreeSet, HashSet};
@@ -448,12 +449,7 @@ impl Coordinator {
         let committed: Vec<i64> = batch.events.iter().map(|e| e.seq).filter(|seq| !parked.contains(seq)).collect();
         let rows: u64 = exported.iter().map(|file| file.rows).sum();
         if rows != committed.len() as u64 {
-            return Err(Error::Engine {
-                source: duckmesh_worker::Error::Engine {
-                    step: "checking the converted rows",
-                    message: format!("{rows} rows were written for {} events", committed.len()),
-                },
-            });
+            return Err(Error::RowCountMismatch { written: rows, events: committed.len() });
         }
         if committed.is_empty() {
             return Ok(Staged::parked(poison));
@@ -500,7 +496,8 @@ impl Coordinator {
 
     async fn upload_one(&self, prefix: &str, index: usize, file: &ExportedFile) -> Result<NewFile> {
         let key = file.object_key(prefix, index);
-        let (bytes, sha256) = hash_file(&file.path).await.map_err(|source| Error::Engine { source })?;
+        let (bytes, sha256) =
+            duckmesh_storage::hash_file(&file.path).await.map_err(Error::storage("hashing a data file"))?;
         self.inner.store.put_file(&key, &file.path).await.map_err(Error::storage("uploading a data file"))?;
         Ok(file.new_file(key, bytes, sha256))
     }

@@ -65,7 +65,16 @@ pub enum Error {
     Engine {
         /// The engine's error.
         #[source]
-        source: duckmesh_worker::Error,
+        source: duckmesh_engine::Error,
+    },
+    /// The converted Parquet does not hold one row per event that was not parked: nothing is
+    /// committed, and the batch is claimed again.
+    #[error("converting the batch: {written} rows were written for {events} events")]
+    RowCountMismatch {
+        /// Rows in the written files.
+        written: u64,
+        /// Events the files should hold.
+        events: usize,
     },
     /// A local file operation failed (work directory, event file).
     #[error("{operation} {path}: {source}")]
@@ -103,6 +112,7 @@ impl Error {
             Self::ReadOnly => "read_only",
             Self::Storage { source, .. } => source.error_code(),
             Self::Engine { source } => source.error_code(),
+            Self::RowCountMismatch { .. } => "conversion_row_count_mismatch",
             Self::Io { .. } => "coordinator_io_error",
             Self::Manifest { .. } => "manifest_encode_failed",
             Self::Task { .. } => "coordinator_task_failed",

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use duckmesh_catalog::Column;
-use duckmesh_worker::{ManifestDataset, ManifestFile};
+use duckmesh_contracts::manifest::{ManifestDataset, ManifestFile};
 use serde::{Deserialize, Serialize};
 
 /// The format tag of this manifest version.

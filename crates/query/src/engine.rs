@@ -10,14 +10,12 @@
 use crate::error::{Error, Result};
 use crate::format;
 use crate::model::{ColumnInfo, Format};
+use duckdb::InterruptHandle;
 use duckdb::arrow::array::RecordBatch;
-use duckdb::{Connection, InterruptHandle};
 use duckmesh_catalog::Column;
+use duckmesh_engine::{Database, Limits, RESULT_VIEW, Relation};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The temporary view holding the caller's query.
-const RESULT_VIEW: &str = "__duckmesh_result";
 
 /// Per-query engine limits.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,7 +83,7 @@ pub enum Outcome {
 /// A locked-down DuckDB for one query.
 #[derive(Debug)]
 pub struct Sandbox {
-    connection: Connection,
+    database: Database,
     work_dir: PathBuf,
 }
 
@@ -93,56 +91,33 @@ impl Sandbox {
     /// Opens the database, creates the views, and locks it down. `work_dir` must exist and
     /// belong to this query alone.
     pub fn open(settings: EngineSettings, views: &[DatasetView], work_dir: &Path) -> Result<Self> {
-        let config = duckdb::Config::default()
-            .enable_autoload_extension(false)
-            .map_err(|error| engine("configuring the database", error))?;
-        let connection =
-            Connection::open_in_memory_with_flags(config).map_err(|error| engine("opening the database", error))?;
-        let spill = work_dir.join("spill");
-        let mut setup = vec![
-            "SET autoinstall_known_extensions = false".to_owned(),
-            "SET autoload_known_extensions = false".to_owned(),
-            "SET allow_community_extensions = false".to_owned(),
-            format!("SET temp_directory = {}", literal(&path_text(&spill))),
-        ];
-        if let Some(threads) = settings.threads {
-            setup.push(format!("SET threads = {}", threads.max(1)));
-        }
-        if let Some(bytes) = settings.memory_limit_bytes {
-            setup.push(format!("SET memory_limit = '{}KiB'", (bytes / 1024).max(1)));
-        }
-        connection.execute_batch(&setup.join(";\n")).map_err(|error| engine("configuring the database", error))?;
-
-        let mut allowed_files = Vec::new();
+        let limits = Limits {
+            memory_limit_bytes: settings.memory_limit_bytes,
+            threads: settings.threads,
+            spill_dir: work_dir.join("spill"),
+        };
+        let database = Database::open(&limits)?;
         for view in views {
-            connection.execute_batch(&view_sql(view)?).map_err(|error| engine("creating a dataset view", error))?;
-            allowed_files.extend(view.files.iter().map(|path| literal(&path_text(path))));
+            database.register(&Relation {
+                name: view.name.clone(),
+                files: view.files.clone(),
+                schema: view.schema.clone(),
+            })?;
         }
-        let mut scratch = path_text(work_dir);
-        if !scratch.ends_with('/') {
-            scratch.push('/');
-        }
-        let lock_down = format!(
-            "SET allowed_paths = [{}];\nSET allowed_directories = [{}];\nSET enable_external_access = false;\n\
-             SET lock_configuration = true",
-            allowed_files.join(", "),
-            literal(&scratch)
-        );
-        connection.execute_batch(&lock_down).map_err(|error| engine("locking the database down", error))?;
-        Ok(Self { connection, work_dir: work_dir.to_owned() })
+        database.lock_down(&[work_dir.to_owned()])?;
+        Ok(Self { database, work_dir: work_dir.to_owned() })
     }
 
     /// A handle that interrupts the running statement from another thread.
     pub fn interrupt_handle(&self) -> Arc<InterruptHandle> {
-        self.connection.interrupt_handle()
+        self.database.interrupt_handle()
     }
 
     /// A new connection to the same locked-down database, for one more query: its temporary
     /// view, its interrupt and its export directory are its own, and the database's views,
     /// settings and warm caches are shared.
     pub fn session(&self) -> Result<Sandbox> {
-        let connection = self.connection.try_clone().map_err(|error| engine("opening a connection", error))?;
-        Ok(Sandbox { connection, work_dir: self.work_dir.clone() })
+        Ok(Sandbox { database: self.database.session()?, work_dir: self.work_dir.clone() })
     }
 
     /// Runs `sql` (already checked by [`crate::sql::analyze`]): inline when the result fits
@@ -160,16 +135,23 @@ impl Sandbox {
         // DuckDB runs every statement of a multi-statement text but the last when preparing it:
         // only SQL that the statement check found to be one query gets here. The newline ends a
         // trailing comment.
-        self.connection.execute(&format!("CREATE TEMP VIEW {RESULT_VIEW} AS {sql}\n"), []).map_err(|e| classify(&e))?;
+        self.database.create_result_view(sql)?;
         check()?;
-        let columns = self.columns()?;
+        let columns: Vec<ColumnInfo> = self
+            .database
+            .result_columns()?
+            .into_iter()
+            .map(|Column { name, data_type }| ColumnInfo { name, data_type })
+            .collect();
         check()?;
         let probe = caps.max_rows.saturating_add(1);
+        let failed = |error: duckdb::Error| Error::from(duckmesh_engine::classify("running the query", &error));
         let mut statement = self
-            .connection
+            .database
+            .connection()
             .prepare(&format!("SELECT * FROM {RESULT_VIEW} LIMIT {probe}"))
-            .map_err(|error| classify(&error))?;
-        let batches: Vec<RecordBatch> = statement.query_arrow([]).map_err(|error| classify(&error))?.collect();
+            .map_err(failed)?;
+        let batches: Vec<RecordBatch> = statement.query_arrow([]).map_err(failed)?.collect();
         let schema = statement.schema();
         let row_count: u64 = batches.iter().map(|batch| batch.num_rows() as u64).sum();
         if row_count <= caps.max_rows {
@@ -197,23 +179,13 @@ impl Sandbox {
         drop(batches);
         check()?;
         let file = self.work_dir.join(format!("export-{}", uuid::Uuid::new_v4().simple())).join("result.parquet");
-        let copy = format!(
-            "COPY (SELECT * FROM {RESULT_VIEW}) TO {} (FORMAT parquet, COMPRESSION zstd)",
-            literal(&path_text(&file))
-        );
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|error| Error::io("creating the export directory", parent, error))?;
-        }
-        let written = self.connection.execute(&copy, []).map_err(|error| classify(&error))?;
-        Ok(Outcome::Exported { columns, row_count: written as u64, file })
+        let written = self.database.export_to_file(&file)?;
+        Ok(Outcome::Exported { columns, row_count: written, file })
     }
 
     /// The first column of `sql` (already checked) as text, at most `limit` rows.
     pub fn strings(&self, sql: &str, limit: usize) -> Result<Vec<String>> {
-        let mut statement = self.connection.prepare(sql).map_err(|error| classify(&error))?;
-        let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|error| classify(&error))?;
-        rows.take(limit).collect::<std::result::Result<Vec<_>, _>>().map_err(|error| classify(&error))
+        Ok(self.database.strings(sql, limit)?)
     }
 
     /// Completes a `PIVOT` whose values come from the data (see [`duckmesh_core::pivot`]): runs
@@ -224,122 +196,8 @@ impl Sandbox {
         max_columns: usize,
         stopped: &dyn Fn() -> bool,
     ) -> Result<String> {
-        let mut values = Vec::new();
-        let mut columns = 1usize;
-        for probe in pivot.probes(max_columns) {
-            if stopped() {
-                return Err(Error::QueryTimeout { limit_ms: 0 });
-            }
-            let found = self.strings(&probe, max_columns.saturating_add(1))?;
-            columns = columns.saturating_mul(found.len().max(1));
-            if columns > max_columns {
-                return Err(Error::QueryTooComplex {
-                    message: format!(
-                        "the PIVOT would make more than {max_columns} columns from the values in the data \
-                         (DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS); name the values you want: ON <column> IN ('a', 'b')"
-                    ),
-                });
-            }
-            values.push(found);
-        }
-        Ok(pivot.complete(&values))
+        Ok(self.database.complete_pivot(pivot, max_columns, stopped)?)
     }
-
-    fn columns(&self) -> Result<Vec<ColumnInfo>> {
-        let mut statement = self
-            .connection
-            .prepare(&format!("SELECT column_name, column_type FROM (DESCRIBE {RESULT_VIEW})"))
-            .map_err(|error| engine("describing the result", error))?;
-        let rows = statement
-            .query_map([], |row| Ok(ColumnInfo { name: row.get(0)?, data_type: row.get(1)? }))
-            .map_err(|error| classify(&error))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(|error| engine("describing the result", error))
-    }
-}
-
-/// `CREATE VIEW` statements for a dataset (and its `_` alias).
-fn view_sql(view: &DatasetView) -> Result<String> {
-    let body = if view.files.is_empty() {
-        let Some(schema) = view.schema.as_ref().filter(|schema| !schema.is_empty()) else {
-            return Err(Error::DatasetEmpty { name: view.name.clone() });
-        };
-        let mut columns = Vec::with_capacity(schema.len());
-        for column in schema {
-            if column.data_type.contains([';', '(', ')']) && !is_parameterised_type(&column.data_type) {
-                return Err(Error::Engine {
-                    step: "creating a dataset view",
-                    message: format!("dataset {:?} declares an invalid type {:?}", view.name, column.data_type),
-                });
-            }
-            columns.push(format!("CAST(NULL AS {}) AS {}", column.data_type, identifier(&column.name)));
-        }
-        format!("SELECT {} LIMIT 0", columns.join(", "))
-    } else {
-        let files: Vec<String> = view.files.iter().map(|path| literal(&path_text(path))).collect();
-        format!("SELECT * FROM read_parquet([{}])", files.join(", "))
-    };
-    let mut sql = format!("CREATE VIEW {} AS {body};", identifier(&view.name));
-    let alias = view.name.replace('-', "_");
-    if alias != view.name {
-        sql.push_str(&format!(" CREATE VIEW {} AS SELECT * FROM {};", identifier(&alias), identifier(&view.name)));
-    }
-    Ok(sql)
-}
-
-/// `DECIMAL(18,3)`, `VARCHAR(10)`: parentheses with digits and commas only.
-fn is_parameterised_type(text: &str) -> bool {
-    let Some((head, rest)) = text.split_once('(') else { return false };
-    let Some(arguments) = rest.strip_suffix(')') else { return false };
-    !head.contains([';', ')']) && arguments.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
-}
-
-/// Maps a DuckDB error on the caller's SQL to the caller's fault or ours.
-fn classify(error: &duckdb::Error) -> Error {
-    let message = error.to_string();
-    let caller = [
-        "Parser Error",
-        "Binder Error",
-        "Catalog Error",
-        "Conversion Error",
-        "Invalid Input Error",
-        "Out of Range Error",
-        "Not implemented Error",
-        "Syntax Error",
-        "Constraint Error",
-        "Dependency Error",
-        "Invalid type Error",
-        "Type Error",
-        "Mismatch Type Error",
-    ];
-    if message.contains("Out of Memory Error") {
-        Error::OutOfMemory { message }
-    } else if message.contains("Permission Error") {
-        Error::QueryNotAllowed { message }
-    } else if message.contains("INTERRUPT") || message.contains("Interrupted") {
-        Error::QueryTimeout { limit_ms: 0 }
-    } else if caller.iter().any(|prefix| message.contains(prefix)) {
-        Error::QueryInvalid { message }
-    } else {
-        Error::Engine { step: "running the query", message }
-    }
-}
-
-fn engine(step: &'static str, error: duckdb::Error) -> Error {
-    Error::Engine { step, message: error.to_string() }
-}
-
-fn path_text(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-/// A SQL string literal.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-/// A quoted SQL identifier.
-fn identifier(text: &str) -> String {
-    format!("\"{}\"", text.replace('"', "\"\""))
 }
 
 #[cfg(test)]
@@ -348,9 +206,9 @@ mod tests {
 
     fn parquet(dir: &Path, name: &str, sql: &str) -> PathBuf {
         let path = dir.join(name);
-        let connection = Connection::open_in_memory().expect("duckdb");
+        let connection = duckdb::Connection::open_in_memory().expect("duckdb");
         connection
-            .execute_batch(&format!("COPY ({sql}) TO {} (FORMAT parquet)", literal(&path_text(&path))))
+            .execute_batch(&format!("COPY ({sql}) TO {} (FORMAT parquet)", duckmesh_engine::sql::path_literal(&path)))
             .expect("write parquet");
         path
     }
@@ -374,7 +232,7 @@ mod tests {
         }
         // Engine-level defences, independent of the statement check.
         for sql in [
-            format!("SELECT * FROM read_parquet({})", literal(&path_text(&secret))),
+            format!("SELECT * FROM read_parquet({})", duckmesh_engine::sql::path_literal(&secret)),
             "SELECT * FROM read_text('/etc/hostname')".to_owned(),
         ] {
             let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
@@ -383,7 +241,7 @@ mod tests {
         }
         let sandbox = Sandbox::open(EngineSettings::default(), &[], &work).expect("open");
         assert!(
-            sandbox.connection.execute_batch("SET enable_external_access = true").is_err(),
+            sandbox.database.execute_batch("SET enable_external_access = true").is_err(),
             "configuration is locked"
         );
     }
@@ -402,7 +260,7 @@ mod tests {
             assert!(matches!(session.run(sql, Format::Json, caps).expect(sql), Outcome::Inline { row_count: 1, .. }));
         }
         let session = sandbox.session().expect("session");
-        assert!(session.connection.execute_batch("SET enable_external_access = true").is_err(), "still locked");
+        assert!(session.database.execute_batch("SET enable_external_access = true").is_err(), "still locked");
     }
 
     #[test]
@@ -450,16 +308,29 @@ mod tests {
 
     #[test]
     fn empty_datasets_use_their_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
         let schema = Some(vec![Column { name: "amount".into(), data_type: "DECIMAL(18,3)".into() }]);
         let view = DatasetView { name: "e".into(), files: vec![], schema };
-        assert!(view_sql(&view).expect("sql").contains("CAST(NULL AS DECIMAL(18,3))"));
+        let sandbox = Sandbox::open(EngineSettings::default(), &[view], &work).expect("open");
+        let caps = Caps { max_rows: 10, max_bytes: 1 << 20 };
+        match sandbox.run("SELECT * FROM e", Format::Json, caps).expect("run") {
+            Outcome::Inline { columns, row_count, .. } => {
+                assert_eq!(columns, [ColumnInfo { name: "amount".into(), data_type: "DECIMAL(18,3)".into() }]);
+                assert_eq!(row_count, 0);
+            }
+            other => panic!("{other:?}"),
+        }
         let bad = DatasetView {
             name: "e".into(),
             files: vec![],
             schema: Some(vec![Column { name: "x".into(), data_type: "INT); DROP TABLE y; --".into() }]),
         };
-        assert!(view_sql(&bad).is_err());
+        let error = Sandbox::open(EngineSettings::default(), &[bad], &work).expect_err("invalid type");
+        assert_eq!(error.error_code(), "engine_error", "{error}");
         let none = DatasetView { name: "e".into(), files: vec![], schema: None };
-        assert_eq!(view_sql(&none).expect_err("empty").error_code(), "dataset_empty");
+        let error = Sandbox::open(EngineSettings::default(), &[none], &work).expect_err("empty");
+        assert_eq!(error.error_code(), "dataset_empty");
     }
 }

@@ -264,6 +264,32 @@ impl Error {
     }
 }
 
+/// The query API's error for a failure of DuckDB: the caller's SQL is a 4xx, the engine's own
+/// trouble a 500.
+impl From<duckmesh_engine::Error> for Error {
+    fn from(error: duckmesh_engine::Error) -> Self {
+        use duckmesh_engine::Error as Engine;
+        match error {
+            Engine::Sql { message } => Error::QueryInvalid { message },
+            Engine::SqlNotAllowed { message } | Engine::AccessDenied { message } => Error::QueryNotAllowed { message },
+            Engine::OutOfMemory { message } => Error::OutOfMemory { message },
+            Engine::Interrupted { .. } => Error::QueryTimeout { limit_ms: 0 },
+            Engine::PivotTooWide { max_columns } => Error::QueryTooComplex {
+                message: format!(
+                    "the PIVOT would make more than {max_columns} columns from the values in the data \
+                     (DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS); name the values you want: ON <column> IN ('a', 'b')"
+                ),
+            },
+            Engine::NoData { name } => Error::DatasetEmpty { name },
+            Engine::Relation { name, message } => {
+                Error::Engine { step: "creating a dataset view", message: format!("dataset {name:?}: {message}") }
+            }
+            Engine::Engine { step, message } => Error::Engine { step, message },
+            Engine::Io { operation, path, source } => Error::Io { operation, path: path.into(), source },
+        }
+    }
+}
+
 /// An invalid configuration, naming the variable (never a secret value).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid query service configuration: {message}")]

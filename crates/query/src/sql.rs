@@ -11,8 +11,7 @@ use crate::error::{Error, Result};
 use crate::limits::{SqlLimits, check_sql_text};
 use duckdb::Connection;
 use duckmesh_core::StatementError;
-use duckmesh_core::pivot;
-use duckmesh_core::statement::{self, SERIALIZE_SQL, TreeLimits};
+use duckmesh_core::statement::{self, TreeLimits};
 
 pub use duckmesh_core::statement::{ALLOWED_TABLE_FUNCTIONS, Analysis};
 
@@ -27,32 +26,16 @@ pub fn analyze(connection: &Connection, sql: &str) -> Result<Analysis> {
 pub fn analyze_with(connection: &Connection, sql: &str, limits: &SqlLimits) -> Result<Analysis> {
     check_sql_text(sql, limits)?;
     let tree_limits = TreeLimits { max_select_expressions: Some(limits.max_select_expressions) };
-    let checked = analyze_json_with(&serialize(connection, sql)?, tree_limits);
     // `PIVOT … IN (…)` and `UNPIVOT` are read-only table references and pass the check. A
     // `PIVOT` without an `IN` list makes DuckDB create an ENUM type from the data before the
-    // query (several statements): one that starts the statement is split into probes of its
-    // values and the PIVOT completed with them, each checked here like any query.
-    if matches!(checked, Err(Error::QueryNotAllowed { .. })) && pivot::mentions_pivot(sql) {
-        let check = |text: &str| analyze_json_with(&serialize(connection, text)?, tree_limits);
-        return pivot::check_dynamic(sql, limits.max_select_expressions, check)
-            .unwrap_or_else(|| Err(Error::QueryNotAllowed { message: pivot::NESTED_DYNAMIC_PIVOT.into() }));
-    }
-    checked
+    // query (several statements): the engine splits one that starts the statement into probes
+    // of its values and the completed PIVOT, each checked like any query.
+    duckmesh_engine::check_statement_on(connection, sql, tree_limits, limits.max_select_expressions)?
+        .map_err(statement_error)
 }
 
 /// The stack of the thread that runs [`analyze_with`].
 pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
-
-fn serialize(connection: &Connection, sql: &str) -> Result<String> {
-    connection.query_row(SERIALIZE_SQL, [sql], |row| row.get(0)).map_err(|error| {
-        let message = error.to_string();
-        if message.contains("INTERRUPT") || message.contains("Interrupted") {
-            Error::QueryTimeout { limit_ms: 0 }
-        } else {
-            Error::Engine { step: "parsing the query", message }
-        }
-    })
-}
 
 /// Checks the parser's JSON for `sql` (see [`analyze`]).
 pub fn analyze_json(json: &str) -> Result<Analysis> {
@@ -60,12 +43,17 @@ pub fn analyze_json(json: &str) -> Result<Analysis> {
 }
 
 fn analyze_json_with(json: &str, limits: TreeLimits) -> Result<Analysis> {
-    statement::check_with(json, limits).map_err(|error| match error {
+    statement::check_with(json, limits).map_err(statement_error)
+}
+
+/// The API's error for the statement check's verdict.
+fn statement_error(error: StatementError) -> Error {
+    match error {
         StatementError::Invalid { message } => Error::QueryInvalid { message },
         StatementError::NotAllowed { message } => Error::QueryNotAllowed { message },
         StatementError::TooComplex { message } => Error::QueryTooComplex { message },
         StatementError::Unreadable { .. } => Error::Internal { message: error.to_string() },
-    })
+    }
 }
 
 #[cfg(test)]

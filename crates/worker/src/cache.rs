@@ -77,7 +77,7 @@ impl FileCache {
 }
 
 /// Size and lower-case hex SHA-256 of a local file, computed off the async threads.
-pub async fn hash_file(path: &Path) -> Result<(u64, String)> {
+pub(crate) async fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok(duckmesh_storage::hash_file(path).await?)
 }
 

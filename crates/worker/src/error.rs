@@ -212,40 +212,29 @@ impl Error {
     }
 }
 
-/// Classifies a DuckDB error raised by the task's own SQL. DuckDB prefixes every message with
-/// its error class (`Binder Error: …`); the C API does not hand the class over for every call,
-/// so the prefix is what is reliable.
-pub(crate) fn classify_sql(error: &duckdb::Error) -> Error {
-    let message = error.to_string();
-    let class = message.split_once(" Error:").map(|(class, _)| class.trim().to_ascii_lowercase()).unwrap_or_default();
-    match class.as_str() {
-        "out of memory" => Error::OutOfMemory { message },
-        "io" | "internal" | "fatal" | "connection" | "scheduler" | "http" | "network" => {
-            Error::Engine { step: "running the task's SQL", message }
-        }
-        _ => Error::Sql { message },
-    }
-}
-
-/// The worker's error for task SQL that the shared statement check refused.
-pub(crate) fn statement(error: duckmesh_core::StatementError) -> Error {
-    use duckmesh_core::StatementError;
-    match error {
-        StatementError::Invalid { message } | StatementError::TooComplex { message } => Error::Sql { message },
-        StatementError::NotAllowed { message } => Error::SqlNotAllowed { message },
-        StatementError::Unreadable { .. } => {
-            Error::Engine { step: "checking the task's SQL", message: error.to_string() }
+/// The worker's error for a failure of DuckDB (its codes as they were before the engine had a
+/// crate of its own: a task's status and the scheduler's retry decision read them).
+impl From<duckmesh_engine::Error> for Error {
+    fn from(error: duckmesh_engine::Error) -> Self {
+        use duckmesh_engine::Error as Engine;
+        match error {
+            Engine::Sql { message } | Engine::AccessDenied { message } | Engine::Interrupted { message } => {
+                Self::Sql { message }
+            }
+            Engine::SqlNotAllowed { message } => Self::SqlNotAllowed { message },
+            Engine::PivotTooWide { .. } => Self::SqlNotAllowed { message: error.to_string() },
+            Engine::OutOfMemory { message } => Self::OutOfMemory { message },
+            Engine::NoData { name } => Self::Input {
+                dataset: name,
+                message: "it has no committed files and no known schema, so there is nothing to read; declare the \
+                          dataset's schema or run the task that fills it first"
+                    .into(),
+            },
+            Engine::Relation { name, message } => Self::Input { dataset: name, message },
+            Engine::Engine { step, message } => Self::Engine { step, message },
+            Engine::Io { operation, path, source } => Self::Io { operation, path, source },
         }
     }
-}
-
-/// Wraps a DuckDB error raised by the worker's own statements (set-up, export).
-pub(crate) fn engine(step: &'static str, error: duckdb::Error) -> Error {
-    let message = error.to_string();
-    if message.starts_with("Out of Memory Error") {
-        return Error::OutOfMemory { message };
-    }
-    Error::Engine { step, message }
 }
 
 impl From<duckmesh_contracts::task::SpecError> for Error {
@@ -275,7 +264,7 @@ mod tests {
             ("INTERNAL Error: assertion failed", "engine_error", true),
         ];
         for (message, code, retryable) in cases {
-            let error = classify_sql(&failure(message));
+            let error = Error::from(duckmesh_engine::classify("running the task's SQL", &failure(message)));
             assert_eq!(error.error_code(), code, "{message}");
             assert_eq!(error.is_retryable(), retryable, "{message}");
             assert!(error.to_string().contains(message), "{error}");

@@ -8,25 +8,20 @@
 //! fence stops the work at once and commits nothing. Failures are classified (permanent user
 //! errors versus retryable infrastructure trouble) and reported to the catalog.
 //!
-//! `duckmesh worker` is a thin command-line adapter over [`Worker::run`]; docs/worker.md
+//! DuckDB itself (the sandbox, views, export) is `duckmesh_engine`'s; the manifest format is
+//! `duckmesh_contracts::manifest`. `duckmesh worker` is a thin command-line adapter over [`Worker::run`]; docs/worker.md
 //! describes the task spec, environment, exit codes, cache and manifest.
 
 mod cache;
 mod config;
-mod engine;
 mod error;
-mod manifest;
 mod run;
 
-pub use cache::{Fetched, FileCache, hash_file};
+pub use cache::{Fetched, FileCache};
 pub use config::{KNOBS, WorkerConfig};
 pub use duckmesh_contracts::task::{
     DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, EngineLimits, InputSpec, MIN_TARGET_FILE_SIZE_BYTES, Quantity,
     Resources, SpecError, SqlTaskSpec, parse_cpu, parse_memory,
 };
-pub use engine::{Engine, EngineSettings, ExportOptions, ExportedFile, InputRelation};
 pub use error::{Error, Result};
-pub use manifest::{
-    MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
-};
 pub use run::{AttemptIdentity, CommitSummary, Outcome, Worker, exit, report_failure};

@@ -8,18 +8,18 @@
 
 use crate::cache::{Fetched, FileCache, hash_file};
 use crate::config::WorkerConfig;
-use crate::engine::{self, Engine, EngineSettings, ExportOptions, ExportedFile, InputRelation};
 use crate::error::{Error, Result};
-use crate::manifest::{
-    MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
-};
 use duckdb::InterruptHandle;
 use duckmesh_catalog::{
     AttemptRef, Catalog, Column, CommitMode, CommitRequest, Committed, DatasetRecord, FailOutcome, Failure, NewFile,
     TaskOutput, TaskRecord, schema_difference,
 };
+use duckmesh_contracts::manifest::{
+    MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
+};
 use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, SqlTaskSpec};
 use duckmesh_core::{AttemptId, AttemptState, Fence, SnapshotId, TaskId};
+use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
 use duckmesh_storage::{ObjectStore, layout};
 use futures::{StreamExt, TryStreamExt};
 use std::path::PathBuf;
@@ -286,7 +286,7 @@ impl Worker {
         let spec = SqlTaskSpec::parse(&task.spec)?;
         // One read-only query, refused before any input is fetched.
         let sql = spec.query().to_owned();
-        tokio::task::spawn_blocking(move || engine::check_statement(&sql))
+        tokio::task::spawn_blocking(move || duckmesh_engine::check_statement(&sql).map_err(Error::from))
             .await
             .map_err(|error| Error::Engine { step: "checking the task's SQL", message: error.to_string() })??;
         let output = task.output.ok_or_else(|| Error::InvalidSpec {
@@ -333,16 +333,15 @@ impl Worker {
             .map_err(|error| Error::io("creating the spill directory", &spill_dir, error))?;
 
         let limits = plan.spec.limits()?;
-        let settings = EngineSettings {
-            memory_limit_bytes: limits.memory_limit_bytes,
-            threads: limits.threads,
-            spill_dir: spill_dir.clone(),
+        let query = QueryJob {
+            limits: Limits {
+                memory_limit_bytes: limits.memory_limit_bytes,
+                threads: limits.threads,
+                spill_dir: spill_dir.clone(),
+            },
             // Never the cache root: other tenants' files live there too. The inputs' own files
             // are allowed one by one when the engine registers them.
             allowed_dirs: vec![scratch.path().to_owned()],
-        };
-        let query = QueryJob {
-            settings,
             relations: inputs.iter().map(|input| input.relation.clone()).collect(),
             sql: plan.spec.query().to_owned(),
             export: ExportOptions {
@@ -456,7 +455,7 @@ impl Worker {
                 cache_hits: fetched.iter().filter(|(_, how)| *how == Fetched::Hit).count(),
                 downloads: fetched.iter().filter(|(_, how)| *how == Fetched::Downloaded).count(),
                 snapshot,
-                relation: InputRelation {
+                relation: Relation {
                     name: input.dataset.clone(),
                     files: fetched.into_iter().map(|(path, _)| path).collect(),
                     schema: dataset.schema.clone(),
@@ -658,7 +657,7 @@ struct Plan {
 #[derive(Debug)]
 struct FetchedInput {
     snapshot: Option<SnapshotId>,
-    relation: InputRelation,
+    relation: Relation,
     cache_hits: usize,
     downloads: usize,
 }
@@ -688,8 +687,9 @@ impl Staged {
 
 /// The blocking part of an attempt: DuckDB from set-up to exported files.
 struct QueryJob {
-    settings: EngineSettings,
-    relations: Vec<InputRelation>,
+    limits: Limits,
+    allowed_dirs: Vec<PathBuf>,
+    relations: Vec<Relation>,
     sql: String,
     export: ExportOptions,
     dataset: String,
@@ -708,14 +708,14 @@ impl QueryJob {
     }
 
     fn run_armed(&self, guard: &Guard) -> Result<(Vec<Column>, Vec<ExportedFile>)> {
-        let engine = Engine::open(&self.settings)?;
+        let engine = Database::open(&self.limits)?;
         if !guard.arm(engine.interrupt_handle()) {
             return Err(guard.error());
         }
         for relation in &self.relations {
-            engine.register_input(relation)?;
+            engine.register(relation)?;
         }
-        engine.lock_down(&self.settings)?;
+        engine.lock_down(&self.allowed_dirs)?;
         let schema = engine.prepare_query(&self.sql)?;
         let missing: Vec<&str> = self
             .export

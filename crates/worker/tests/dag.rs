@@ -6,8 +6,8 @@ mod common;
 
 use common::{Harness, committed, sql_task};
 use duckmesh_catalog::{CommitMode, ScheduleOptions};
+use duckmesh_contracts::manifest::Manifest;
 use duckmesh_core::{JobPhase, TaskPhase};
-use duckmesh_worker::Manifest;
 use serde_json::json;
 use std::collections::BTreeMap;
 

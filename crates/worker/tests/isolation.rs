@@ -7,7 +7,8 @@ mod common;
 use common::{Harness, NAMESPACE, committed, sql_task};
 use duckmesh_catalog::{CommitMode, DatasetRecord, DatasetSpec};
 use duckmesh_core::TaskPhase;
-use duckmesh_worker::{Engine, EngineSettings, InputRelation, Outcome, exit};
+use duckmesh_engine::{Database, Limits, Relation};
+use duckmesh_worker::{Outcome, exit};
 use serde_json::json;
 
 /// A dataset of tenant `globex` in the harness's namespace.
@@ -164,15 +165,10 @@ async fn the_engine_reads_only_its_inputs_files_even_without_the_statement_check
     let mine = cached_files(&harness, &harness.catalog.dataset(notes.id).await.expect("notes")).await;
 
     let scratch = tempfile::tempdir_in(harness.dir.path()).expect("scratch");
-    let settings = EngineSettings {
-        memory_limit_bytes: None,
-        threads: Some(1),
-        spill_dir: scratch.path().join("spill"),
-        allowed_dirs: vec![scratch.path().to_owned()],
-    };
-    let engine = Engine::open(&settings).expect("engine");
-    engine.register_input(&InputRelation { name: "notes".into(), files: mine, schema: None }).expect("register");
-    engine.lock_down(&settings).expect("lock down");
+    let limits = Limits { memory_limit_bytes: None, threads: Some(1), spill_dir: scratch.path().join("spill") };
+    let engine = Database::open(&limits).expect("engine");
+    engine.register(&Relation { name: "notes".into(), files: mine, schema: None }).expect("register");
+    engine.lock_down(&[scratch.path().to_owned()]).expect("lock down");
 
     let read = |sql: &str| engine.query_text(sql);
     assert_eq!(read("SELECT note FROM notes").expect("own input"), vec![vec![Some("hello".to_owned())]]);

@@ -1,8 +1,9 @@
 //! The manifest an attempt writes next to its data files (SPEC §2.8): enough to rebuild the
 //! catalog's file list for the commit from the bucket alone, and to verify every file.
 
+use crate::Column;
+use crate::commit::{CommitMode, NewFile};
 use chrono::{DateTime, Utc};
-use duckmesh_catalog::{Column, CommitMode, NewFile};
 use serde::{Deserialize, Serialize};
 
 /// The format tag of this manifest version.
