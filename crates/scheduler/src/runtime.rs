@@ -4,6 +4,7 @@
 //! passes — duplicate wake-ups, a second scheduler — lease nothing twice.
 
 use crate::executor::{Executor, Launch, RunnerEnded, failure_for, runner_failure};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
 use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId};
 use duckmesh_telemetry::Metrics;
@@ -15,6 +16,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// The longest pause between passes while they keep failing.
+const FAILURE_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// The pauses after passes that failed in a row: twice `tick`, doubling to
+/// [`FAILURE_PAUSE_MAX`], for ever (`backon`; a successful pass starts a fresh series).
+fn failure_pauses(tick: Duration) -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(tick.saturating_mul(2).min(FAILURE_PAUSE_MAX))
+        .with_max_delay(FAILURE_PAUSE_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
 
 /// How the loop behaves.
 #[derive(Debug, Clone)]
@@ -94,7 +109,7 @@ impl<E: Executor> Scheduler<E> {
     /// never end the loop.
     pub async fn run(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
         let mut wakeups = None;
-        let mut pause = self.options.tick;
+        let mut pauses = failure_pauses(self.options.tick);
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -113,13 +128,16 @@ impl<E: Executor> Scheduler<E> {
                     }
                 }
             }
-            match self.pass().await {
-                Ok(_) => pause = self.options.tick,
+            let pause = match self.pass().await {
+                Ok(_) => {
+                    pauses = failure_pauses(self.options.tick);
+                    self.options.tick
+                }
                 Err(error) => {
                     tracing::error!(%error, error_code = error.error_code(), "scheduling pass failed; retrying");
-                    pause = (pause * 2).min(Duration::from_secs(30));
+                    pauses.next().unwrap_or(FAILURE_PAUSE_MAX)
                 }
-            }
+            };
             let wakeup = async {
                 match wakeups.as_mut() {
                     Some(listener) => listener.recv().await,
@@ -319,5 +337,21 @@ pub fn task_kind_label(kind: &str) -> TaskKind {
         "integrity" => TaskKind::Integrity,
         "export" => TaskKind::Export,
         _ => TaskKind::Sql,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_pauses_double_from_twice_the_tick_to_thirty_seconds() {
+        let millis = |tick: Duration| -> Vec<u64> {
+            // backon computes in f32 seconds: compare whole milliseconds.
+            failure_pauses(tick).take(8).map(|pause| (pause.as_secs_f64() * 1000.0).round() as u64).collect()
+        };
+        assert_eq!(millis(Duration::from_secs(1)), [2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000, 30_000]);
+        assert_eq!(millis(Duration::from_millis(50)), [100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800]);
+        assert_eq!(millis(Duration::from_secs(20)), [30_000, 30_000, 30_000, 30_000, 30_000, 30_000, 30_000, 30_000]);
     }
 }
