@@ -4,20 +4,23 @@
 //! at once rather than on their next resync.
 //!
 //! Notifications are hints (SPEC §2.1): those sent while the connection is down are lost. The
-//! listener reconnects with a jittered exponential back-off (500 ms doubling to 30 s), and after a reconnect wakes every
-//! Dataset once; the periodic resyncs remain the fallback.
+//! listener reconnects with a jittered exponential back-off (500 ms doubling, never above 30 s),
+//! and after a reconnect wakes every Dataset once; the periodic resyncs remain the fallback.
 
 use crate::names;
 use crate::triggers::Triggers;
+use backon::BackoffBuilder;
 use duckmesh_catalog::{Catalog, CommitEvent};
-use duckmesh_core::{BackoffPolicy, DatasetId};
+use duckmesh_core::DatasetId;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Pauses before reconnecting the listener: 500 ms doubling to 30 s, jittered.
-const RECONNECT: BackoffPolicy = BackoffPolicy { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+/// The first pause before reconnecting the listener, before jitter.
+const RECONNECT_BASE: Duration = Duration::from_millis(500);
+/// The longest pause before reconnecting the listener, jitter included.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// Maps commits to the resources they concern and triggers their reconciles.
 #[derive(Debug)]
@@ -40,19 +43,19 @@ pub struct Woken {
     pub job: Option<(String, String)>,
 }
 
-/// Jittered reconnect delays, growing with each failed attempt in a row.
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    (0u32..).map(|attempt| RECONNECT.delay(attempt, jitter()))
-}
-
-/// A jitter factor in [0.5, 1.5) from the standard library's randomly keyed hasher (good
-/// enough to keep replicas from reconnecting in lockstep; no random number crate needed).
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    let bits = hasher.finish() >> 11; // 53 bits
-    0.5 + (bits as f64) / ((1u64 << 53) as f64)
+/// Jittered reconnect delays, growing with each failed attempt in a row, for ever.
+///
+/// backon's jitter adds `U[0,1)·c` to a delay `c` that it caps at its own maximum, so capping
+/// `c` at half of [`RECONNECT_MAX`] keeps every pause at or below it (as the storage retries
+/// do). The jitter keeps replicas from reconnecting in lockstep.
+fn reconnect_delays() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(RECONNECT_BASE)
+        .with_max_delay(RECONNECT_MAX / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 impl CommitWatcher {
@@ -112,7 +115,7 @@ impl CommitWatcher {
                     warn!(error = %error, error_code = error.error_code(), "cannot listen for commits; retrying");
                 }
             }
-            let delay = delays.next().unwrap_or(RECONNECT.max);
+            let delay = delays.next().unwrap_or(RECONNECT_MAX);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
@@ -176,5 +179,24 @@ impl CommitWatcher {
         self.triggers.task(&task.namespace, &resource);
         woken.task = Some((task.namespace, resource));
         woken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_double_from_half_a_second_and_never_exceed_thirty_seconds() {
+        for _ in 0..200 {
+            let delays: Vec<Duration> = reconnect_delays().take(12).collect();
+            for (n, delay) in delays.iter().enumerate() {
+                let scale = (RECONNECT_BASE * 2u32.pow(n as u32)).min(RECONNECT_MAX / 2);
+                // backon computes in f32 seconds: allow for rounding.
+                assert!(*delay + Duration::from_millis(1) >= scale, "reconnect {n}: {delay:?} < {scale:?}");
+                assert!(*delay <= RECONNECT_MAX + Duration::from_millis(1), "reconnect {n}: {delay:?}");
+            }
+            assert!(delays[0] < Duration::from_secs(1), "{:?}", delays[0]);
+        }
     }
 }
