@@ -212,18 +212,19 @@ pub fn summary(response: &QueryResponse) -> String {
     line
 }
 
-/// The result as CSV with a header line.
+/// The result as CSV with a header line (the API's CSV writer, with `\n` line ends).
 pub fn render_csv(response: &QueryResponse) -> String {
-    let field = |text: String| {
-        if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
-    };
-    let mut out = response.columns.iter().map(|c| field(c.name.clone())).collect::<Vec<_>>().join(",");
-    out.push('\n');
+    let mut writer = crate::format::CsvText::new(csv::Terminator::Any(b'\n'));
+    let mut rendered = writer.record(response.columns.iter().map(|c| c.name.as_str()));
     for row in &response.rows {
-        out.push_str(&row.iter().map(|value| field(cell_text(value))).collect::<Vec<_>>().join(","));
-        out.push('\n');
+        let cells: Vec<String> = row.iter().map(cell_text).collect();
+        rendered = rendered.and_then(|()| writer.record(cells.iter().map(String::as_str)));
     }
-    out
+    // Writing to memory fails only on a bug; say so rather than print half a table.
+    match rendered.and_then(|()| writer.finish()) {
+        Ok(text) => text,
+        Err(error) => format!("error: {error}\n"),
+    }
 }
 
 /// The whole response as pretty JSON.

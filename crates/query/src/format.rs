@@ -107,12 +107,10 @@ fn list(values: &dyn Array) -> Result<Value> {
 }
 
 /// The result as CSV (RFC 4180: a header line, `,`-separated, quoted where needed, empty for
-/// NULL).
+/// NULL, CRLF line ends).
 pub fn csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
-    let mut out = String::new();
-    let header: Vec<String> = schema.fields().iter().map(|field| csv_field(field.name())).collect();
-    out.push_str(&header.join(","));
-    out.push_str("\r\n");
+    let mut writer = CsvText::new(csv::Terminator::CRLF);
+    writer.record(schema.fields().iter().map(|field| field.name().as_str()))?;
     let options = FormatOptions::default().with_null("");
     for batch in batches {
         let formatters = batch
@@ -122,23 +120,35 @@ pub fn csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(render_error)?;
         for row in 0..batch.num_rows() {
-            for (index, formatter) in formatters.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str(&csv_field(&formatter.value(row).to_string()));
-            }
-            out.push_str("\r\n");
+            let cells: Vec<String> = formatters.iter().map(|formatter| formatter.value(row).to_string()).collect();
+            writer.record(cells.iter().map(String::as_str))?;
         }
     }
-    Ok(out)
+    writer.finish()
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
+/// CSV text, written by the `csv` crate: the one CSV writer of the API's answers and the
+/// client's rendering of them.
+pub(crate) struct CsvText {
+    writer: csv::Writer<Vec<u8>>,
+}
+
+impl CsvText {
+    /// An empty text whose records end with `terminator`.
+    pub(crate) fn new(terminator: csv::Terminator) -> Self {
+        Self { writer: csv::WriterBuilder::new().terminator(terminator).from_writer(Vec::new()) }
+    }
+
+    /// Appends one record.
+    pub(crate) fn record<'a>(&mut self, fields: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        self.writer.write_record(fields).map_err(|error| Error::Internal { message: format!("writing CSV: {error}") })
+    }
+
+    /// The text written.
+    pub(crate) fn finish(self) -> Result<String> {
+        let bytes =
+            self.writer.into_inner().map_err(|error| Error::Internal { message: format!("writing CSV: {error}") })?;
+        String::from_utf8(bytes).map_err(|error| Error::Internal { message: format!("writing CSV: {error}") })
     }
 }
 
