@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use duckmesh_catalog::{Catalog, DatasetRecord, TaskRecord};
 use duckmesh_core::{JobId, JobPhase, TaskPhase};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -207,16 +207,10 @@ pub fn datasets_table(datasets: &[DatasetRecord]) -> Table {
     table
 }
 
-/// `1.2 MiB`-style sizes.
+/// `1.50 MiB`-style sizes (binary units, [`HumanBytes`]); a negative count, which the catalog
+/// never records, shows as `0 B`.
 pub fn human_bytes(bytes: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes.max(0) as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    HumanBytes(u64::try_from(bytes).unwrap_or(0)).to_string()
 }
 
 #[cfg(test)]
@@ -227,8 +221,8 @@ mod tests {
     fn sizes_read_like_people_write_them() {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
-        assert_eq!(human_bytes(-3), "-3 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.00 GiB");
+        assert_eq!(human_bytes(-3), "0 B");
     }
 }
