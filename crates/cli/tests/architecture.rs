@@ -10,23 +10,32 @@ use std::process::Command;
 /// free). The binary may depend on every library but the test harnesses.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("duckmesh-core", &[]),
+    ("duckmesh-config", &[]),
     ("duckmesh-contracts", &[]),
     ("duckmesh-localpg", &[]),
-    ("duckmesh-telemetry", &[]),
-    ("duckmesh-storage", &[]),
+    ("duckmesh-telemetry", &["duckmesh-config"]),
+    ("duckmesh-storage", &["duckmesh-config"]),
     ("duckmesh-testbed", &[]),
     ("duckmesh-resources", &["duckmesh-core", "duckmesh-contracts"]),
-    ("duckmesh-catalog", &["duckmesh-core", "duckmesh-contracts"]),
+    ("duckmesh-catalog", &["duckmesh-core", "duckmesh-config", "duckmesh-contracts"]),
     ("duckmesh-engine", &["duckmesh-core", "duckmesh-contracts"]),
     ("duckmesh-testkit", &["duckmesh-catalog", "duckmesh-localpg"]),
     (
         "duckmesh-worker",
-        &["duckmesh-core", "duckmesh-contracts", "duckmesh-catalog", "duckmesh-engine", "duckmesh-storage"],
+        &[
+            "duckmesh-core",
+            "duckmesh-config",
+            "duckmesh-contracts",
+            "duckmesh-catalog",
+            "duckmesh-engine",
+            "duckmesh-storage",
+        ],
     ),
     (
         "duckmesh-query",
         &[
             "duckmesh-core",
+            "duckmesh-config",
             "duckmesh-contracts",
             "duckmesh-catalog",
             "duckmesh-engine",
@@ -38,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "duckmesh-coordinator",
         &[
             "duckmesh-core",
+            "duckmesh-config",
             "duckmesh-contracts",
             "duckmesh-catalog",
             "duckmesh-engine",
@@ -64,6 +74,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "duckmesh-dev",
         &[
             "duckmesh-core",
+            "duckmesh-config",
             "duckmesh-contracts",
             "duckmesh-catalog",
             "duckmesh-coordinator",
