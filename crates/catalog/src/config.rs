@@ -1,97 +1,76 @@
-//! Catalog knobs from the environment (SPEC §3), parsed once with safe defaults.
+//! Catalog knobs (SPEC §3) as a clap `Args` struct: flags, `DUCKMESH_*` variables and safe
+//! defaults, parsed once into a [`CatalogConfig`].
 
 use crate::CatalogConfig;
+use duckmesh_config::knob;
 use duckmesh_core::BackoffPolicy;
 use std::time::Duration;
 
-/// A `DUCKMESH_*` variable with a value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {variable}={value:?}: {expected}")]
-pub struct ConfigError {
-    /// The variable.
-    pub variable: &'static str,
-    /// Its value.
-    pub value: String,
-    /// What a valid value looks like.
-    pub expected: String,
+pub use duckmesh_config::ConfigError;
+
+/// The catalog's knobs: leases, task retries and outbox redelivery.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Catalog")]
+pub struct CatalogArgs {
+    /// Lease granted per attempt, renewed by each heartbeat (seconds)
+    #[arg(long, env = "DUCKMESH_TASK_LEASE_SECONDS", default_value = "120", value_parser = knob::seconds(1.0, 86_400.0))]
+    pub task_lease_seconds: Duration,
+    /// Attempts per task unless the task sets maxAttempts
+    #[arg(long, env = "DUCKMESH_TASK_MAX_ATTEMPTS", default_value = "3", value_parser = knob::number(1, 100))]
+    pub task_max_attempts: u64,
+    /// First retry delay, before the ×0.5–1.5 jitter (seconds)
+    #[arg(long, env = "DUCKMESH_TASK_RETRY_BASE_SECONDS", default_value = "30", value_parser = knob::seconds(0.001, 86_400.0))]
+    pub task_retry_base_seconds: Duration,
+    /// Cap on the retry delay, before jitter (seconds)
+    #[arg(long, env = "DUCKMESH_TASK_RETRY_MAX_SECONDS", default_value = "600", value_parser = knob::seconds(0.001, 86_400.0))]
+    pub task_retry_max_seconds: Duration,
+    /// First outbox redelivery delay (seconds)
+    #[arg(long, env = "DUCKMESH_OUTBOX_RETRY_BASE_SECONDS", default_value = "1", value_parser = knob::seconds(0.001, 86_400.0))]
+    pub outbox_retry_base_seconds: Duration,
+    /// Cap on the outbox redelivery delay (seconds)
+    #[arg(long, env = "DUCKMESH_OUTBOX_RETRY_MAX_SECONDS", default_value = "300", value_parser = knob::seconds(0.001, 86_400.0))]
+    pub outbox_retry_max_seconds: Duration,
+    /// Deliveries before an outbox row is marked Failed (and alerts)
+    #[arg(long, env = "DUCKMESH_OUTBOX_MAX_ATTEMPTS", default_value = "20", value_parser = knob::number(1, 1_000))]
+    pub outbox_max_attempts: u64,
 }
 
-impl ConfigError {
-    /// A stable code for logs.
-    pub fn error_code(&self) -> &'static str {
-        "invalid_config"
-    }
-}
-
-/// Every catalog knob: variable, default, meaning (for docs and `--help`).
-pub const KNOBS: &[(&str, &str, &str)] = &[
-    ("DUCKMESH_TASK_LEASE_SECONDS", "120", "lease granted per attempt, renewed by each heartbeat"),
-    ("DUCKMESH_TASK_MAX_ATTEMPTS", "3", "attempts per task unless the task sets maxAttempts"),
-    ("DUCKMESH_TASK_RETRY_BASE_SECONDS", "30", "first retry delay (before ×0.5–1.5 jitter)"),
-    ("DUCKMESH_TASK_RETRY_MAX_SECONDS", "600", "cap on the retry delay (before jitter)"),
-    ("DUCKMESH_OUTBOX_RETRY_BASE_SECONDS", "1", "first outbox redelivery delay"),
-    ("DUCKMESH_OUTBOX_RETRY_MAX_SECONDS", "300", "cap on the outbox redelivery delay"),
-    ("DUCKMESH_OUTBOX_MAX_ATTEMPTS", "20", "deliveries before an outbox row is marked Failed"),
-];
-
-impl CatalogConfig {
-    /// Reads the knobs from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the knobs through `lookup` (the environment, or a map in tests). Unset variables
-    /// keep their defaults; set but invalid ones are errors, never silently ignored.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        let seconds = |variable: &'static str, default: Duration, min: f64, max: f64| {
-            parse(&lookup, variable, default.as_secs_f64(), min, max).map(Duration::from_secs_f64)
-        };
-        let count = |variable: &'static str, default: u32, max: u32| {
-            parse(&lookup, variable, f64::from(default), 1.0, f64::from(max)).map(|v| v as u32)
-        };
-        let config = Self {
-            lease: seconds("DUCKMESH_TASK_LEASE_SECONDS", defaults.lease, 1.0, 86_400.0)?,
-            default_max_attempts: count("DUCKMESH_TASK_MAX_ATTEMPTS", defaults.default_max_attempts, 100)?,
-            task_backoff: BackoffPolicy {
-                base: seconds("DUCKMESH_TASK_RETRY_BASE_SECONDS", defaults.task_backoff.base, 0.001, 86_400.0)?,
-                max: seconds("DUCKMESH_TASK_RETRY_MAX_SECONDS", defaults.task_backoff.max, 0.001, 86_400.0)?,
-            },
-            outbox_backoff: BackoffPolicy {
-                base: seconds("DUCKMESH_OUTBOX_RETRY_BASE_SECONDS", defaults.outbox_backoff.base, 0.001, 86_400.0)?,
-                max: seconds("DUCKMESH_OUTBOX_RETRY_MAX_SECONDS", defaults.outbox_backoff.max, 0.001, 86_400.0)?,
-            },
-            outbox_max_attempts: count("DUCKMESH_OUTBOX_MAX_ATTEMPTS", defaults.outbox_max_attempts, 1_000)?,
+impl CatalogArgs {
+    /// The typed configuration; a retry cap below its base delay is an error naming the cap.
+    pub fn into_config(self) -> Result<CatalogConfig, ConfigError> {
+        let config = CatalogConfig {
+            lease: self.task_lease_seconds,
+            default_max_attempts: u32::try_from(self.task_max_attempts).unwrap_or(u32::MAX),
+            task_backoff: BackoffPolicy { base: self.task_retry_base_seconds, max: self.task_retry_max_seconds },
+            outbox_backoff: BackoffPolicy { base: self.outbox_retry_base_seconds, max: self.outbox_retry_max_seconds },
+            outbox_max_attempts: u32::try_from(self.outbox_max_attempts).unwrap_or(u32::MAX),
         };
         for (variable, policy) in [
             ("DUCKMESH_TASK_RETRY_MAX_SECONDS", config.task_backoff),
             ("DUCKMESH_OUTBOX_RETRY_MAX_SECONDS", config.outbox_backoff),
         ] {
             if policy.max < policy.base {
-                return Err(ConfigError {
+                return Err(ConfigError::invalid(
                     variable,
-                    value: policy.max.as_secs_f64().to_string(),
-                    expected: format!("at least the base delay ({} s)", policy.base.as_secs_f64()),
-                });
+                    &policy.max.as_secs_f64().to_string(),
+                    format!("at least the base delay ({} s)", policy.base.as_secs_f64()),
+                ));
             }
         }
         Ok(config)
     }
 }
 
-fn parse(
-    lookup: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: f64,
-    min: f64,
-    max: f64,
-) -> Result<f64, ConfigError> {
-    let Some(raw) = lookup(variable) else {
-        return Ok(default);
-    };
-    match raw.trim().parse::<f64>() {
-        Ok(value) if value.is_finite() && (min..=max).contains(&value) => Ok(value),
-        _ => Err(ConfigError { variable, value: raw, expected: format!("a number from {min} to {max}") }),
+impl CatalogConfig {
+    /// Reads the knobs from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        duckmesh_config::from_env::<CatalogArgs>()?.into_config()
+    }
+
+    /// Reads the knobs through `lookup` (a map in tests, dev mode's overlay). Unset and blank
+    /// variables keep their defaults; set but invalid ones are errors, never silently ignored.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        duckmesh_config::from_lookup::<CatalogArgs>(lookup)?.into_config()
     }
 }
 
@@ -114,7 +93,10 @@ mod tests {
         assert_eq!(config.task_backoff, BackoffPolicy::TASK);
         assert_eq!(config.outbox_backoff, BackoffPolicy::OUTBOX);
         assert_eq!(config.outbox_max_attempts, 20);
-        for (variable, default, _) in KNOBS {
+        let command = <CatalogArgs as clap::Args>::augment_args(clap::Command::new("catalog"));
+        for arg in command.get_arguments() {
+            let variable = arg.get_env().and_then(|name| name.to_str()).expect("every knob has a variable");
+            let default = arg.get_default_values()[0].to_str().expect("text");
             assert!(from(&[(variable, default)]).is_ok(), "{variable}={default} is valid");
         }
     }

@@ -24,7 +24,7 @@ mod reads;
 mod specs;
 
 pub use commit::schema_difference;
-pub use config::{ConfigError, KNOBS};
+pub use config::{CatalogArgs, ConfigError};
 pub use duckmesh_contracts::canonical_type;
 pub use error::{Error, Result};
 pub use failures::Reaped;
