@@ -20,7 +20,6 @@ use bytes::Bytes;
 
 mod cache_dir;
 mod config;
-mod env;
 mod error;
 mod key;
 mod local;
@@ -33,8 +32,7 @@ mod verify;
 pub mod testing;
 
 pub use cache_dir::{CachedFile, Pruned, cached_path, incoming_dir, list_cached, mark_used, prune_cached};
-pub use config::StoreConfig;
-pub use env::{EnvLookup, process_env};
+pub use config::{StoreArgs, StoreConfig};
 pub use error::{BoxError, Error, Result};
 pub use key::{MAX_KEY_BYTES, layout, validate_key, validate_prefix};
 pub use local::LocalStore;

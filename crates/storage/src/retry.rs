@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::env::{EnvLookup, parse_env};
 use crate::error::{BoxError, Error, Result};
 
 /// How transient failures are retried.
@@ -39,22 +38,13 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// Reads the retry knobs from the environment, falling back to the defaults.
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(&crate::env::process_env)
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Like [`RetryConfig::from_env`] with a custom variable lookup (for tests and for
-    /// callers that keep configuration elsewhere).
-    pub fn from_lookup(lookup: EnvLookup<'_>) -> Result<Self> {
-        let defaults = Self::default();
-        let config = Self {
-            base_delay: parse_env(lookup, "DUCKMESH_S3_RETRY_BASE_MS")?
-                .map_or(defaults.base_delay, Duration::from_millis),
-            max_delay: parse_env(lookup, "DUCKMESH_S3_RETRY_MAX_DELAY_MS")?
-                .map_or(defaults.max_delay, Duration::from_millis),
-            max_attempts: parse_env(lookup, "DUCKMESH_S3_RETRY_MAX_ATTEMPTS")?.unwrap_or(defaults.max_attempts),
-        };
-        config.validate()?;
-        Ok(config)
+    /// callers that keep configuration elsewhere); the knobs are [`StoreArgs`](crate::StoreArgs)'.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        crate::StoreArgs::from_lookup(lookup)?.retry_config()
     }
 
     /// Checks that the configuration makes sense.
@@ -336,18 +326,18 @@ mod tests {
         let vars: HashMap<&str, &str> =
             [("DUCKMESH_S3_RETRY_BASE_MS", "10"), ("DUCKMESH_S3_RETRY_MAX_ATTEMPTS", "3")].into();
         let lookup = |name: &str| vars.get(name).map(|v| (*v).to_owned());
-        let config = RetryConfig::from_lookup(&lookup).expect("valid");
+        let config = RetryConfig::from_lookup(lookup).expect("valid");
         assert_eq!(config.base_delay, Duration::from_millis(10));
         assert_eq!(config.max_delay, Duration::from_secs(5));
         assert_eq!(config.max_attempts, 3);
 
         let zero = |name: &str| (name == "DUCKMESH_S3_RETRY_MAX_ATTEMPTS").then(|| "0".to_owned());
         assert_eq!(
-            RetryConfig::from_lookup(&zero).expect_err("zero attempts").error_code(),
+            RetryConfig::from_lookup(zero).expect_err("zero attempts").error_code(),
             "object_store_config_invalid"
         );
         let garbage = |name: &str| (name == "DUCKMESH_S3_RETRY_BASE_MS").then(|| "soon".to_owned());
-        assert!(RetryConfig::from_lookup(&garbage).is_err());
+        assert!(RetryConfig::from_lookup(garbage).is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use crate::env::{EnvLookup, bool_env, parse_env, process_env, string_env};
 use crate::error::{Error, Result};
 use crate::key::validate_key;
 use crate::retry::RetryConfig;
@@ -13,7 +12,7 @@ use crate::retry::RetryConfig;
 /// [`S3Config::part_size`].
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// The largest part S3 accepts (5 GiB).
-const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Static S3 credentials. `Debug` never prints the secret parts.
 #[derive(Clone, PartialEq, Eq)]
@@ -124,64 +123,14 @@ impl S3Config {
     }
 
     /// Reads the configuration from the process environment (see the field docs for the
-    /// variable names and defaults).
+    /// variable names and defaults; [`StoreArgs`](crate::StoreArgs) declares them).
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(&process_env)
+        crate::StoreArgs::from_lookup(|name| std::env::var(name).ok())?.s3_config()
     }
 
     /// Like [`S3Config::from_env`] with a custom variable lookup.
-    pub fn from_lookup(lookup: EnvLookup<'_>) -> Result<Self> {
-        let bucket = string_env(lookup, "DUCKMESH_S3_BUCKET")
-            .ok_or_else(|| Error::Config { message: "DUCKMESH_S3_BUCKET is required".into() })?;
-        let mut config = Self::new(bucket);
-        if let Some(prefix) = string_env(lookup, "DUCKMESH_S3_PREFIX") {
-            config = config.with_prefix(prefix);
-        }
-        if let Some(endpoint) = string_env(lookup, "DUCKMESH_S3_ENDPOINT") {
-            config = config.with_endpoint(endpoint);
-        }
-        if let Some(region) = string_env(lookup, "DUCKMESH_S3_REGION") {
-            config.region = region;
-        }
-        if let Some(path_style) = bool_env(lookup, "DUCKMESH_S3_FORCE_PATH_STYLE")? {
-            config.force_path_style = path_style;
-        }
-        match (string_env(lookup, "AWS_ACCESS_KEY_ID"), string_env(lookup, "AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret_access_key)) => {
-                config.credentials = Some(S3Credentials {
-                    access_key_id,
-                    secret_access_key,
-                    session_token: string_env(lookup, "AWS_SESSION_TOKEN"),
-                });
-            }
-            (None, None) => {}
-            _ => {
-                return Err(Error::Config {
-                    message: "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".into(),
-                });
-            }
-        }
-        config.retry = RetryConfig::from_lookup(lookup)?;
-        if let Some(part_size) = parse_env(lookup, "DUCKMESH_S3_PART_SIZE")? {
-            config.part_size = part_size;
-        }
-        if let Some(concurrency) = parse_env(lookup, "DUCKMESH_S3_UPLOAD_CONCURRENCY")? {
-            config.upload_concurrency = concurrency;
-        }
-        if let Some(page_size) = parse_env(lookup, "DUCKMESH_S3_LIST_PAGE_SIZE")? {
-            config.list_page_size = page_size;
-        }
-        if let Some(ms) = parse_env(lookup, "DUCKMESH_S3_CONNECT_TIMEOUT_MS")? {
-            config.connect_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = parse_env(lookup, "DUCKMESH_S3_ATTEMPT_TIMEOUT_MS")? {
-            config.attempt_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = parse_env(lookup, "DUCKMESH_S3_READ_TIMEOUT_MS")? {
-            config.read_timeout = Duration::from_millis(ms);
-        }
-        config.validate()?;
-        Ok(config)
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        crate::StoreArgs::from_lookup(lookup)?.s3_config()
     }
 
     /// Checks the configuration for values S3 or this crate cannot work with.
@@ -231,7 +180,7 @@ mod tests {
     #[test]
     fn config_from_env_applies_defaults() {
         let lookup = lookup_from(&[("DUCKMESH_S3_BUCKET", "lake")]);
-        let config = S3Config::from_lookup(&lookup).expect("valid");
+        let config = S3Config::from_lookup(lookup).expect("valid");
         assert_eq!(config.bucket, "lake");
         assert_eq!(config.region, "us-east-1");
         assert_eq!(config.endpoint, None);
@@ -255,7 +204,7 @@ mod tests {
             ("DUCKMESH_S3_RETRY_MAX_ATTEMPTS", "3"),
             ("DUCKMESH_S3_READ_TIMEOUT_MS", "1500"),
         ]);
-        let config = S3Config::from_lookup(&lookup).expect("valid");
+        let config = S3Config::from_lookup(lookup).expect("valid");
         assert_eq!(config.prefix.as_deref(), Some("prod/duckmesh"));
         assert_eq!(config.endpoint.as_deref(), Some("http://minio:9000"));
         assert!(config.force_path_style, "endpoint implies path style");
@@ -274,7 +223,7 @@ mod tests {
             ("DUCKMESH_S3_ENDPOINT", "https://s3.example.com"),
             ("DUCKMESH_S3_FORCE_PATH_STYLE", "false"),
         ]);
-        assert!(!S3Config::from_lookup(&explicit).expect("valid").force_path_style);
+        assert!(!S3Config::from_lookup(explicit).expect("valid").force_path_style);
     }
 
     #[test]
@@ -289,7 +238,7 @@ mod tests {
             vec![("DUCKMESH_S3_BUCKET", "lake"), ("DUCKMESH_S3_FORCE_PATH_STYLE", "maybe")],
         ] {
             let lookup = lookup_from(&vars);
-            let error = S3Config::from_lookup(&lookup).expect_err(&format!("{vars:?}"));
+            let error = S3Config::from_lookup(lookup).expect_err(&format!("{vars:?}"));
             assert_eq!(error.error_code(), "object_store_config_invalid");
         }
     }

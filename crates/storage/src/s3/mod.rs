@@ -14,5 +14,6 @@ mod classify;
 mod config;
 mod store;
 
+pub(crate) use config::MAX_PART_SIZE;
 pub use config::{MIN_PART_SIZE, S3Config, S3Credentials};
 pub use store::S3Store;

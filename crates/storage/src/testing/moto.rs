@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use crate::env::{process_env, string_env};
 use crate::{RetryConfig, S3Config, S3Store};
 
 /// Why the test server could not be provided.
@@ -66,7 +65,7 @@ impl MotoServer {
     /// `DUCKMESH_TEST_S3_ACCESS_KEY_ID`, `DUCKMESH_TEST_S3_SECRET_ACCESS_KEY` and
     /// `DUCKMESH_TEST_S3_REGION`) and makes sure the test bucket exists.
     pub async fn start() -> Result<Self, HarnessError> {
-        let server = match string_env(&process_env, "DUCKMESH_TEST_S3_ENDPOINT") {
+        let server = match test_env("DUCKMESH_TEST_S3_ENDPOINT") {
             Some(endpoint) => Self::external(endpoint),
             None => Self::spawn_moto()?,
         };
@@ -81,7 +80,7 @@ impl MotoServer {
     }
 
     fn external(endpoint: String) -> Self {
-        let get = |name: &str| string_env(&process_env, name);
+        let get = test_env;
         Self {
             endpoint,
             bucket: get("DUCKMESH_TEST_S3_BUCKET").unwrap_or_else(|| DEFAULT_BUCKET.into()),
@@ -97,7 +96,7 @@ impl MotoServer {
     }
 
     fn find_moto() -> Option<PathBuf> {
-        if let Some(explicit) = string_env(&process_env, "DUCKMESH_TEST_MOTO_SERVER") {
+        if let Some(explicit) = test_env("DUCKMESH_TEST_MOTO_SERVER") {
             return Some(PathBuf::from(explicit));
         }
         let path = std::env::var_os("PATH")?;
@@ -258,4 +257,9 @@ impl Drop for MotoServer {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A harness variable: trimmed, unset when blank.
+fn test_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
 }
