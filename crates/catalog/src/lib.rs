@@ -15,6 +15,7 @@ mod error;
 mod failures;
 mod fencing;
 mod ingest;
+mod integrity;
 mod job_phases;
 mod leases;
 mod model;
@@ -31,6 +32,10 @@ pub use failures::Reaped;
 pub use ingest::{
     ClaimOptions, ClaimedBatch, ClaimedEvent, DeadLetter, DeadLetterFilter, INGEST_CHANNEL, IngestAck, IngestBacklog,
     IngestCommit, IngestCommitted, IngestRecord, IngestRequest, MAX_DEDUPE_KEY_BYTES, PoisonEvent, ReadOnlyState,
+};
+pub use integrity::{
+    INTEGRITY_PROBLEMS_KEPT, INTEGRITY_RUNS_KEPT, IntegrityCounts, IntegrityProblem, IntegrityRun, NewIntegrityRun,
+    ProblemKind, SnapshotManifest,
 };
 pub use leases::{ScheduleOptions, Scheduled};
 pub use model::*;

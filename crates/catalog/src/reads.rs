@@ -16,7 +16,7 @@ pub(crate) const JOB_COLUMNS: &str =
 pub(crate) const TASK_COLUMNS: &str = "id, job_id, namespace, name, tenant, kind, spec, depends_on, phase, \
     attempts, max_attempts, timeout_seconds, fence, next_retry_at, output_dataset_id, output_mode, \
     output_snapshot_id, last_error_code, last_error_message, started_at, finished_at";
-const SNAPSHOT_COLUMNS: &str = "dataset_id, id, parent_id, visibility_token, kind, task_id, attempt_id, \
+pub(crate) const SNAPSHOT_COLUMNS: &str = "dataset_id, id, parent_id, visibility_token, kind, task_id, attempt_id, \
     file_count, row_count, byte_count, manifest_path, committed_at";
 const ATTEMPT_COLUMNS: &str = "id, task_id, n, fence, state, runner, lease_expires_at, heartbeat_at, \
     error_code, error_message";
@@ -327,7 +327,7 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<TaskRecord> {
     })
 }
 
-fn snapshot_from_row(row: &PgRow) -> Result<Snapshot> {
+pub(crate) fn snapshot_from_row(row: &PgRow) -> Result<Snapshot> {
     Ok(Snapshot {
         dataset: DatasetId(row.try_get("dataset_id")?),
         id: SnapshotId(row.try_get("id")?),

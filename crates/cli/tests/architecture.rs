@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("duckmesh-resources", &["duckmesh-core", "duckmesh-contracts"]),
     ("duckmesh-catalog", &["duckmesh-core", "duckmesh-config", "duckmesh-contracts"]),
     ("duckmesh-engine", &["duckmesh-core", "duckmesh-contracts"]),
+    ("duckmesh-maintenance", &["duckmesh-core", "duckmesh-contracts", "duckmesh-catalog", "duckmesh-storage"]),
     ("duckmesh-testkit", &["duckmesh-catalog", "duckmesh-localpg"]),
     (
         "duckmesh-worker",

@@ -1,5 +1,7 @@
-//! The manifest an attempt writes next to its data files (SPEC §2.8): enough to rebuild the
-//! catalog's file list for the commit from the bucket alone, and to verify every file.
+//! The manifests written next to committed data files (SPEC §2.8): an attempt's
+//! ([`Manifest`], by the worker) and an ingest batch's ([`IngestManifest`], by the
+//! coordinator). Each is enough to rebuild the catalog's file list for its commit from the
+//! bucket alone, and to verify every file; [`AnyManifest`] reads either back.
 
 use crate::Column;
 use crate::commit::{CommitMode, NewFile};
@@ -113,6 +115,99 @@ impl From<&NewFile> for ManifestFile {
     }
 }
 
+// --- The manifest of an ingest batch, written by the coordinator. ---
+
+/// The format tag of an ingest batch's manifest.
+pub const INGEST_MANIFEST_FORMAT: &str = "duckmesh.ingest-manifest/v1";
+
+/// `<dataset>/ingest/<fence>/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestManifest {
+    /// Always [`INGEST_MANIFEST_FORMAT`].
+    pub format: String,
+    /// The dataset written.
+    pub dataset: ManifestDataset,
+    /// The claim's fencing token (also the batch's directory name).
+    pub fence: i64,
+    /// The coordinator replica that wrote the batch.
+    pub coordinator: String,
+    /// The events whose rows are in the files.
+    pub events: ManifestEvents,
+    /// The files' columns (the dataset's schema).
+    pub schema: Vec<Column>,
+    /// The data files.
+    pub files: Vec<ManifestFile>,
+    /// Rows in all files.
+    pub rows: i64,
+    /// Bytes in all files.
+    pub bytes: i64,
+    /// When the manifest was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The events of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEvents {
+    /// Lowest buffer position (`seq`) of an event written.
+    pub first_seq: i64,
+    /// Highest buffer position of an event written.
+    pub last_seq: i64,
+    /// Events written (one row each).
+    pub committed: u64,
+    /// Events of the claim parked in the dead-letter table instead.
+    pub dead_lettered: u64,
+}
+
+/// A manifest read back from the bucket, whichever component wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyManifest {
+    /// An attempt's ([`MANIFEST_FORMAT`]).
+    Attempt(Box<Manifest>),
+    /// An ingest batch's ([`INGEST_MANIFEST_FORMAT`]).
+    Ingest(Box<IngestManifest>),
+}
+
+/// A manifest that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable manifest: {message}")]
+pub struct ManifestError {
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AnyManifest {
+    /// Parses a manifest by its `format` tag.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        #[derive(Deserialize)]
+        struct Tag {
+            format: String,
+        }
+        let failed = |error: serde_json::Error| ManifestError { message: error.to_string() };
+        let tag: Tag = serde_json::from_slice(bytes).map_err(failed)?;
+        match tag.format.as_str() {
+            MANIFEST_FORMAT => Ok(Self::Attempt(Box::new(serde_json::from_slice(bytes).map_err(failed)?))),
+            INGEST_MANIFEST_FORMAT => Ok(Self::Ingest(Box::new(serde_json::from_slice(bytes).map_err(failed)?))),
+            other => Err(ManifestError { message: format!("unknown format {other:?}") }),
+        }
+    }
+
+    /// The dataset the files were committed to.
+    pub fn dataset(&self) -> &ManifestDataset {
+        match self {
+            Self::Attempt(manifest) => &manifest.dataset,
+            Self::Ingest(manifest) => &manifest.dataset,
+        }
+    }
+
+    /// The data files.
+    pub fn files(&self) -> &[ManifestFile] {
+        match self {
+            Self::Attempt(manifest) => &manifest.files,
+            Self::Ingest(manifest) => &manifest.files,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +238,60 @@ mod tests {
         assert!(text.contains("\"mode\":\"append\"") && text.contains("\"type\":\"BIGINT\""), "{text}");
         let back: Manifest = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, manifest);
+    }
+
+    #[test]
+    fn ingest_manifests_round_trip_through_json() {
+        let manifest = IngestManifest {
+            format: INGEST_MANIFEST_FORMAT.into(),
+            dataset: ManifestDataset { id: 3, namespace: "default".into(), name: "clicks".into() },
+            fence: 41,
+            coordinator: "coordinator-0".into(),
+            events: ManifestEvents { first_seq: 10, last_seq: 19, committed: 9, dead_lettered: 1 },
+            schema: vec![Column { name: "id".into(), data_type: "BIGINT".into() }],
+            files: vec![ManifestFile {
+                path: "clicks/ingest/41/part-00000.parquet".into(),
+                bytes: 100,
+                rows: 9,
+                sha256: "0".repeat(64),
+                partition: None,
+            }],
+            rows: 9,
+            bytes: 100,
+            created_at: Utc::now(),
+        };
+        let text = serde_json::to_string(&manifest).expect("serialise");
+        assert!(text.contains("\"format\":\"duckmesh.ingest-manifest/v1\""), "{text}");
+        assert!(text.contains("\"first_seq\":10") && text.contains("\"type\":\"BIGINT\""), "{text}");
+        let back: IngestManifest = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, manifest);
+    }
+
+    #[test]
+    fn either_manifest_is_read_back_by_its_format() {
+        let file = ManifestFile {
+            path: "t/ingest/1/part-00000.parquet".into(),
+            bytes: 1,
+            rows: 1,
+            sha256: "0".repeat(64),
+            partition: None,
+        };
+        let ingest = IngestManifest {
+            format: INGEST_MANIFEST_FORMAT.into(),
+            dataset: ManifestDataset { id: 1, namespace: "default".into(), name: "t".into() },
+            fence: 1,
+            coordinator: "c".into(),
+            events: ManifestEvents { first_seq: 1, last_seq: 1, committed: 1, dead_lettered: 0 },
+            schema: vec![],
+            files: vec![file.clone()],
+            rows: 1,
+            bytes: 1,
+            created_at: Utc::now(),
+        };
+        let read = AnyManifest::parse(&serde_json::to_vec(&ingest).expect("json")).expect("parse");
+        assert_eq!((read.dataset().name.as_str(), read.files()), ("t", std::slice::from_ref(&file)));
+        let error = AnyManifest::parse(br#"{"format": "duckmesh.manifest/v9"}"#).expect_err("unknown");
+        assert!(error.to_string().contains("unknown format"), "{error}");
+        assert!(AnyManifest::parse(b"not json").is_err());
     }
 }

@@ -1,0 +1,14 @@
+//! Maintenance of committed data (SPEC §1's maintenance task kinds, §2 invariants 6 and 8).
+//!
+//! - [`integrity`]: catalog against bucket — every file a retained snapshot references exists
+//!   with its size (and, with [`IntegrityOptions::verify_hashes`], its SHA-256), every
+//!   snapshot's manifest agrees with the files the catalog says it added, and objects under a
+//!   dataset's prefix that nothing references are reported as orphans. Each run is recorded in
+//!   the catalog, where `GET /v1/integrity` and the metrics read it.
+
+pub mod integrity;
+
+mod error;
+
+pub use error::{Error, Result};
+pub use integrity::{IntegrityOptions, IntegrityReport, check_dataset};
