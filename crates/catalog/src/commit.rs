@@ -12,7 +12,7 @@ use crate::fencing::LockedAttempt;
 use crate::model::{AttemptRef, Column, CommitRequest, Committed, NewFile};
 use crate::notify::COMMITS_CHANNEL;
 use crate::{Catalog, Error, Result};
-use duckmesh_core::SnapshotId;
+use duckmesh_core::{DatasetId, SnapshotId};
 use serde_json::json;
 use sqlx::Row;
 use sqlx::types::Json;
@@ -120,14 +120,28 @@ impl Catalog {
     /// Marks an attempt of a task without an output dataset as `Succeeded`, fenced like a
     /// commit.
     pub async fn complete(&self, attempt: AttemptRef) -> Result<()> {
+        self.succeed_without_snapshot(attempt, None).await
+    }
+
+    /// Marks an attempt of a maintenance task on `dataset` (its declared output) that found
+    /// nothing to change as `Succeeded`, fenced like a commit, without a snapshot.
+    pub async fn complete_unchanged(&self, attempt: AttemptRef, dataset: DatasetId) -> Result<()> {
+        self.succeed_without_snapshot(attempt, Some(dataset)).await
+    }
+
+    /// The attempt and its task `Succeeded` with no snapshot, when the task's output is
+    /// `output` (`None`: it declares none).
+    async fn succeed_without_snapshot(&self, attempt: AttemptRef, output: Option<DatasetId>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let locked = LockedAttempt::lock_existing(&mut tx, attempt).await?;
         locked.ensure_current(true)?;
-        if locked.output.is_some() {
-            return Err(Error::Invalid {
-                what: "commit",
-                message: format!("task {:?} declares an output dataset: commit its files", locked.task_name),
-            });
+        let declared = locked.output.as_ref().map(|output| output.dataset);
+        if declared != output {
+            let message = match declared {
+                Some(_) => format!("task {:?} declares an output dataset: commit its files", locked.task_name),
+                None => format!("task {:?} declares no output dataset to maintain", locked.task_name),
+            };
+            return Err(Error::Invalid { what: "commit", message });
         }
         let payload = json!({"task": locked.task, "job": locked.job, "attempt": locked.attempt});
         sqlx::query(

@@ -134,6 +134,15 @@ pub enum Error {
     /// The catalog holds a value this version does not understand.
     #[error("corrupt catalog row: {0}")]
     Corrupt(String),
+    /// A compaction lost a race: a file it replaces is no longer live. Nothing was written;
+    /// compacting again on the new state may succeed.
+    #[error("compaction of dataset {dataset} conflicts: {message}")]
+    CompactionConflict {
+        /// The dataset.
+        dataset: duckmesh_core::DatasetId,
+        /// What changed underneath it.
+        message: String,
+    },
 }
 
 impl From<UnknownPhase> for Error {
@@ -164,6 +173,7 @@ impl Error {
             Self::BufferFull { .. } => "ingest_buffer_full",
             Self::ClaimLost { .. } => "claim_lost",
             Self::Corrupt(_) => "catalog_corrupt",
+            Self::CompactionConflict { .. } => "compaction_conflict",
         }
     }
 
@@ -174,6 +184,8 @@ impl Error {
             Self::Database { source } => is_transient(source),
             // Refusals that lift by themselves: the switch is turned off, the buffer drains.
             Self::Unreachable { .. } | Self::ReadOnly { .. } | Self::BufferFull { .. } => true,
+            // The state it raced changes no more: compacting it again may succeed.
+            Self::CompactionConflict { .. } => true,
             _ => false,
         }
     }

@@ -10,6 +10,7 @@
 //! schedulers, workers and reapers on different machines agree on when a lease expires.
 
 mod commit;
+mod compaction;
 mod config;
 mod error;
 mod failures;
@@ -25,6 +26,7 @@ mod reads;
 mod specs;
 
 pub use commit::schema_difference;
+pub use compaction::CompactionCommit;
 pub use config::{CatalogArgs, ConfigError};
 pub use duckmesh_contracts::canonical_type;
 pub use error::{Error, Result};

@@ -19,7 +19,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("duckmesh-resources", &["duckmesh-core", "duckmesh-contracts"]),
     ("duckmesh-catalog", &["duckmesh-core", "duckmesh-config", "duckmesh-contracts"]),
     ("duckmesh-engine", &["duckmesh-core", "duckmesh-contracts"]),
-    ("duckmesh-maintenance", &["duckmesh-core", "duckmesh-contracts", "duckmesh-catalog", "duckmesh-storage"]),
+    (
+        "duckmesh-maintenance",
+        &["duckmesh-core", "duckmesh-contracts", "duckmesh-catalog", "duckmesh-engine", "duckmesh-storage"],
+    ),
     ("duckmesh-testkit", &["duckmesh-catalog", "duckmesh-localpg"]),
     (
         "duckmesh-worker",
@@ -85,6 +88,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "duckmesh-scheduler",
             "duckmesh-storage",
             "duckmesh-telemetry",
+            "duckmesh-worker",
         ],
     ),
 ];

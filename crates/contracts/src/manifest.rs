@@ -33,6 +33,10 @@ pub struct Manifest {
     pub schema: Vec<Column>,
     /// The data files.
     pub files: Vec<ManifestFile>,
+    /// For a compaction: the files the new ones replace (their rows, exactly). Empty for a
+    /// task's output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
     /// Rows in all files.
     pub rows: i64,
     /// Bytes in all files.
@@ -230,12 +234,14 @@ mod tests {
                 sha256: "0".repeat(64),
                 partition: Some(serde_json::json!({"day": "2024-01-01"})),
             }],
+            replaces: vec![],
             rows: 2,
             bytes: 10,
             created_at: Utc::now(),
         };
         let text = serde_json::to_string(&manifest).expect("serialise");
         assert!(text.contains("\"mode\":\"append\"") && text.contains("\"type\":\"BIGINT\""), "{text}");
+        assert!(!text.contains("replaces"), "a task's manifest names no replaced files: {text}");
         let back: Manifest = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, manifest);
     }

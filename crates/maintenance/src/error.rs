@@ -21,6 +21,47 @@ pub enum Error {
         #[source]
         source: Box<duckmesh_storage::Error>,
     },
+    /// The task's spec is not usable as written.
+    #[error("invalid task spec: {message}")]
+    InvalidSpec {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A file to read does not have the size or SHA-256 the catalog recorded.
+    #[error("file {path} is corrupt: {message}")]
+    InputCorrupt {
+        /// The object key.
+        path: String,
+        /// Which check failed.
+        message: String,
+    },
+    /// DuckDB failed.
+    #[error("DuckDB: {source}")]
+    Engine {
+        /// The engine's error.
+        #[from]
+        source: duckmesh_engine::Error,
+    },
+    /// The rewritten files do not hold the rows read.
+    #[error("{written} rows were written for {read} rows read")]
+    RowCountMismatch {
+        /// Rows in the files read.
+        read: i64,
+        /// Rows in the files written.
+        written: u64,
+    },
+    /// The attempt lost its right to act (its heartbeat was refused): it stopped.
+    #[error("fenced out: {message}")]
+    Fenced {
+        /// Why.
+        message: String,
+    },
+    /// A blocking task or an encoding step failed unexpectedly.
+    #[error("internal error: {message}")]
+    Task {
+        /// What happened.
+        message: String,
+    },
     /// A local file operation failed (downloading a file to hash it).
     #[error("{operation}: {source}")]
     Io {
@@ -41,6 +82,12 @@ impl Error {
         match self {
             Self::Catalog { source, .. } => source.error_code(),
             Self::Storage { source, .. } => source.error_code(),
+            Self::InvalidSpec { .. } => "invalid_task_spec",
+            Self::InputCorrupt { .. } => "input_corrupt",
+            Self::Engine { source } => source.error_code(),
+            Self::RowCountMismatch { .. } => "compaction_row_count_mismatch",
+            Self::Fenced { .. } => "fenced",
+            Self::Task { .. } => "maintenance_internal_error",
             Self::Io { .. } => "maintenance_io_error",
         }
     }
@@ -50,7 +97,18 @@ impl Error {
         match self {
             Self::Catalog { source, .. } => source.is_retryable(),
             Self::Storage { source, .. } => source.is_retryable(),
-            Self::Io { .. } => true,
+            Self::InvalidSpec { .. } | Self::InputCorrupt { .. } | Self::Fenced { .. } => false,
+            Self::Engine { source } => !source.is_sql_fault(),
+            Self::RowCountMismatch { .. } | Self::Task { .. } | Self::Io { .. } => true,
+        }
+    }
+
+    /// Whether the attempt lost its right to act (it must stop and report nothing).
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Self::Fenced { .. } => true,
+            Self::Catalog { source, .. } => source.is_fencing(),
+            _ => false,
         }
     }
 

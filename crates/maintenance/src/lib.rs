@@ -5,10 +5,14 @@
 //!   snapshot's manifest agrees with the files the catalog says it added, and objects under a
 //!   dataset's prefix that nothing references are reported as orphans. Each run is recorded in
 //!   the catalog, where `GET /v1/integrity` and the metrics read it.
+//! - [`compact`]: one leased attempt of a `compact` task rewrites a dataset's small files into
+//!   target-size files and commits them as one fenced `compact` snapshot.
 
+pub mod compact;
 pub mod integrity;
 
 mod error;
 
+pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, Result};
 pub use integrity::{IntegrityOptions, IntegrityReport, check_dataset};

@@ -5,77 +5,13 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use bytes::Bytes;
-use duckmesh_catalog::{Catalog, CommitMode, DatasetRecord, DatasetSpec, ProblemKind, TaskOutput, TaskSpec};
+use common::Harness;
+use duckmesh_catalog::ProblemKind;
 use duckmesh_maintenance::{IntegrityOptions, check_dataset};
-use duckmesh_storage::testing::MotoServer;
-use duckmesh_storage::{ObjectStore, S3Store};
-use duckmesh_testkit::TestDatabase;
-use duckmesh_worker::{AttemptIdentity, Outcome, Worker, WorkerConfig};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-struct Harness {
-    _db: TestDatabase,
-    catalog: Catalog,
-    store: Arc<dyn ObjectStore>,
-    _dir: tempfile::TempDir,
-    worker: Worker,
-}
-
-impl Harness {
-    async fn new() -> Self {
-        let moto = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
-        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(moto.scoped_config()).await.expect("S3 store"));
-        let db = TestDatabase::new().await.expect("test database");
-        let catalog = db.catalog().await.expect("catalog");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = WorkerConfig {
-            cache_dir: dir.path().join("cache"),
-            work_dir: dir.path().join("work"),
-            runner: Some("test-worker".into()),
-            ..WorkerConfig::default()
-        };
-        let worker = Worker::new(catalog.clone(), store.clone(), config);
-        Self { _db: db, catalog, store, _dir: dir, worker }
-    }
-
-    async fn dataset(&self, name: &str) -> DatasetRecord {
-        let spec = DatasetSpec {
-            namespace: "default".into(),
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            generation: 1,
-            tenant: "default".into(),
-            schema: None,
-            spec: serde_json::json!({}),
-        };
-        self.catalog.upsert_dataset(&spec).await.expect("upsert dataset")
-    }
-
-    /// Commits `sql` to `dataset` through the real worker.
-    async fn commit(&self, dataset: &DatasetRecord, name: &str, sql: &str) {
-        let task = TaskSpec {
-            name: name.into(),
-            kind: "sql".into(),
-            depends_on: vec![],
-            max_attempts: Some(1),
-            timeout_seconds: None,
-            output: Some(TaskOutput { dataset: dataset.id, mode: CommitMode::Append }),
-            spec: serde_json::json!({ "sql": sql }),
-        };
-        let task = self.catalog.upsert_standalone_task("default", "default", &task).await.expect("task");
-        let lease =
-            self.catalog.lease_task(task, "test", Duration::from_secs(60)).await.expect("lease").expect("runnable");
-        let identity =
-            AttemptIdentity { task: lease.task, attempt: lease.attempt, fence: lease.fence, traceparent: None };
-        match self.worker.run(&identity, CancellationToken::new()).await {
-            Outcome::Committed(_) => {}
-            other => panic!("expected a commit, got {other:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn committed_data_is_clean_and_every_kind_of_damage_is_found() {

@@ -385,6 +385,7 @@ impl Worker {
                 .collect(),
             schema: schema.clone(),
             files: files.iter().map(ManifestFile::from).collect(),
+            replaces: Vec::new(),
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             created_at: chrono::Utc::now(),
