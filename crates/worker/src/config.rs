@@ -1,18 +1,52 @@
-//! The worker's knobs from the environment, parsed once with safe defaults (SPEC §3).
+//! The worker's knobs (SPEC §3) as a clap `Args` struct: flags, `DUCKMESH_*` variables and safe
+//! defaults, parsed once into a [`WorkerConfig`].
 
 use crate::error::{Error, Result};
+use duckmesh_config::knob;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Every worker knob: variable, default, meaning (for docs and `--help`).
-pub const KNOBS: &[(&str, &str, &str)] = &[
-    ("DUCKMESH_HEARTBEAT_SECONDS", "30", "interval between lease renewals while the attempt runs"),
-    ("DUCKMESH_TASK_TIMEOUT_SECONDS", "300", "runtime limit of an attempt whose task sets no timeoutSeconds"),
-    ("DUCKMESH_CACHE_DIR", "<temp dir>/duckmesh-cache", "local cache of input files, keyed by SHA-256"),
-    ("DUCKMESH_WORK_DIR", "<temp dir>", "where an attempt writes its output and DuckDB spills"),
-    ("DUCKMESH_WORKER_TRANSFER_CONCURRENCY", "4", "input downloads and output uploads in flight at once"),
-    ("DUCKMESH_RUNNER", "$HOSTNAME", "the runner name recorded on the attempt (the pod name in Kubernetes)"),
-];
+/// The worker's knobs.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Worker")]
+pub struct WorkerArgs {
+    /// Interval between lease renewals while the attempt runs (seconds)
+    #[arg(long, env = "DUCKMESH_HEARTBEAT_SECONDS", default_value = "30", value_parser = knob::seconds(0.0, 3600.0))]
+    pub heartbeat_seconds: Duration,
+    /// Runtime limit of an attempt whose task sets no timeoutSeconds (seconds)
+    #[arg(long, env = "DUCKMESH_TASK_TIMEOUT_SECONDS", default_value = "300", value_parser = knob::seconds(0.0, 7.0 * 86_400.0))]
+    pub task_timeout_seconds: Duration,
+    /// Local cache of input files, keyed by SHA-256; unset: <temp dir>/duckmesh-cache
+    #[arg(long, env = "DUCKMESH_CACHE_DIR", value_parser = knob::path())]
+    pub cache_dir: Option<PathBuf>,
+    /// Where an attempt writes its output and DuckDB spills; unset: the temp dir
+    #[arg(long, env = "DUCKMESH_WORK_DIR", value_parser = knob::path())]
+    pub work_dir: Option<PathBuf>,
+    /// Input downloads and output uploads in flight at once
+    #[arg(long, env = "DUCKMESH_WORKER_TRANSFER_CONCURRENCY", default_value = "4", value_parser = knob::number(1, 64))]
+    pub worker_transfer_concurrency: u64,
+    /// The runner name recorded on the attempt (the pod name in Kubernetes); unset: $HOSTNAME
+    #[arg(long, env = "DUCKMESH_RUNNER", value_parser = knob::text())]
+    pub runner: Option<String>,
+    /// The host's name, the runner name when DUCKMESH_RUNNER is unset.
+    #[arg(long, env = "HOSTNAME", hide = true, value_parser = knob::text())]
+    pub hostname: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The typed configuration.
+    pub fn into_config(self) -> WorkerConfig {
+        let defaults = WorkerConfig::default();
+        WorkerConfig {
+            heartbeat: self.heartbeat_seconds,
+            default_timeout: self.task_timeout_seconds,
+            cache_dir: self.cache_dir.unwrap_or(defaults.cache_dir),
+            work_dir: self.work_dir.unwrap_or(defaults.work_dir),
+            transfer_concurrency: usize::try_from(self.worker_transfer_concurrency).unwrap_or(usize::MAX),
+            runner: self.runner.or(self.hostname),
+        }
+    }
+}
 
 /// How the worker behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,41 +85,12 @@ impl WorkerConfig {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads the knobs through `lookup`. Unset or empty variables keep their defaults; set but
-    /// invalid ones are errors naming the variable.
+    /// Reads the knobs through `lookup` (a map in tests, dev mode's overlay). Unset or blank
+    /// variables keep their defaults; set but invalid ones are errors naming the variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
-        let defaults = Self::default();
-        let seconds = |name: &str, default: Duration, max: f64| -> Result<Duration> {
-            match get(name) {
-                None => Ok(default),
-                Some(raw) => match raw.parse::<f64>() {
-                    Ok(value) if value.is_finite() && value > 0.0 && value <= max => Ok(Duration::from_secs_f64(value)),
-                    _ => Err(Error::Config {
-                        message: format!("{name}={raw:?}: expected a number of seconds from 0 to {max}"),
-                    }),
-                },
-            }
-        };
-        let transfer_concurrency = match get("DUCKMESH_WORKER_TRANSFER_CONCURRENCY") {
-            None => defaults.transfer_concurrency,
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(value) if (1..=64).contains(&value) => value,
-                _ => {
-                    return Err(Error::Config {
-                        message: format!("DUCKMESH_WORKER_TRANSFER_CONCURRENCY={raw:?}: expected 1 to 64"),
-                    });
-                }
-            },
-        };
-        Ok(Self {
-            heartbeat: seconds("DUCKMESH_HEARTBEAT_SECONDS", defaults.heartbeat, 3600.0)?,
-            default_timeout: seconds("DUCKMESH_TASK_TIMEOUT_SECONDS", defaults.default_timeout, 7.0 * 86_400.0)?,
-            cache_dir: get("DUCKMESH_CACHE_DIR").map_or(defaults.cache_dir, PathBuf::from),
-            work_dir: get("DUCKMESH_WORK_DIR").map_or(defaults.work_dir, PathBuf::from),
-            transfer_concurrency,
-            runner: get("DUCKMESH_RUNNER").or_else(|| get("HOSTNAME")),
-        })
+        duckmesh_config::from_lookup::<WorkerArgs>(lookup)
+            .map(WorkerArgs::into_config)
+            .map_err(|error| Error::Config { message: error.message })
     }
 }
 
@@ -137,8 +142,9 @@ mod tests {
             assert_eq!(error.error_code(), "worker_config_invalid");
             assert!(error.to_string().contains(name), "{error}");
         }
-        for (name, _, _) in KNOBS {
-            assert!(name.starts_with("DUCKMESH_"));
+        let command = <WorkerArgs as clap::Args>::augment_args(clap::Command::new("worker"));
+        for arg in command.get_arguments().filter(|arg| !arg.is_hide_set()) {
+            assert!(arg.get_env().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with("DUCKMESH_")));
         }
     }
 }

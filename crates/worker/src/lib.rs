@@ -18,7 +18,7 @@ mod error;
 mod run;
 
 pub use cache::{Fetched, FileCache};
-pub use config::{KNOBS, WorkerConfig};
+pub use config::{WorkerArgs, WorkerConfig};
 pub use duckmesh_contracts::task::{
     DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, EngineLimits, InputSpec, MIN_TARGET_FILE_SIZE_BYTES, Quantity,
     Resources, SpecError, SqlTaskSpec, parse_cpu, parse_memory,
