@@ -1,51 +1,75 @@
-//! The coordinator's knobs, parsed once from `DUCKMESH_*` variables with safe defaults. A
-//! variable that is set but invalid is an error naming it, never a silent default.
+//! The coordinator's knobs as a clap `Args` struct: flags, `DUCKMESH_*` variables and safe
+//! defaults, parsed once into a [`CoordinatorConfig`]. A variable that is set but invalid is an
+//! error naming it, never a silent default.
 
 use crate::error::ConfigError;
+use duckmesh_config::knob;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Every knob: variable, default, meaning (for docs and `--help`).
-pub const KNOBS: &[(&str, &str, &str)] = &[
-    ("DUCKMESH_COORDINATOR_BATCH_MAX_EVENTS", "10000", "most ingest events claimed and committed in one batch"),
-    (
-        "DUCKMESH_COORDINATOR_LINGER_MS",
-        "100",
-        "after a wake-up, wait this long so a batch can fill: higher means fewer, larger files but later visibility",
-    ),
-    (
-        "DUCKMESH_COORDINATOR_CLAIM_LEASE_SECONDS",
-        "30",
-        "how long a claimed batch is reserved; after that another coordinator may take the events",
-    ),
-    (
-        "DUCKMESH_COORDINATOR_MAX_CLAIMS",
-        "5",
-        "claims after which an event whose claim ran out again is dead-lettered (`claim_attempts_exhausted`)",
-    ),
-    (
-        "DUCKMESH_COORDINATOR_POLL_INTERVAL_MS",
-        "1000",
-        "how often to look for pending events when no notification arrives",
-    ),
-    ("DUCKMESH_COORDINATOR_WORK_DIR", "<temp dir>", "parent of each batch's scratch directory (event file, Parquet)"),
-    (
-        "DUCKMESH_COORDINATOR_MEMORY_LIMIT_MB",
-        "<DuckDB's default>",
-        "DuckDB memory limit per batch conversion (set it below the pod's memory limit; larger batches spill to the work dir)",
-    ),
-    (
-        "DUCKMESH_COORDINATOR_THREADS",
-        "<DuckDB's default>",
-        "DuckDB threads per batch conversion (set it to the pod's CPU limit)",
-    ),
-    (
-        "DUCKMESH_READ_ONLY",
-        "false",
-        "process-local emergency read-only override: claim and commit nothing (the catalog switch is the main one)",
-    ),
-    ("DUCKMESH_COORDINATOR_ID", "$HOSTNAME", "this replica's name in logs and manifests"),
-];
+/// The coordinator's knobs.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Ingest coordinator")]
+pub struct CoordinatorArgs {
+    /// Most ingest events claimed and committed in one batch
+    #[arg(long, env = "DUCKMESH_COORDINATOR_BATCH_MAX_EVENTS", default_value = "10000", value_parser = knob::number(1, 1_000_000))]
+    pub coordinator_batch_max_events: u64,
+    /// After a wake-up, wait this long so a batch can fill: higher means fewer, larger files but
+    /// later visibility (milliseconds)
+    #[arg(long, env = "DUCKMESH_COORDINATOR_LINGER_MS", default_value = "100", value_parser = knob::number(0, 60_000))]
+    pub coordinator_linger_ms: u64,
+    /// How long a claimed batch is reserved; after that another coordinator may take the events
+    /// (seconds)
+    #[arg(long, env = "DUCKMESH_COORDINATOR_CLAIM_LEASE_SECONDS", default_value = "30", value_parser = knob::number(1, 3_600))]
+    pub coordinator_claim_lease_seconds: u64,
+    /// Claims after which an event whose claim ran out again is dead-lettered
+    /// (`claim_attempts_exhausted`)
+    #[arg(long, env = "DUCKMESH_COORDINATOR_MAX_CLAIMS", default_value = "5", value_parser = knob::number(1, 1_000))]
+    pub coordinator_max_claims: u64,
+    /// How often to look for pending events when no notification arrives (milliseconds)
+    #[arg(long, env = "DUCKMESH_COORDINATOR_POLL_INTERVAL_MS", default_value = "1000", value_parser = knob::number(10, 3_600_000))]
+    pub coordinator_poll_interval_ms: u64,
+    /// Parent of each batch's scratch directory (event file, Parquet); unset: the temp dir
+    #[arg(long, env = "DUCKMESH_COORDINATOR_WORK_DIR", value_parser = knob::path())]
+    pub coordinator_work_dir: Option<PathBuf>,
+    /// DuckDB memory limit per batch conversion in MiB (set it below the pod's memory limit;
+    /// larger batches spill to the work dir); unset: DuckDB's default
+    #[arg(long, env = "DUCKMESH_COORDINATOR_MEMORY_LIMIT_MB", value_parser = knob::number(crate::convert::MIN_MEMORY_LIMIT_MB, 1024 * 1024))]
+    pub coordinator_memory_limit_mb: Option<u64>,
+    /// DuckDB threads per batch conversion (set it to the pod's CPU limit); unset: DuckDB's
+    /// default
+    #[arg(long, env = "DUCKMESH_COORDINATOR_THREADS", value_parser = knob::number(1, 1024))]
+    pub coordinator_threads: Option<u64>,
+    /// Process-local emergency read-only override: claim and commit nothing (the catalog switch
+    /// is the main one)
+    #[arg(long, env = "DUCKMESH_READ_ONLY", default_value = "false", value_parser = knob::flag(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub read_only: bool,
+    /// This replica's name in logs and manifests; unset: $HOSTNAME, else `duckmesh-coordinator`
+    #[arg(long, env = "DUCKMESH_COORDINATOR_ID", value_parser = knob::text())]
+    pub coordinator_id: Option<String>,
+    /// The host's name, the replica's name when DUCKMESH_COORDINATOR_ID is unset.
+    #[arg(long, env = "HOSTNAME", hide = true, value_parser = knob::text())]
+    pub hostname: Option<String>,
+}
+
+impl CoordinatorArgs {
+    /// The typed configuration.
+    pub fn into_config(self) -> CoordinatorConfig {
+        let defaults = CoordinatorConfig::default();
+        CoordinatorConfig {
+            batch_max_events: u32::try_from(self.coordinator_batch_max_events).unwrap_or(u32::MAX),
+            linger: Duration::from_millis(self.coordinator_linger_ms),
+            claim_lease: Duration::from_secs(self.coordinator_claim_lease_seconds),
+            max_claims: u32::try_from(self.coordinator_max_claims).unwrap_or(u32::MAX),
+            poll_interval: Duration::from_millis(self.coordinator_poll_interval_ms),
+            work_dir: self.coordinator_work_dir.unwrap_or(defaults.work_dir),
+            memory_limit_bytes: self.coordinator_memory_limit_mb.map(|mb| mb * 1024 * 1024),
+            threads: self.coordinator_threads,
+            read_only: self.read_only,
+            identity: self.coordinator_id.or(self.hostname).unwrap_or(defaults.identity),
+        }
+    }
+}
 
 /// How the coordinator behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,40 +119,10 @@ impl CoordinatorConfig {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads the knobs through `lookup` (tests pass a map instead of touching the process
-    /// environment). The identity is `DUCKMESH_COORDINATOR_ID`, else `HOSTNAME` (the pod name).
+    /// Reads the knobs through `lookup` (a map in tests, dev mode's overlay). The identity is
+    /// `DUCKMESH_COORDINATOR_ID`, else `HOSTNAME` (the pod name).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let knobs = duckmesh_core::Knobs::new(lookup);
-        let get = |name: &str| knobs.string(name);
-        let number = |name: &str, min: u64, max: u64| knobs.number(name, min, max).map_err(ConfigError::from);
-        let mut config = Self::default();
-        if let Some(events) = number("DUCKMESH_COORDINATOR_BATCH_MAX_EVENTS", 1, 1_000_000)? {
-            config.batch_max_events = u32::try_from(events).unwrap_or(u32::MAX);
-        }
-        if let Some(ms) = number("DUCKMESH_COORDINATOR_LINGER_MS", 0, 60_000)? {
-            config.linger = Duration::from_millis(ms);
-        }
-        if let Some(seconds) = number("DUCKMESH_COORDINATOR_CLAIM_LEASE_SECONDS", 1, 3_600)? {
-            config.claim_lease = Duration::from_secs(seconds);
-        }
-        if let Some(claims) = number("DUCKMESH_COORDINATOR_MAX_CLAIMS", 1, 1_000)? {
-            config.max_claims = u32::try_from(claims).unwrap_or(u32::MAX);
-        }
-        if let Some(ms) = number("DUCKMESH_COORDINATOR_POLL_INTERVAL_MS", 10, 3_600_000)? {
-            config.poll_interval = Duration::from_millis(ms);
-        }
-        if let Some(dir) = get("DUCKMESH_COORDINATOR_WORK_DIR") {
-            config.work_dir = dir.into();
-        }
-        config.memory_limit_bytes =
-            number("DUCKMESH_COORDINATOR_MEMORY_LIMIT_MB", crate::convert::MIN_MEMORY_LIMIT_MB, 1024 * 1024)?
-                .map(|mb| mb * 1024 * 1024);
-        config.threads = number("DUCKMESH_COORDINATOR_THREADS", 1, 1024)?;
-        config.read_only = knobs.flag("DUCKMESH_READ_ONLY")?;
-        if let Some(identity) = get("DUCKMESH_COORDINATOR_ID").or_else(|| get("HOSTNAME")) {
-            config.identity = identity;
-        }
-        Ok(config)
+        duckmesh_config::from_lookup::<CoordinatorArgs>(lookup).map(CoordinatorArgs::into_config)
     }
 }
 
@@ -154,11 +148,15 @@ mod tests {
         assert!(!config.read_only);
         assert_eq!((config.memory_limit_bytes, config.threads), (None, None));
         assert_eq!(config.identity, "duckmesh-coordinator");
-        for (name, default, _) in KNOBS {
+        let command = <CoordinatorArgs as clap::Args>::augment_args(clap::Command::new("coordinator"));
+        let table: Vec<&str> = command
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_env().and_then(|name| name.to_str()))
+            .collect();
+        for name in &table {
             assert!(name.starts_with("DUCKMESH_"), "{name}");
-            assert!(!default.is_empty());
         }
-        let table: Vec<&str> = KNOBS.iter().map(|(name, _, _)| *name).collect();
         for name in ["DUCKMESH_COORDINATOR_BATCH_MAX_EVENTS", "DUCKMESH_COORDINATOR_LINGER_MS", "DUCKMESH_READ_ONLY"] {
             assert!(table.contains(&name), "{name} is documented");
         }

@@ -3,26 +3,7 @@
 
 use duckmesh_core::{DatasetId, Fence};
 
-/// A configuration variable that is set but unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid coordinator configuration: {message}")]
-pub struct ConfigError {
-    /// What is wrong, naming the variable.
-    pub message: String,
-}
-
-impl From<duckmesh_core::KnobError> for ConfigError {
-    fn from(error: duckmesh_core::KnobError) -> Self {
-        Self { message: error.message }
-    }
-}
-
-impl ConfigError {
-    /// The stable code of every configuration error.
-    pub fn error_code(&self) -> &'static str {
-        "invalid_config"
-    }
-}
+pub use duckmesh_config::ConfigError;
 
 /// Everything that can stop a batch or the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +132,7 @@ mod tests {
         assert_eq!(Error::ReadOnly.error_code(), "read_only");
         let catalog = Error::Catalog { step: "claiming", source: duckmesh_catalog::Error::Corrupt("x".into()) };
         assert_eq!(catalog.error_code(), "catalog_corrupt");
-        let config = Error::from(ConfigError { message: "DUCKMESH_COORDINATOR_LINGER_MS=abc".into() });
+        let config = Error::from(ConfigError::new("DUCKMESH_COORDINATOR_LINGER_MS=abc"));
         assert_eq!(config.error_code(), "invalid_config");
         assert!(!config.is_retryable());
         assert!(Error::ReadOnly.is_retryable());

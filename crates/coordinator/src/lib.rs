@@ -20,7 +20,7 @@ mod error;
 mod health;
 mod manifest;
 
-pub use config::{CoordinatorConfig, KNOBS};
+pub use config::{CoordinatorArgs, CoordinatorConfig};
 pub use convert::{CONVERSION_FAILED, INVALID_DATASET_SPEC, INVALID_SCHEMA, SCHEMA_MISSING};
 pub use coordinator::{BatchReport, Coordinator};
 pub use error::{ConfigError, Error, Result};
