@@ -1,93 +1,175 @@
-//! The query service's knobs (SPEC §3), parsed once from `DUCKMESH_*` variables with safe
-//! defaults. A variable that is set but invalid is an error naming it, never a silent default.
+//! The query service's knobs (SPEC §3) as a clap `Args` struct: flags, `DUCKMESH_*` variables
+//! and safe defaults, parsed once into a [`QueryConfig`]. A variable that is set but invalid is
+//! an error naming it, never a silent default.
 
 use crate::auth::ApiKeys;
 use crate::error::ConfigError;
 pub use crate::limits::SqlLimits;
+use duckmesh_config::knob;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Every knob: variable, default, meaning (for docs and `--help`).
-pub const KNOBS: &[(&str, &str, &str)] = &[
-    (
-        "DUCKMESH_API_KEYS_FILE",
-        "—",
-        "YAML/JSON list of {key_sha256 | key, tenant, user}; required unless DUCKMESH_QUERY_AUTH=none",
-    ),
-    (
-        "DUCKMESH_QUERY_AUTH",
-        "keys",
-        "`none` serves every request as tenant `default`, user `local` (local development only)",
-    ),
-    ("DUCKMESH_QUERY_NAMESPACE", "default", "namespace whose datasets a query reads when the request names none"),
-    (
-        "DUCKMESH_QUERY_CACHE_DIR",
-        "<temp dir>/duckmesh-query-cache",
-        "local cache of committed Parquet files, by SHA-256",
-    ),
-    ("DUCKMESH_QUERY_CACHE_BYTES", "2147483648", "size bound of the cache (least recently used files are evicted)"),
-    ("DUCKMESH_QUERY_WORK_DIR", "<temp dir>", "parent of each query's scratch directory (spill, export)"),
-    (
-        "DUCKMESH_QUERY_LITE",
-        "false",
-        "Lite mode: one query at a time (a single DuckDB) unless DUCKMESH_QUERY_CONCURRENCY says otherwise",
-    ),
-    ("DUCKMESH_QUERY_CONCURRENCY", "4 (1 in Lite mode)", "queries executing at once"),
-    ("DUCKMESH_QUERY_QUEUE", "16", "queries waiting for a slot before new ones get 429 overloaded"),
-    (
-        "DUCKMESH_QUERY_BARRIER_WAITERS",
-        "64",
-        "strict-barrier queries waiting at once before new ones get 429 overloaded",
-    ),
-    ("DUCKMESH_QUERY_TIMEOUT_SECONDS", "60", "runtime limit of POST /v1/query"),
-    ("DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", "300", "runtime limit of POST /v1/task/query"),
-    (
-        "DUCKMESH_QUERY_MAX_SQL_BYTES",
-        "102400",
-        "longest SQL text a query may send; longer ones get 400 query_too_complex",
-    ),
-    (
-        "DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS",
-        "1000",
-        "most expressions in one select list; wider ones get 400 query_too_complex",
-    ),
-    (
-        "DUCKMESH_QUERY_MAX_NESTING",
-        "64",
-        "deepest nesting of parentheses and subqueries in a query's SQL; deeper ones get 400 query_too_complex",
-    ),
-    ("DUCKMESH_QUERY_INLINE_MAX_ROWS", "10000", "largest result returned inline; larger ones are exported as Parquet"),
-    ("DUCKMESH_QUERY_INLINE_MAX_BYTES", "10485760", "largest inline response body; larger results are exported"),
-    ("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", "3600", "validity of an export's presigned URL"),
-    (
-        "DUCKMESH_QUERY_ENGINE_POOL",
-        "4",
-        "locked-down databases kept warm for reuse, one per exact snapshot set (0 = a fresh database per query)",
-    ),
-    ("DUCKMESH_QUERY_THREADS", "all cores", "DuckDB threads per query"),
-    ("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", "DuckDB's default", "DuckDB memory limit of each database"),
-    ("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", "10", "POST /v1/query requests per minute per user (0 = off)"),
-    ("DUCKMESH_API_RATE_LIMIT_PER_USER", "100", "API requests per minute per user (0 = off)"),
-    ("DUCKMESH_API_RATE_LIMIT_PER_TENANT", "1000", "API requests per minute per tenant (0 = off)"),
-    ("DUCKMESH_INGEST_MAX_BODY_BYTES", "8388608", "largest POST /v1/ingest body; larger ones get 413"),
-    ("DUCKMESH_INGEST_MAX_RECORDS", "10000", "most records in one ingest request"),
-    (
-        "DUCKMESH_INGEST_RECORDS_PER_MINUTE",
-        "600000",
-        "records per minute one tenant may ingest into one dataset, unless the Dataset sets spec.ingest.rateLimitPerMinute (0 = off)",
-    ),
-    (
-        "DUCKMESH_INGEST_MAX_PENDING",
-        "100000",
-        "acknowledged, not yet visible records per dataset beyond which ingest gets 429, unless the Dataset sets spec.ingest.maxPendingRecords",
-    ),
-    (
-        "DUCKMESH_READ_ONLY",
-        "false",
-        "emergency read-only mode for this process: ingest answers 503 read_only (the catalog switch `duckmesh read-only on` covers every process)",
-    ),
-];
+/// The query service's knobs.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Query API")]
+pub struct QueryArgs {
+    /// YAML/JSON list of {key_sha256 | key, tenant, user}; required unless
+    /// DUCKMESH_QUERY_AUTH=none
+    #[arg(long, env = "DUCKMESH_API_KEYS_FILE", value_parser = knob::path())]
+    pub api_keys_file: Option<PathBuf>,
+    /// `none` serves every request as tenant `default`, user `local` (local development only)
+    #[arg(long, env = "DUCKMESH_QUERY_AUTH", default_value = "keys", value_parser = knob::choice(&["keys", "none"]))]
+    pub query_auth: String,
+    /// Namespace whose datasets a query reads when the request names none
+    #[arg(long, env = "DUCKMESH_QUERY_NAMESPACE", default_value = "default", value_parser = knob::text())]
+    pub query_namespace: String,
+    /// Local cache of committed Parquet files, by SHA-256; unset: <temp dir>/duckmesh-query-cache
+    #[arg(long, env = "DUCKMESH_QUERY_CACHE_DIR", value_parser = knob::path())]
+    pub query_cache_dir: Option<PathBuf>,
+    /// Size bound of the cache in bytes (least recently used files are evicted)
+    #[arg(long, env = "DUCKMESH_QUERY_CACHE_BYTES", default_value = "2147483648", value_parser = knob::number(1024 * 1024, u64::MAX / 2))]
+    pub query_cache_bytes: u64,
+    /// Parent of each query's scratch directory (spill, export); unset: the temp dir
+    #[arg(long, env = "DUCKMESH_QUERY_WORK_DIR", value_parser = knob::path())]
+    pub query_work_dir: Option<PathBuf>,
+    /// Lite mode: one query at a time (a single DuckDB) unless DUCKMESH_QUERY_CONCURRENCY says
+    /// otherwise
+    #[arg(long, env = "DUCKMESH_QUERY_LITE", default_value = "false", value_parser = knob::flag(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub query_lite: bool,
+    /// Queries executing at once; unset: 4 (1 in Lite mode)
+    #[arg(long, env = "DUCKMESH_QUERY_CONCURRENCY", value_parser = knob::number(1, 256))]
+    pub query_concurrency: Option<u64>,
+    /// Queries waiting for a slot before new ones get 429 overloaded
+    #[arg(long, env = "DUCKMESH_QUERY_QUEUE", default_value = "16", value_parser = knob::number(0, 10_000))]
+    pub query_queue: u64,
+    /// Strict-barrier queries waiting at once before new ones get 429 overloaded
+    #[arg(long, env = "DUCKMESH_QUERY_BARRIER_WAITERS", default_value = "64", value_parser = knob::number(1, 10_000))]
+    pub query_barrier_waiters: u64,
+    /// Runtime limit of POST /v1/query (seconds)
+    #[arg(long, env = "DUCKMESH_QUERY_TIMEOUT_SECONDS", default_value = "60", value_parser = knob::number(1, 3600))]
+    pub query_timeout_seconds: u64,
+    /// Runtime limit of POST /v1/task/query (seconds)
+    #[arg(long, env = "DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", default_value = "300", value_parser = knob::number(1, 86_400))]
+    pub task_query_timeout_seconds: u64,
+    /// Longest SQL text a query may send in bytes; longer ones get 400 query_too_complex
+    #[arg(long, env = "DUCKMESH_QUERY_MAX_SQL_BYTES", default_value = "102400", value_parser = knob::number(1024, 64 * 1024 * 1024))]
+    pub query_max_sql_bytes: u64,
+    /// Most expressions in one select list; wider ones get 400 query_too_complex
+    #[arg(long, env = "DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS", default_value = "1000", value_parser = knob::number(1, 1_000_000))]
+    pub query_max_select_expressions: u64,
+    /// Deepest nesting of parentheses and subqueries in a query's SQL; deeper ones get 400
+    /// query_too_complex
+    #[arg(long, env = "DUCKMESH_QUERY_MAX_NESTING", default_value = "64", value_parser = knob::number(1, 10_000))]
+    pub query_max_nesting: u64,
+    /// Largest result returned inline in rows; larger ones are exported as Parquet
+    #[arg(long, env = "DUCKMESH_QUERY_INLINE_MAX_ROWS", default_value = "10000", value_parser = knob::number(1, 10_000_000))]
+    pub query_inline_max_rows: u64,
+    /// Largest inline response body in bytes; larger results are exported
+    #[arg(long, env = "DUCKMESH_QUERY_INLINE_MAX_BYTES", default_value = "10485760", value_parser = knob::number(1024, 1024 * 1024 * 1024))]
+    pub query_inline_max_bytes: u64,
+    /// Validity of an export's presigned URL (seconds)
+    #[arg(long, env = "DUCKMESH_QUERY_EXPORT_TTL_SECONDS", default_value = "3600", value_parser = knob::number(60, 7 * 86_400))]
+    pub query_export_ttl_seconds: u64,
+    /// Locked-down databases kept warm for reuse, one per exact snapshot set (0 = a fresh
+    /// database per query)
+    #[arg(long, env = "DUCKMESH_QUERY_ENGINE_POOL", default_value = "4", value_parser = knob::number(0, 1024))]
+    pub query_engine_pool: u64,
+    /// DuckDB threads per query; unset: all cores
+    #[arg(long, env = "DUCKMESH_QUERY_THREADS", value_parser = knob::number(1, 1024))]
+    pub query_threads: Option<u64>,
+    /// DuckDB memory limit of each database in bytes; unset: DuckDB's default
+    #[arg(long, env = "DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", value_parser = knob::number(64 * 1024 * 1024, u64::MAX / 2))]
+    pub query_memory_limit_bytes: Option<u64>,
+    /// POST /v1/query requests per minute per user (0 = off)
+    #[arg(long, env = "DUCKMESH_QUERY_RATE_LIMIT_PER_USER", default_value = "10", value_parser = knob::number(0, 1_000_000))]
+    pub query_rate_limit_per_user: u64,
+    /// API requests per minute per user (0 = off)
+    #[arg(long, env = "DUCKMESH_API_RATE_LIMIT_PER_USER", default_value = "100", value_parser = knob::number(0, 1_000_000))]
+    pub api_rate_limit_per_user: u64,
+    /// API requests per minute per tenant (0 = off)
+    #[arg(long, env = "DUCKMESH_API_RATE_LIMIT_PER_TENANT", default_value = "1000", value_parser = knob::number(0, 1_000_000))]
+    pub api_rate_limit_per_tenant: u64,
+    /// Largest POST /v1/ingest body in bytes; larger ones get 413
+    #[arg(long, env = "DUCKMESH_INGEST_MAX_BODY_BYTES", default_value = "8388608", value_parser = knob::number(1024, 1024 * 1024 * 1024))]
+    pub ingest_max_body_bytes: u64,
+    /// Most records in one ingest request
+    #[arg(long, env = "DUCKMESH_INGEST_MAX_RECORDS", default_value = "10000", value_parser = knob::number(1, 1_000_000))]
+    pub ingest_max_records: u64,
+    /// Records per minute one tenant may ingest into one dataset, unless the Dataset sets
+    /// spec.ingest.rateLimitPerMinute (0 = off)
+    #[arg(long, env = "DUCKMESH_INGEST_RECORDS_PER_MINUTE", default_value = "600000", value_parser = knob::number(0, 1_000_000_000))]
+    pub ingest_records_per_minute: u64,
+    /// Acknowledged, not yet visible records per dataset beyond which ingest gets 429, unless
+    /// the Dataset sets spec.ingest.maxPendingRecords
+    #[arg(long, env = "DUCKMESH_INGEST_MAX_PENDING", default_value = "100000", value_parser = knob::number(1, 1_000_000_000))]
+    pub ingest_max_pending: u64,
+    /// Emergency read-only mode for this process: ingest answers 503 read_only (the catalog
+    /// switch `duckmesh read-only on` covers every process)
+    #[arg(long, env = "DUCKMESH_READ_ONLY", default_value = "false", value_parser = knob::flag(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub read_only: bool,
+}
+
+impl QueryArgs {
+    /// The typed configuration; the API keys file is read here. The authentication choice
+    /// must be explicit: a keys file, or `DUCKMESH_QUERY_AUTH=none`.
+    pub fn into_config(self) -> Result<QueryConfig, ConfigError> {
+        let temp = std::env::temp_dir();
+        let mut config = QueryConfig::local(&temp);
+        config.auth = match (self.api_keys_file, self.query_auth.as_str()) {
+            (Some(_), "none") => {
+                return Err(ConfigError::new("DUCKMESH_QUERY_AUTH=none contradicts DUCKMESH_API_KEYS_FILE; set one"));
+            }
+            (Some(path), _) => Some(ApiKeys::from_file(&path)?),
+            (None, "none") => None,
+            (None, _) => {
+                return Err(ConfigError::new(
+                    "no API keys: set DUCKMESH_API_KEYS_FILE (a mounted Secret), or DUCKMESH_QUERY_AUTH=none for local \
+                     development without authentication",
+                ));
+            }
+        };
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let per_minute = |n: u64| NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX));
+        config.namespace = self.query_namespace;
+        config.cache_dir = self.query_cache_dir.unwrap_or_else(|| temp.join("duckmesh-query-cache"));
+        config.work_dir = self.query_work_dir.unwrap_or(temp);
+        config.cache_bytes = self.query_cache_bytes;
+        config.max_running = match (self.query_concurrency, self.query_lite) {
+            (Some(n), _) => size(n),
+            (None, true) => 1,
+            (None, false) => config.max_running,
+        };
+        config.max_queued = size(self.query_queue);
+        config.max_barrier_waiters = size(self.query_barrier_waiters);
+        config.user_timeout = Duration::from_secs(self.query_timeout_seconds);
+        config.task_timeout = Duration::from_secs(self.task_query_timeout_seconds);
+        config.sql_limits = SqlLimits {
+            max_sql_bytes: size(self.query_max_sql_bytes),
+            max_select_expressions: size(self.query_max_select_expressions),
+            max_nesting: size(self.query_max_nesting),
+        };
+        config.inline_max_rows = self.query_inline_max_rows;
+        config.inline_max_bytes = self.query_inline_max_bytes;
+        config.export_ttl = Duration::from_secs(self.query_export_ttl_seconds);
+        config.engine_pool = size(self.query_engine_pool);
+        config.ingest = IngestLimits {
+            max_body_bytes: size(self.ingest_max_body_bytes),
+            max_records: size(self.ingest_max_records),
+            records_per_minute: per_minute(self.ingest_records_per_minute),
+            max_pending: self.ingest_max_pending,
+        };
+        config.read_only = self.read_only;
+        config.threads = self.query_threads;
+        config.memory_limit_bytes = self.query_memory_limit_bytes;
+        config.rate_limits = RateLimits {
+            query_per_user: per_minute(self.query_rate_limit_per_user),
+            api_per_user: per_minute(self.api_rate_limit_per_user),
+            api_per_tenant: per_minute(self.api_rate_limit_per_tenant),
+        };
+        Ok(config)
+    }
+}
 
 /// Requests per minute; `None` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,113 +312,9 @@ impl QueryConfig {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads the knobs through `lookup` (tests pass a map instead of touching the process
-    /// environment).
+    /// Reads the knobs through `lookup` (a map in tests, dev mode's overlay).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let knobs = duckmesh_core::Knobs::new(lookup);
-        let get = |name: &str| knobs.string(name);
-        let number = |name: &str, min: u64, max: u64| knobs.number(name, min, max).map_err(ConfigError::from);
-        let flag = |name: &str| knobs.flag(name).map_err(ConfigError::from);
-        let temp = std::env::temp_dir();
-        let mut config = Self::local(&temp);
-        config.cache_dir = temp.join("duckmesh-query-cache");
-        config.work_dir = temp.clone();
-
-        config.auth = match (get("DUCKMESH_API_KEYS_FILE"), get("DUCKMESH_QUERY_AUTH").map(|v| v.to_ascii_lowercase()))
-        {
-            (Some(_), Some(mode)) if mode == "none" => {
-                return Err(ConfigError::new("DUCKMESH_QUERY_AUTH=none contradicts DUCKMESH_API_KEYS_FILE; set one"));
-            }
-            (Some(path), _) => Some(ApiKeys::from_file(Path::new(&path))?),
-            (None, Some(mode)) if mode == "none" => None,
-            (None, Some(mode)) if mode != "keys" => {
-                return Err(ConfigError::new("DUCKMESH_QUERY_AUTH must be `keys` or `none`"));
-            }
-            (None, _) => {
-                return Err(ConfigError::new(
-                    "no API keys: set DUCKMESH_API_KEYS_FILE (a mounted Secret), or DUCKMESH_QUERY_AUTH=none for local \
-                     development without authentication",
-                ));
-            }
-        };
-        if let Some(namespace) = get("DUCKMESH_QUERY_NAMESPACE") {
-            config.namespace = namespace;
-        }
-        if let Some(dir) = get("DUCKMESH_QUERY_CACHE_DIR") {
-            config.cache_dir = dir.into();
-        }
-        if let Some(dir) = get("DUCKMESH_QUERY_WORK_DIR") {
-            config.work_dir = dir.into();
-        }
-        if let Some(bytes) = number("DUCKMESH_QUERY_CACHE_BYTES", 1024 * 1024, u64::MAX / 2)? {
-            config.cache_bytes = bytes;
-        }
-        if flag("DUCKMESH_QUERY_LITE")? {
-            config.max_running = 1;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_CONCURRENCY", 1, 256)? {
-            config.max_running = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_QUEUE", 0, 10_000)? {
-            config.max_queued = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_BARRIER_WAITERS", 1, 10_000)? {
-            config.max_barrier_waiters = n as usize;
-        }
-        if let Some(s) = number("DUCKMESH_QUERY_TIMEOUT_SECONDS", 1, 3600)? {
-            config.user_timeout = Duration::from_secs(s);
-        }
-        if let Some(s) = number("DUCKMESH_TASK_QUERY_TIMEOUT_SECONDS", 1, 86_400)? {
-            config.task_timeout = Duration::from_secs(s);
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_MAX_SQL_BYTES", 1024, 64 * 1024 * 1024)? {
-            config.sql_limits.max_sql_bytes = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_MAX_SELECT_EXPRESSIONS", 1, 1_000_000)? {
-            config.sql_limits.max_select_expressions = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_MAX_NESTING", 1, 10_000)? {
-            config.sql_limits.max_nesting = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_INLINE_MAX_ROWS", 1, 10_000_000)? {
-            config.inline_max_rows = n;
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_INLINE_MAX_BYTES", 1024, 1024 * 1024 * 1024)? {
-            config.inline_max_bytes = n;
-        }
-        if let Some(s) = number("DUCKMESH_QUERY_EXPORT_TTL_SECONDS", 60, 7 * 86_400)? {
-            config.export_ttl = Duration::from_secs(s);
-        }
-        if let Some(n) = number("DUCKMESH_QUERY_ENGINE_POOL", 0, 1024)? {
-            config.engine_pool = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_INGEST_MAX_BODY_BYTES", 1024, 1024 * 1024 * 1024)? {
-            config.ingest.max_body_bytes = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_INGEST_MAX_RECORDS", 1, 1_000_000)? {
-            config.ingest.max_records = n as usize;
-        }
-        if let Some(n) = number("DUCKMESH_INGEST_RECORDS_PER_MINUTE", 0, 1_000_000_000)? {
-            config.ingest.records_per_minute = NonZeroU32::new(n as u32);
-        }
-        if let Some(n) = number("DUCKMESH_INGEST_MAX_PENDING", 1, 1_000_000_000)? {
-            config.ingest.max_pending = n;
-        }
-        config.read_only = flag("DUCKMESH_READ_ONLY")?;
-        config.threads = number("DUCKMESH_QUERY_THREADS", 1, 1024)?;
-        config.memory_limit_bytes = number("DUCKMESH_QUERY_MEMORY_LIMIT_BYTES", 64 * 1024 * 1024, u64::MAX / 2)?;
-        let per_minute = |name: &str, default: Option<NonZeroU32>| -> Result<Option<NonZeroU32>, ConfigError> {
-            Ok(match number(name, 0, 1_000_000)? {
-                None => default,
-                Some(n) => NonZeroU32::new(n as u32),
-            })
-        };
-        config.rate_limits = RateLimits {
-            query_per_user: per_minute("DUCKMESH_QUERY_RATE_LIMIT_PER_USER", RateLimits::SPEC.query_per_user)?,
-            api_per_user: per_minute("DUCKMESH_API_RATE_LIMIT_PER_USER", RateLimits::SPEC.api_per_user)?,
-            api_per_tenant: per_minute("DUCKMESH_API_RATE_LIMIT_PER_TENANT", RateLimits::SPEC.api_per_tenant)?,
-        };
-        Ok(config)
+        duckmesh_config::from_lookup::<QueryArgs>(lookup)?.into_config()
     }
 }
 
@@ -375,7 +353,8 @@ mod tests {
     #[test]
     fn every_knob_is_documented() {
         let docs = include_str!("../../../docs/configuration.md");
-        for (name, _, _) in KNOBS {
+        let command = <QueryArgs as clap::Args>::augment_args(clap::Command::new("api"));
+        for name in command.get_arguments().filter_map(|arg| arg.get_env().and_then(|name| name.to_str())) {
             assert!(docs.contains(&format!("`{name}`")), "{name} is missing from docs/configuration.md");
         }
     }

@@ -290,30 +290,7 @@ impl From<duckmesh_engine::Error> for Error {
     }
 }
 
-/// An invalid configuration, naming the variable (never a secret value).
-#[derive(Debug, thiserror::Error)]
-#[error("invalid query service configuration: {message}")]
-pub struct ConfigError {
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl From<duckmesh_core::KnobError> for ConfigError {
-    fn from(error: duckmesh_core::KnobError) -> Self {
-        Self { message: error.message }
-    }
-}
-
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
-    }
-
-    /// The stable code of every configuration error.
-    pub fn error_code(&self) -> &'static str {
-        "invalid_config"
-    }
-}
+pub use duckmesh_config::ConfigError;
 
 #[cfg(test)]
 mod tests {

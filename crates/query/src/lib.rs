@@ -34,7 +34,7 @@ mod service;
 pub mod sql;
 
 pub use auth::{ApiKeyEntry, ApiKeys, Principal};
-pub use config::{IngestLimits, KNOBS, QueryConfig, RateLimits};
+pub use config::{IngestLimits, QueryArgs, QueryConfig, RateLimits};
 pub use error::{ConfigError, Error, Result};
 pub use http::{router, serve};
 pub use ingest::IngestResponse;
