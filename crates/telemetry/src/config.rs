@@ -1,9 +1,10 @@
-//! Telemetry settings, parsed once from the environment into a typed struct.
+//! Telemetry settings as a clap `Args` struct, parsed once into a typed [`TelemetryConfig`].
 //!
 //! DuckMesh's own knobs are `DUCKMESH_LOG_FORMAT` and `DUCKMESH_LOG`; traces are driven only
 //! by the standard OpenTelemetry variables, so the same pod spec works with any collector.
 
 use crate::error::{Error, Result};
+use duckmesh_config::knob;
 
 /// Log filter used when neither `DUCKMESH_LOG` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
@@ -26,6 +27,58 @@ impl LogFormat {
             "pretty" | "text" => Ok(LogFormat::Pretty),
             _ => Err(Error::LogFormat(value.to_owned())),
         }
+    }
+}
+
+/// The logging and tracing knobs, global to every subcommand of the binary.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Logs and traces")]
+pub struct TelemetryArgs {
+    /// Log rendering on stderr: `json` (what log pipelines parse) or `pretty` (for a terminal)
+    #[arg(long, env = "DUCKMESH_LOG_FORMAT", global = true, default_value = "json", value_parser = knob::text())]
+    pub log_format: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `duckmesh_catalog=debug`; unset:
+    /// RUST_LOG, else `info,sqlx=warn`
+    #[arg(long = "log", env = "DUCKMESH_LOG", global = true, value_parser = knob::text())]
+    pub log: Option<String>,
+    /// Log filter used when DUCKMESH_LOG is unset
+    #[arg(long, env = "RUST_LOG", global = true, value_parser = knob::text())]
+    pub rust_log: Option<String>,
+    /// OTLP endpoint: spans are exported over OTLP only when this or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true, value_parser = knob::text())]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// OTLP endpoint of traces alone
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", global = true, value_parser = knob::text())]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+    /// `none` turns span export off
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", global = true, value_parser = knob::text())]
+    pub otel_traces_exporter: Option<String>,
+    /// `true` turns span export off
+    #[arg(long, env = "OTEL_SDK_DISABLED", global = true, value_parser = knob::text())]
+    pub otel_sdk_disabled: Option<String>,
+}
+
+impl TelemetryArgs {
+    /// The typed configuration of the process whose log lines say `service`.
+    pub fn into_config(self, service: &str) -> Result<TelemetryConfig> {
+        let log_format = LogFormat::parse(&self.log_format)?;
+        let (log_filter, log_filter_source) = match (self.log, self.rust_log) {
+            (Some(value), _) => (value, "DUCKMESH_LOG"),
+            (None, Some(value)) => (value, "RUST_LOG"),
+            (None, None) => (DEFAULT_LOG_FILTER.to_owned(), "default"),
+        };
+        let sdk_disabled = self.otel_sdk_disabled.is_some_and(|value| value.eq_ignore_ascii_case("true"));
+        let exporter_none = self.otel_traces_exporter.is_some_and(|value| value.eq_ignore_ascii_case("none"));
+        let has_endpoint =
+            self.otel_exporter_otlp_traces_endpoint.is_some() || self.otel_exporter_otlp_endpoint.is_some();
+        Ok(TelemetryConfig {
+            service: service.to_owned(),
+            log_format,
+            log_filter,
+            log_filter_source,
+            otlp_traces: has_endpoint && !sdk_disabled && !exporter_none,
+        })
     }
 }
 
@@ -54,34 +107,7 @@ impl TelemetryConfig {
 
     /// Reads the configuration through `lookup` (a pure seam for tests).
     pub fn from_lookup(service: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-
-        let log_format = match non_empty("DUCKMESH_LOG_FORMAT") {
-            Some(value) => LogFormat::parse(&value)?,
-            None => LogFormat::default(),
-        };
-        let (log_filter, log_filter_source) = if let Some(value) = non_empty("DUCKMESH_LOG") {
-            (value, "DUCKMESH_LOG")
-        } else if let Some(value) = non_empty("RUST_LOG") {
-            (value, "RUST_LOG")
-        } else {
-            (DEFAULT_LOG_FILTER.to_owned(), "default")
-        };
-
-        let sdk_disabled =
-            non_empty("OTEL_SDK_DISABLED").is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
-        let exporter_none =
-            non_empty("OTEL_TRACES_EXPORTER").is_some_and(|value| value.trim().eq_ignore_ascii_case("none"));
-        let has_endpoint = non_empty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-            || non_empty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-
-        Ok(TelemetryConfig {
-            service: service.to_owned(),
-            log_format,
-            log_filter,
-            log_filter_source,
-            otlp_traces: has_endpoint && !sdk_disabled && !exporter_none,
-        })
+        duckmesh_config::from_lookup::<TelemetryArgs>(lookup)?.into_config(service)
     }
 }
 

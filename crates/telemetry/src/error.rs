@@ -25,6 +25,9 @@ pub enum Error {
     /// `DUCKMESH_LOG_FORMAT` is neither `json` nor `pretty`.
     #[error("invalid DUCKMESH_LOG_FORMAT {0:?}: expected \"json\" or \"pretty\"")]
     LogFormat(String),
+    /// A logging or tracing variable holds a value that cannot be used.
+    #[error(transparent)]
+    Config(#[from] duckmesh_config::ConfigError),
     /// The OTLP span exporter could not be built from the `OTEL_*` variables.
     #[error("building the OTLP span exporter from OTEL_* variables")]
     OtlpExporter(#[source] ExporterBuildError),
@@ -42,6 +45,7 @@ impl Error {
         match self {
             Error::LogFilter { .. } => "TELEMETRY_LOG_FILTER_INVALID",
             Error::LogFormat(_) => "TELEMETRY_LOG_FORMAT_INVALID",
+            Error::Config(_) => "TELEMETRY_CONFIG_INVALID",
             Error::OtlpExporter(_) => "TELEMETRY_OTLP_EXPORTER_FAILED",
             Error::SubscriberAlreadySet(_) => "TELEMETRY_ALREADY_INITIALIZED",
             Error::MetricsEncode(_) => "TELEMETRY_METRICS_ENCODE_FAILED",

@@ -31,7 +31,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub use config::{LogFormat, TelemetryConfig};
+pub use config::{LogFormat, TelemetryArgs, TelemetryConfig};
 pub use error::{Error, Result};
 pub use logging::LogLayer;
 pub use metrics::{Metrics, encode, metrics_router, try_encode};
