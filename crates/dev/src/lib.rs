@@ -4,6 +4,7 @@
 //! child processes ([`process`]).
 
 pub mod api;
+pub mod config;
 pub mod instance;
 pub mod orphans;
 pub mod process;
@@ -11,5 +12,6 @@ pub mod progress;
 pub mod run;
 pub mod source;
 
+pub use config::DevArgs;
 pub use instance::{Instance, InstanceInfo};
 pub use run::{DEV_DEFAULTS, DevError, DevOptions, DevOutcome, private_postgres, run};

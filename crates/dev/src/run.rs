@@ -8,12 +8,13 @@ use crate::process::{ProcessConfig, ProcessExecutor};
 use crate::progress::{JobView, Progress, datasets_table, human_bytes, tasks_table};
 use crate::source::{self, Applied, SourceError};
 use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
-use duckmesh_coordinator::{Coordinator, CoordinatorConfig};
-use duckmesh_core::{JobPhase, Knobs, TaskPhase};
+use duckmesh_coordinator::{Coordinator, CoordinatorArgs};
+use duckmesh_core::{JobPhase, TaskPhase};
 use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
 use duckmesh_scheduler::{Scheduler, SchedulerOptions};
 use duckmesh_storage::{Pruned, StoreConfig, StoreCounters, prune_cached};
 use duckmesh_telemetry::Metrics;
+use duckmesh_worker::{WorkerArgs, WorkerConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,10 +31,6 @@ pub const DEV_DEFAULTS: &[(&str, &str)] = &[
     ("DUCKMESH_TASK_RETRY_BASE_SECONDS", "2"),
     ("DUCKMESH_TASK_RETRY_MAX_SECONDS", "60"),
 ];
-
-/// Default size bound of the worker cache that `duckmesh dev` keeps in its state directory
-/// (`DUCKMESH_DEV_CACHE_MAX_MB`), the same as the query service's cache.
-pub const DEFAULT_CACHE_MAX_MB: u64 = 2048;
 
 /// Files used this recently are never pruned: a worker left from a crashed run may be about to
 /// open one.
@@ -167,12 +164,12 @@ async fn trim_worker_cache(
     state_dir: &Path,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Pruned>, DevError> {
-    let max_mb = Knobs::new(&lookup)
-        .number("DUCKMESH_DEV_CACHE_MAX_MB", 0, u64::MAX >> 20)
+    let max_mb = duckmesh_config::from_lookup::<crate::DevArgs>(&lookup)
         .map_err(|e| DevError::Config(e.to_string()))?
-        .unwrap_or(DEFAULT_CACHE_MAX_MB);
+        .dev_cache_max_mb;
     let root = state_dir.join("cache");
-    if lookup("DUCKMESH_CACHE_DIR").is_some_and(|dir| Path::new(dir.trim()) != root) {
+    let worker = duckmesh_config::from_lookup::<WorkerArgs>(&lookup).map_err(|e| DevError::Config(e.to_string()))?;
+    if worker.cache_dir.is_some_and(|dir| dir != root) {
         return Ok(None);
     }
     let trimmed = tokio::task::spawn_blocking({
@@ -242,7 +239,7 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     connect.acquire_timeout = Duration::from_secs(15);
     let catalog = Catalog::connect(&connect, catalog_config).await?;
     catalog.migrate().await?;
-    let store = StoreConfig::from_lookup(&lookup)?.build(Arc::new(StoreCounters::new())).await?;
+    let store = StoreConfig::from_lookup(lookup)?.build(Arc::new(StoreCounters::new())).await?;
 
     let applied = source::apply(&catalog, &resources).await?;
     let metrics = Metrics::new();
@@ -255,11 +252,10 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
 
     let shutdown = CancellationToken::new();
     // Live ingest: records posted to the API become visible through this coordinator.
-    let mut coordinator_config =
-        CoordinatorConfig::from_lookup(lookup).map_err(|e| DevError::Config(format!("coordinator: {e}")))?;
-    if lookup("DUCKMESH_COORDINATOR_WORK_DIR").is_none() {
-        coordinator_config.work_dir = state_dir.join("work").join("coordinator");
-    }
+    let mut coordinator_args = duckmesh_config::from_lookup::<CoordinatorArgs>(lookup)
+        .map_err(|e| DevError::Config(format!("coordinator: {e}")))?;
+    coordinator_args.coordinator_work_dir.get_or_insert_with(|| state_dir.join("work").join("coordinator"));
+    let mut coordinator_config = coordinator_args.into_config();
     coordinator_config.identity = format!("dev/{}", std::process::id());
     let coordinator = Coordinator::new(catalog.clone(), Arc::clone(&store), metrics.clone(), coordinator_config);
     let ingesting = tokio::spawn({
@@ -307,6 +303,8 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
         }
     }
 
+    // Workers read their knobs themselves; dev mode needs their default timeout.
+    let worker_config = WorkerConfig::from_lookup(lookup).map_err(|e| DevError::Config(format!("worker: {e}")))?;
     let (ends, ends_rx) = mpsc::channel(1024);
     let executor = Arc::new(ProcessExecutor::new(
         ProcessConfig {
@@ -315,11 +313,7 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
             env: overlay.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             log_dir: state_dir.join("logs"),
             runner_prefix: format!("dev/{}", std::process::id()),
-            default_timeout: lookup("DUCKMESH_TASK_TIMEOUT_SECONDS")
-                .and_then(|value| value.trim().parse::<f64>().ok())
-                .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
-                .map(Duration::from_secs_f64)
-                .unwrap_or(Duration::from_secs(300)),
+            default_timeout: worker_config.default_timeout,
             state_dir: state_dir.clone(),
             process_group: watchdog.as_ref().map(std::process::Child::id),
         },
