@@ -1,10 +1,12 @@
 //! `duckmesh api`: the query deployment's HTTP server — `/v1/query`, `/v1/task/query`,
 //! `/v1/datasets`, health, readiness and `/metrics` (docs/query.md). Configuration comes from
-//! `DUCKMESH_*` variables (`duckmesh_query::KNOBS`); the work is `duckmesh_query`.
+//! flags or `DUCKMESH_*` variables (`duckmesh_query::QueryArgs` and the catalog's and object
+//! store's knobs; docs/configuration.md); the work is `duckmesh_query`.
 
 use anyhow::Context;
-use duckmesh_query::{QueryConfig, QueryService};
-use duckmesh_storage::{StoreConfig, StoreCounters};
+use duckmesh_catalog::CatalogArgs;
+use duckmesh_query::{QueryArgs, QueryService};
+use duckmesh_storage::{StoreArgs, StoreCounters};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,17 +25,28 @@ pub struct Args {
     /// Catalog connections.
     #[arg(long, env = "DUCKMESH_API_DB_CONNECTIONS", default_value_t = 16)]
     db_connections: u32,
+
+    #[command(flatten)]
+    query: QueryArgs,
+
+    #[command(flatten)]
+    catalog: CatalogArgs,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = QueryConfig::from_env()?;
+    let config = args.query.into_config()?;
     if config.auth.is_none() {
         tracing::warn!("DUCKMESH_QUERY_AUTH=none: serving every request as tenant `default` without authentication");
     }
-    let catalog = crate::connect::service_catalog(args.database_url, args.db_connections.max(2)).await?;
+    let catalog =
+        crate::connect::service_catalog(args.database_url, args.db_connections.max(2), args.catalog.into_config()?)
+            .await?;
     let store =
-        StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
+        args.store.store_config()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
     let metrics = duckmesh_telemetry::Metrics::new();
     let service = QueryService::new(catalog.clone(), store, metrics, config).context("starting the query service")?;
     let listener =

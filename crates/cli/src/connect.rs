@@ -67,11 +67,11 @@ pub async fn catalog(database_url: Option<&str>, state_dir: &Path) -> anyhow::Re
 /// 15 s to get a connection, and the schema brought up to date as every component does at
 /// start-up (the migrator takes an advisory lock; a database migrated by a newer build is
 /// refused).
-pub async fn service_catalog(url: String, connections: u32) -> anyhow::Result<Catalog> {
+pub async fn service_catalog(url: String, connections: u32, config: CatalogConfig) -> anyhow::Result<Catalog> {
     let mut options = ConnectOptions::new(url);
     options.max_connections = connections;
     options.acquire_timeout = Duration::from_secs(15);
-    let catalog = Catalog::connect(&options, CatalogConfig::from_env()?).await.context("connecting to the catalog")?;
+    let catalog = Catalog::connect(&options, config).await.context("connecting to the catalog")?;
     catalog.migrate().await.context("applying catalog migrations")?;
     Ok(catalog)
 }

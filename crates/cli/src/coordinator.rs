@@ -1,11 +1,13 @@
 //! `duckmesh coordinator`: the ingest coordinator — claims batches of acknowledged ingest
 //! events, writes them as Parquet and commits them as ingest snapshots, and serves `/metrics`,
-//! `/healthz` and `/readyz` (docs/coordinator.md). Configuration comes from `DUCKMESH_*`
-//! variables (`duckmesh_coordinator::KNOBS`); the work is `duckmesh_coordinator`.
+//! `/healthz` and `/readyz` (docs/coordinator.md). Configuration comes from flags or
+//! `DUCKMESH_*` variables (`duckmesh_coordinator::CoordinatorArgs` and the catalog's and object
+//! store's knobs; docs/configuration.md); the work is `duckmesh_coordinator`.
 
 use anyhow::Context;
-use duckmesh_coordinator::{Coordinator, CoordinatorConfig};
-use duckmesh_storage::{StoreConfig, StoreCounters};
+use duckmesh_catalog::CatalogArgs;
+use duckmesh_coordinator::{Coordinator, CoordinatorArgs};
+use duckmesh_storage::{StoreArgs, StoreCounters};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,18 +27,29 @@ pub struct Args {
     /// Catalog connections.
     #[arg(long, env = "DUCKMESH_COORDINATOR_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: u32,
+
+    #[command(flatten)]
+    coordinator: CoordinatorArgs,
+
+    #[command(flatten)]
+    catalog: CatalogArgs,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Runs until SIGTERM or Ctrl-C, then finishes the batch in hand and exits.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = CoordinatorConfig::from_env()?;
+    let config = args.coordinator.into_config();
     if config.read_only {
         tracing::warn!("DUCKMESH_READ_ONLY is set: this coordinator claims and commits nothing");
     }
     // The claim/commit path, the LISTEN connection and the readiness probe run at once.
-    let catalog = crate::connect::service_catalog(args.database_url, args.db_connections.max(3)).await?;
+    let catalog =
+        crate::connect::service_catalog(args.database_url, args.db_connections.max(3), args.catalog.into_config()?)
+            .await?;
     let store =
-        StoreConfig::from_env()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
+        args.store.store_config()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
     let metrics = duckmesh_telemetry::Metrics::new();
     let coordinator = Coordinator::new(catalog.clone(), store, metrics, config);
 

@@ -1,7 +1,7 @@
 //! `duckmesh dev`: run the pipeline described by YAML files on this machine (no Kubernetes).
 //! The work is `duckmesh_dev::run`.
 
-use duckmesh_dev::{DevOptions, DevOutcome};
+use duckmesh_dev::{DevArgs, DevOptions, DevOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,11 +44,16 @@ pub struct Args {
     /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO.
     #[arg(long, env = "DUCKMESH_S3_ENDPOINT", requires = "s3_bucket")]
     pub s3_endpoint: Option<String>,
+
+    #[command(flatten)]
+    pub knobs: DevArgs,
 }
 
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut extra_env = Vec::new();
+    // Dev mode reads its knobs, and its components theirs, from this overlay of the
+    // environment; a flag given here wins over the variable.
+    let mut extra_env = vec![("DUCKMESH_DEV_CACHE_MAX_MB".to_owned(), args.knobs.dev_cache_max_mb.to_string())];
     if let Some(bucket) = &args.s3_bucket {
         extra_env.push(("DUCKMESH_STORAGE_BACKEND".to_owned(), "s3".to_owned()));
         extra_env.push(("DUCKMESH_S3_BUCKET".to_owned(), bucket.clone()));

@@ -2,6 +2,7 @@
 //! over to the libraries.
 
 mod api;
+mod configuration;
 mod connect;
 mod coordinator;
 mod dead_letters;
@@ -17,19 +18,17 @@ mod signals;
 mod status;
 mod worker;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// DuckMesh: Kubernetes-native data pipelines on DuckDB, Parquet and a Postgres catalog.
 #[derive(Debug, Parser)]
 #[command(name = "duckmesh", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `duckmesh_catalog=debug`.
-    /// Defaults to $DUCKMESH_LOG, then $RUST_LOG, then `info,sqlx=warn`. Logs go to stderr as
-    /// JSON (DUCKMESH_LOG_FORMAT=pretty for humans); traces go over OTLP when
-    /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
-    #[arg(long, global = true)]
-    log: Option<String>,
+    /// Logs (stderr, JSON unless DUCKMESH_LOG_FORMAT=pretty) and OTLP traces, for every
+    /// subcommand.
+    #[command(flatten)]
+    telemetry: duckmesh_telemetry::TelemetryArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -56,6 +55,10 @@ enum Command {
 
     /// Print the CustomResourceDefinitions (Dataset, Job, Task) as YAML, for `kubectl apply -f -`.
     Crds,
+
+    /// Print the knob tables of docs/configuration.md, generated from every component's flags.
+    #[command(hide = true)]
+    ConfigurationReference,
 
     /// Run the pipeline of YAML files on this machine: private PostgreSQL, local object store,
     /// workers as child processes, the API on 127.0.0.1:8080. No Kubernetes needed.
@@ -100,8 +103,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let _telemetry = match init_telemetry(&cli) {
+    // A variable set but blank counts as unset, as it always has.
+    let mut matches = duckmesh_config::without_blank_env(Cli::command()).get_matches();
+    let log_flag = matches.value_source("log") == Some(clap::parser::ValueSource::CommandLine);
+    let cli = match Cli::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => cli,
+        Err(error) => error.format(&mut Cli::command()).exit(),
+    };
+    let _telemetry = match init_telemetry(&cli, log_flag) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("error: {error}");
@@ -127,6 +136,10 @@ fn main() -> ExitCode {
                 print!("{}", duckmesh_resources::crds_yaml()?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::ConfigurationReference => {
+                print!("{}", configuration::reference(&Cli::command()));
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Api(args) => api::run(args).await,
             Command::Coordinator(args) => coordinator::run(args).await,
             Command::Query(args) => query::run(args).await,
@@ -148,13 +161,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Starts logs and traces for the chosen role (`service` = `duckmesh-<subcommand>`).
-fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuard> {
+/// Starts logs and traces for the chosen role (`service` = `duckmesh-<subcommand>`);
+/// `log_flag` says the log filter came from `--log` rather than a variable.
+fn init_telemetry(cli: &Cli, log_flag: bool) -> anyhow::Result<duckmesh_telemetry::TelemetryGuard> {
     let role = match &cli.command {
         Command::Migrate(_) => "migrate",
         Command::Worker(_) => "worker",
         Command::Operator(_) => "operator",
         Command::Crds => "crds",
+        Command::ConfigurationReference => "configuration-reference",
         Command::Dev(_) => "dev",
         Command::Status(_) => "status",
         Command::Api(_) => "api",
@@ -165,9 +180,8 @@ fn init_telemetry(cli: &Cli) -> anyhow::Result<duckmesh_telemetry::TelemetryGuar
         Command::DeadLetters(_) => "dead-letters",
         Command::ReadOnly(_) => "read-only",
     };
-    let mut config = duckmesh_telemetry::TelemetryConfig::from_env(&format!("duckmesh-{role}"))?;
-    if let Some(filter) = &cli.log {
-        config.log_filter = filter.clone();
+    let mut config = cli.telemetry.clone().into_config(&format!("duckmesh-{role}"))?;
+    if log_flag {
         config.log_filter_source = "--log";
     }
     if let Command::Dev(args) = &cli.command {

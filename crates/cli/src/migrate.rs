@@ -11,7 +11,7 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Catalog database URL, e.g. postgres://duckmesh:secret@db:5432/duckmesh.
-    #[arg(long, env = "DUCKMESH_DATABASE_URL")]
+    #[arg(long, env = "DUCKMESH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 
     /// Where the private PostgreSQL keeps its data when no --database-url is given.

@@ -3,7 +3,7 @@
 //! operator itself is `duckmesh_operator::run` (docs/operator.md).
 
 use anyhow::Context;
-use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_catalog::{Catalog, CatalogArgs, ConnectOptions};
 use duckmesh_operator::{ElectionTimings, OperatorConfig, Resync, SecretKey, WorkerPodConfig, forwarded_env};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -72,11 +72,14 @@ pub struct Args {
     /// Seconds between scheduler passes (catalog notifications wake it sooner).
     #[arg(long, env = "DUCKMESH_SCHEDULER_TICK_SECONDS", default_value_t = 1.0)]
     scheduler_tick_seconds: f64,
+
+    #[command(flatten)]
+    catalog: CatalogArgs,
 }
 
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let catalog_config = CatalogConfig::from_env()?;
+    let catalog_config = args.catalog.into_config()?;
     let catalog = Catalog::connect(&ConnectOptions::new(args.database_url.clone()), catalog_config).await?;
     catalog.migrate().await?;
     let tick = Duration::try_from_secs_f64(args.scheduler_tick_seconds)

@@ -1,11 +1,11 @@
 //! `duckmesh worker`: run exactly one leased attempt of a task (the process inside a worker
-//! pod, or one started by `duckmesh dev`). Arguments come from flags or the environment the
-//! scheduler sets; the work itself is `duckmesh_worker::Worker`.
+//! pod, or one started by `duckmesh dev`). Arguments and knobs come from flags or the
+//! environment the scheduler sets; the work itself is `duckmesh_worker::Worker`.
 
-use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_catalog::{Catalog, CatalogArgs, ConnectOptions};
 use duckmesh_core::{AttemptId, Fence, TaskId};
-use duckmesh_storage::{StoreConfig, StoreCounters};
-use duckmesh_worker::{AttemptIdentity, Outcome, Worker, WorkerConfig, exit, report_failure};
+use duckmesh_storage::{StoreArgs, StoreCounters};
+use duckmesh_worker::{AttemptIdentity, Outcome, Worker, WorkerArgs, exit, report_failure};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,15 @@ pub struct Args {
     /// W3C trace context of the scheduler that started this attempt.
     #[arg(long, env = "TRACEPARENT")]
     traceparent: Option<String>,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
+
+    #[command(flatten)]
+    catalog: CatalogArgs,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Runs the attempt; the exit code says how it ended (docs/worker.md).
@@ -44,14 +53,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         fence: Fence(args.fence),
         traceparent: args.traceparent,
     };
-    let config = match WorkerConfig::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::from(exit::USAGE));
-        }
-    };
-    let catalog_config = match CatalogConfig::from_env() {
+    let config = args.worker.into_config();
+    let catalog_config = match args.catalog.into_config() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");
@@ -70,7 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::UNREPORTED));
         }
     };
-    let store = match StoreConfig::from_env() {
+    let store = match args.store.store_config() {
         Ok(store_config) => store_config.build(Arc::new(StoreCounters::new())).await,
         Err(error) => Err(error),
     };
