@@ -4,6 +4,7 @@
 
 use crate::commit::validate_new_files;
 use crate::model::{AttemptRef, Committed, FileRecord, NewFile};
+use crate::reads::file_from_row;
 use crate::{Catalog, Error, Result};
 use duckmesh_core::{DatasetId, SnapshotId};
 use sqlx::Row;
@@ -31,18 +32,7 @@ impl Catalog {
         .bind(dataset.0)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(FileRecord {
-                    path: row.try_get("path")?,
-                    bytes: row.try_get("bytes")?,
-                    rows: row.try_get("rows")?,
-                    sha256: row.try_get("sha256")?,
-                    partition: row.try_get("partition")?,
-                    added_in: SnapshotId(row.try_get("added_in")?),
-                })
-            })
-            .collect()
+        rows.iter().map(file_from_row).collect()
     }
 
     /// Commits a compaction attempt's output: one `compact` snapshot that retires exactly

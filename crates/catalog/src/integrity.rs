@@ -4,10 +4,10 @@
 //! (`integrity_runs`, latest first).
 
 use crate::model::{FileRecord, Snapshot};
-use crate::reads::{SNAPSHOT_COLUMNS, snapshot_from_row};
+use crate::reads::{SNAPSHOT_COLUMNS, file_from_row, snapshot_from_row};
 use crate::{Catalog, Result};
 use chrono::{DateTime, Utc};
-use duckmesh_core::{DatasetId, SnapshotId};
+use duckmesh_core::DatasetId;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -148,13 +148,13 @@ const RUN_COLUMNS: &str = "r.id, r.dataset_id, d.namespace, d.name, d.tenant, r.
     r.hash_mismatch_files, r.manifest_problems, r.orphan_files, r.problems";
 
 impl Catalog {
-    /// Every file a retained snapshot of `dataset` references (a file belongs to the snapshots
-    /// from the one that added it up to the one that removed it), by path.
+    /// Every file a retained (unexpired) snapshot of `dataset` references (a file belongs to the
+    /// snapshots from the one that added it up to the one that removed it), by path.
     pub async fn retained_files(&self, dataset: DatasetId) -> Result<Vec<FileRecord>> {
         let rows = sqlx::query(
             "SELECT f.path, f.bytes, f.rows, f.sha256, f.partition, f.added_in FROM files f \
              WHERE f.dataset_id = $1 AND EXISTS (SELECT 1 FROM snapshots s WHERE s.dataset_id = f.dataset_id \
-               AND s.id >= f.added_in AND (f.removed_in IS NULL OR s.id < f.removed_in)) \
+               AND s.expired_at IS NULL AND s.id >= f.added_in AND (f.removed_in IS NULL OR s.id < f.removed_in)) \
              ORDER BY f.path",
         )
         .bind(dataset.0)
@@ -167,7 +167,8 @@ impl Catalog {
     /// files it added.
     pub async fn snapshot_manifests(&self, dataset: DatasetId) -> Result<Vec<SnapshotManifest>> {
         let sql = format!(
-            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 AND manifest_path IS NOT NULL ORDER BY id"
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 AND manifest_path IS NOT NULL \
+             AND expired_at IS NULL ORDER BY id"
         );
         let rows = sqlx::query(&sql).bind(dataset.0).fetch_all(&self.pool).await?;
         let snapshots: Vec<Snapshot> = rows.iter().map(snapshot_from_row).collect::<Result<_>>()?;
@@ -263,17 +264,6 @@ impl Catalog {
         let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(run_from_row).collect()
     }
-}
-
-fn file_from_row(row: &PgRow) -> Result<FileRecord> {
-    Ok(FileRecord {
-        path: row.try_get("path")?,
-        bytes: row.try_get("bytes")?,
-        rows: row.try_get("rows")?,
-        sha256: row.try_get("sha256")?,
-        partition: row.try_get("partition")?,
-        added_in: SnapshotId(row.try_get("added_in")?),
-    })
 }
 
 fn run_from_row(row: &PgRow) -> Result<IntegrityRun> {

@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod failures;
 mod fencing;
+mod gc;
 mod ingest;
 mod integrity;
 mod job_phases;
@@ -31,6 +32,7 @@ pub use config::{CatalogArgs, ConfigError};
 pub use duckmesh_contracts::canonical_type;
 pub use error::{Error, Result};
 pub use failures::Reaped;
+pub use gc::ExpiredSnapshot;
 pub use ingest::{
     ClaimOptions, ClaimedBatch, ClaimedEvent, DeadLetter, DeadLetterFilter, INGEST_CHANNEL, IngestAck, IngestBacklog,
     IngestCommit, IngestCommitted, IngestRecord, IngestRequest, MAX_DEDUPE_KEY_BYTES, PoisonEvent, ReadOnlyState,

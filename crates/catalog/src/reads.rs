@@ -67,7 +67,9 @@ impl Catalog {
 
     /// One snapshot of a dataset.
     pub async fn snapshot(&self, dataset: DatasetId, id: SnapshotId) -> Result<Snapshot> {
-        let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 AND id = $2");
+        let sql = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 AND id = $2 AND expired_at IS NULL"
+        );
         let row = sqlx::query(&sql).bind(dataset.0).bind(id.0).fetch_optional(&self.pool).await?;
         row.map_or_else(|| Err(not_found(format!("snapshot {id} of dataset {dataset}"))), |row| snapshot_from_row(&row))
     }
@@ -77,7 +79,7 @@ impl Catalog {
     pub async fn snapshots(&self, dataset: DatasetId, before: Option<SnapshotId>, limit: i64) -> Result<Vec<Snapshot>> {
         let sql = format!(
             "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = $1 AND ($2::bigint IS NULL OR id < $2) \
-             ORDER BY id DESC LIMIT $3"
+             AND expired_at IS NULL ORDER BY id DESC LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(dataset.0)
@@ -92,24 +94,15 @@ impl Catalog {
     pub async fn snapshot_files(&self, dataset: DatasetId, id: SnapshotId) -> Result<Vec<FileRecord>> {
         let rows = sqlx::query(
             "SELECT path, bytes, rows, sha256, partition, added_in FROM files \
-             WHERE dataset_id = $1 AND added_in <= $2 AND (removed_in IS NULL OR removed_in > $2) ORDER BY path",
+             WHERE dataset_id = $1 AND added_in <= $2 AND (removed_in IS NULL OR removed_in > $2) \
+             AND EXISTS (SELECT 1 FROM snapshots s WHERE s.dataset_id = $1 AND s.id = $2 AND s.expired_at IS NULL) \
+             ORDER BY path",
         )
         .bind(dataset.0)
         .bind(id.0)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(FileRecord {
-                    path: row.try_get("path")?,
-                    bytes: row.try_get("bytes")?,
-                    rows: row.try_get("rows")?,
-                    sha256: row.try_get("sha256")?,
-                    partition: row.try_get("partition")?,
-                    added_in: SnapshotId(row.try_get("added_in")?),
-                })
-            })
-            .collect()
+        rows.iter().map(file_from_row).collect()
     }
 
     /// A job by id.
@@ -324,6 +317,18 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<TaskRecord> {
         last_error_message: row.try_get("last_error_message")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// A `files` row (path, bytes, rows, sha256, partition, added_in).
+pub(crate) fn file_from_row(row: &PgRow) -> Result<FileRecord> {
+    Ok(FileRecord {
+        path: row.try_get("path")?,
+        bytes: row.try_get("bytes")?,
+        rows: row.try_get("rows")?,
+        sha256: row.try_get("sha256")?,
+        partition: row.try_get("partition")?,
+        added_in: SnapshotId(row.try_get("added_in")?),
     })
 }
 

@@ -19,6 +19,7 @@
 //! else the dataset's, else 128 MiB); a partition is compacted once it has at least `minFiles`
 //! small files (default 16, the Dataset's `compaction.minFiles`).
 
+use crate::attempt::{Leased, check_stop};
 use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, Committed, CompactionCommit, DatasetRecord, FileRecord, NewFile};
 use duckmesh_contracts::commit::CommitMode;
@@ -122,29 +123,13 @@ impl Compactor {
     /// lost fence is reported to the catalog (retried by the scheduler when retryable) before
     /// it is returned.
     pub async fn run(&self, attempt: AttemptRef) -> Result<CompactionOutcome> {
-        self.catalog.confirm_attempt(attempt, self.runner.as_deref()).await.map_err(Error::catalog("confirming"))?;
-        let stop = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.catalog.clone(), attempt, self.heartbeat, stop.clone()));
-        let result = self.compact(attempt, &stop).await;
-        stop.cancel();
-        let _ = heartbeat.await;
-        match result {
-            Err(error) if !error.is_fenced() => {
-                let failure = duckmesh_catalog::Failure {
-                    code: error.error_code().to_owned(),
-                    message: error.to_string(),
-                    retryable: error.is_retryable(),
-                };
-                if let Err(report) = self.catalog.fail_attempt(attempt, &failure).await {
-                    tracing::warn!(error = %report, code = report.error_code(), "could not report the failure");
-                }
-                Err(error)
-            }
-            other => other,
-        }
+        let lease =
+            Leased { catalog: &self.catalog, attempt, runner: self.runner.as_deref(), heartbeat: self.heartbeat };
+        lease.run(|stop| self.compact(attempt, stop)).await
     }
 
-    async fn compact(&self, attempt: AttemptRef, stop: &CancellationToken) -> Result<CompactionOutcome> {
+    async fn compact(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<CompactionOutcome> {
+        let stop = &stop;
         let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
         let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
         if task.kind != COMPACT_KIND {
@@ -328,29 +313,6 @@ fn manifest(
         rows: files.iter().map(|file| file.rows).sum(),
         bytes: files.iter().map(|file| file.bytes).sum(),
         created_at: chrono::Utc::now(),
-    }
-}
-
-fn check_stop(stop: &CancellationToken) -> Result<()> {
-    if stop.is_cancelled() { Err(Error::Fenced { message: "the attempt lost its lease".into() }) } else { Ok(()) }
-}
-
-/// Renews the lease every `interval` until `stop`; a lost fence stops the work.
-async fn heartbeat(catalog: Catalog, attempt: AttemptRef, interval: Duration, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        match catalog.heartbeat(attempt).await {
-            Ok(_) => {}
-            Err(error) if error.is_fencing() => {
-                tracing::warn!(code = error.error_code(), "compaction fenced out: stopping");
-                stop.cancel();
-                return;
-            }
-            Err(error) => tracing::warn!(code = error.error_code(), error = %error, "heartbeat failed; trying again"),
-        }
     }
 }
 

@@ -5,14 +5,19 @@
 //!   snapshot's manifest agrees with the files the catalog says it added, and objects under a
 //!   dataset's prefix that nothing references are reported as orphans. Each run is recorded in
 //!   the catalog, where `GET /v1/integrity` and the metrics read it.
+//! - [`gc`]: reference-aware garbage collection — snapshots expired by retention, files no
+//!   retained snapshot references deleted after a grace, uncommitted staging after 7 days.
 //! - [`compact`]: one leased attempt of a `compact` task rewrites a dataset's small files into
 //!   target-size files and commits them as one fenced `compact` snapshot.
 
 pub mod compact;
+pub mod gc;
 pub mod integrity;
 
+mod attempt;
 mod error;
 
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, Result};
+pub use gc::{GC_KIND, GcOptions, GcReport, GcRunner, Retention, collect_dataset, collect_exports};
 pub use integrity::{IntegrityOptions, IntegrityReport, check_dataset};

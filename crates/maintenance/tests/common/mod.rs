@@ -38,6 +38,11 @@ impl Harness {
     }
 
     pub async fn dataset(&self, name: &str) -> DatasetRecord {
+        self.dataset_with(name, serde_json::json!({})).await
+    }
+
+    /// A dataset in `default` whose spec is `spec`.
+    pub async fn dataset_with(&self, name: &str, spec: serde_json::Value) -> DatasetRecord {
         let spec = DatasetSpec {
             namespace: "default".into(),
             name: name.into(),
@@ -45,7 +50,7 @@ impl Harness {
             generation: 1,
             tenant: "default".into(),
             schema: None,
-            spec: serde_json::json!({}),
+            spec,
         };
         self.catalog.upsert_dataset(&spec).await.expect("upsert dataset")
     }

@@ -1,0 +1,269 @@
+//! Reference-aware garbage collection of one dataset (SPEC §2.6), as a leased `gc` task or
+//! from the CLI:
+//!
+//! 1. **Expire** the snapshots the Dataset's `retention` no longer keeps: beyond the newest
+//!    `keepSnapshots` (default 100) *and* committed more than `maxAgeDays` ago (default 7).
+//!    Expired snapshots can no longer be read.
+//! 2. **Delete the files no retained snapshot references**, once every snapshot that referenced
+//!    them expired more than the grace period ago (default 1 hour, longer than any query may
+//!    run), so a query that pinned a snapshot before it expired finishes reading. The object
+//!    goes first, then the catalog row (a crash in between leaves a row GC deletes next time).
+//! 3. **Forget expired snapshots** that hold no files any more, with their manifests.
+//! 4. **Delete uncommitted staging**: objects under the dataset's prefix that nothing in the
+//!    catalog references, older than 7 days (attempts that never committed, abandoned batches).
+//!
+//! `dry_run` changes nothing and lists what would go. [`collect_exports`] removes query-result
+//! exports older than their retention.
+
+use crate::attempt::{Leased, check_stop};
+use crate::error::{Error, Result};
+use duckmesh_catalog::{AttemptRef, Catalog, DatasetRecord};
+use duckmesh_storage::ObjectStore;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// The task kind this module runs.
+pub const GC_KIND: &str = "gc";
+
+/// Default `retention.keepSnapshots`.
+pub const DEFAULT_KEEP_SNAPSHOTS: u32 = 100;
+/// Default `retention.maxAgeDays`.
+pub const DEFAULT_MAX_AGE_DAYS: u32 = 7;
+/// Uncommitted staging and query exports are kept this long (SPEC §3).
+pub const STAGING_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default grace between a snapshot's expiry and the deletion of its files.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// How to collect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcOptions {
+    /// List what would go; change nothing.
+    pub dry_run: bool,
+    /// Time between a snapshot's expiry and the deletion of the files only it referenced.
+    pub grace: Duration,
+    /// Age past which unreferenced staging objects are deleted.
+    pub staging_retention: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        Self { dry_run: false, grace: DEFAULT_GRACE, staging_retention: STAGING_RETENTION }
+    }
+}
+
+/// A Dataset's `retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep at least this many most recent snapshots.
+    #[serde(default = "default_keep")]
+    pub keep_snapshots: u32,
+    /// Also keep every snapshot younger than this many days.
+    #[serde(default = "default_age")]
+    pub max_age_days: u32,
+}
+
+fn default_keep() -> u32 {
+    DEFAULT_KEEP_SNAPSHOTS
+}
+
+fn default_age() -> u32 {
+    DEFAULT_MAX_AGE_DAYS
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { keep_snapshots: DEFAULT_KEEP_SNAPSHOTS, max_age_days: DEFAULT_MAX_AGE_DAYS }
+    }
+}
+
+impl Retention {
+    /// The retention of a Dataset's spec (defaults where it sets none).
+    pub fn of(dataset: &DatasetRecord) -> Result<Self> {
+        match dataset.spec.get("retention") {
+            None | Some(serde_json::Value::Null) => Ok(Self::default()),
+            Some(value) => serde_json::from_value(value.clone()).map_err(|error| Error::InvalidSpec {
+                message: format!("dataset {:?} has an unusable retention: {error}", dataset.name),
+            }),
+        }
+    }
+}
+
+/// What a collection did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GcReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Snapshots expired.
+    pub expired_snapshots: Vec<i64>,
+    /// Data files deleted (no retained snapshot referenced them).
+    pub files: Vec<String>,
+    /// Manifests of forgotten snapshots deleted.
+    pub manifests: Vec<String>,
+    /// Unreferenced staging objects deleted.
+    pub staging: Vec<String>,
+    /// Bytes of the deleted data files and staging objects.
+    pub bytes: u64,
+}
+
+/// Collects `dataset` (see the module docs). `stop` is checked before every deletion.
+pub async fn collect_dataset(
+    catalog: &Catalog,
+    store: &dyn ObjectStore,
+    dataset: &DatasetRecord,
+    options: &GcOptions,
+    stop: &CancellationToken,
+) -> Result<GcReport> {
+    let retention = Retention::of(dataset)?;
+    let max_age = Duration::from_secs(u64::from(retention.max_age_days) * 24 * 3600);
+    let expired = catalog
+        .expire_snapshots(dataset.id, retention.keep_snapshots, max_age, options.dry_run)
+        .await
+        .map_err(Error::catalog("expiring snapshots"))?;
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        expired_snapshots: expired.iter().map(|id| id.0).collect(),
+        ..GcReport::default()
+    };
+
+    let files = catalog.collectable_files(dataset.id, options.grace).await.map_err(Error::catalog("finding files"))?;
+    for file in &files {
+        check_stop(stop)?;
+        if !options.dry_run {
+            delete(store, &file.path).await?;
+        }
+        report.files.push(file.path.clone());
+        report.bytes += u64::try_from(file.bytes).unwrap_or_default();
+    }
+    if !options.dry_run && !report.files.is_empty() {
+        catalog
+            .forget_files(dataset.id, &report.files, options.grace)
+            .await
+            .map_err(Error::catalog("forgetting files"))?;
+    }
+
+    let snapshots =
+        catalog.collectable_snapshots(dataset.id, options.grace).await.map_err(Error::catalog("finding snapshots"))?;
+    for snapshot in &snapshots {
+        check_stop(stop)?;
+        if let Some(manifest) = &snapshot.manifest_path {
+            if !options.dry_run {
+                delete(store, manifest).await?;
+            }
+            report.manifests.push(manifest.clone());
+        }
+    }
+    if !options.dry_run && !snapshots.is_empty() {
+        let ids: Vec<_> = snapshots.iter().map(|snapshot| snapshot.id).collect();
+        catalog.forget_snapshots(dataset.id, &ids).await.map_err(Error::catalog("forgetting snapshots"))?;
+    }
+
+    // Listed before the references are read: an object committed in between is then referenced.
+    let objects = store.list(&format!("{}/", dataset.name)).await.map_err(Error::storage("listing staging"))?;
+    let referenced = catalog.referenced_keys(&dataset.name).await.map_err(Error::catalog("listing references"))?;
+    let cutoff = SystemTime::now().checked_sub(options.staging_retention);
+    for object in objects {
+        let old = matches!((object.last_modified, cutoff), (Some(modified), Some(cutoff)) if modified <= cutoff);
+        if !old || referenced.contains(&object.key) || report.manifests.contains(&object.key) {
+            continue;
+        }
+        check_stop(stop)?;
+        if !options.dry_run {
+            delete(store, &object.key).await?;
+        }
+        report.bytes += object.size;
+        report.staging.push(object.key);
+    }
+    tracing::info!(
+        dataset = %dataset.name,
+        namespace = %dataset.namespace,
+        dry_run = options.dry_run,
+        expired = report.expired_snapshots.len(),
+        files = report.files.len(),
+        manifests = report.manifests.len(),
+        staging = report.staging.len(),
+        bytes = report.bytes,
+        "garbage collection finished"
+    );
+    Ok(report)
+}
+
+/// Deletes query-result exports under `prefix` older than `retention`; returns their keys.
+pub async fn collect_exports(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    retention: Duration,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let prefix = if prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+    let cutoff = SystemTime::now().checked_sub(retention);
+    let mut deleted = Vec::new();
+    for object in store.list(&prefix).await.map_err(Error::storage("listing exports"))? {
+        if matches!((object.last_modified, cutoff), (Some(modified), Some(cutoff)) if modified <= cutoff) {
+            if !dry_run {
+                delete(store, &object.key).await?;
+            }
+            deleted.push(object.key);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes one object; one already gone is fine.
+async fn delete(store: &dyn ObjectStore, key: &str) -> Result<()> {
+    match store.delete(key).await {
+        Ok(()) | Err(duckmesh_storage::Error::NotFound { .. }) => Ok(()),
+        Err(error) => Err(Error::storage("deleting an object")(error)),
+    }
+}
+
+/// Runs leased attempts of `gc` tasks: the task names its dataset as its output; the attempt
+/// succeeds without a snapshot.
+#[derive(Clone)]
+pub struct GcRunner {
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    heartbeat: Duration,
+    runner: Option<String>,
+    options: GcOptions,
+}
+
+impl GcRunner {
+    /// A runner that collects with `options` and heartbeats every `heartbeat`.
+    pub fn new(
+        catalog: Catalog,
+        store: Arc<dyn ObjectStore>,
+        heartbeat: Duration,
+        runner: Option<String>,
+        options: GcOptions,
+    ) -> Self {
+        Self { catalog, store, heartbeat, runner, options }
+    }
+
+    /// Runs one leased attempt of a `gc` task to the end.
+    pub async fn run(&self, attempt: AttemptRef) -> Result<GcReport> {
+        let lease =
+            Leased { catalog: &self.catalog, attempt, runner: self.runner.as_deref(), heartbeat: self.heartbeat };
+        lease.run(|stop| self.collect(attempt, stop)).await
+    }
+
+    async fn collect(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<GcReport> {
+        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
+        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
+        if task.kind != GC_KIND {
+            return Err(Error::InvalidSpec {
+                message: format!("task {:?} is of kind {:?}, not gc", task.name, task.kind),
+            });
+        }
+        let Some(output) = task.output else {
+            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to collect", task.name) });
+        };
+        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
+        let report = collect_dataset(&self.catalog, self.store.as_ref(), &dataset, &self.options, &stop).await?;
+        check_stop(&stop)?;
+        self.catalog.complete_unchanged(attempt, dataset.id).await.map_err(Error::catalog("completing the attempt"))?;
+        Ok(report)
+    }
+}

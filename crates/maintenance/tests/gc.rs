@@ -1,0 +1,134 @@
+//! Reference-aware GC on a real PostgreSQL catalog and a real S3 server (moto), with data from
+//! the real worker: retention expires old snapshots; a query that pinned one before it expired
+//! reads every file to the end; only after the grace are the files no retained snapshot
+//! references deleted; live files never are, even while a commit races the collection;
+//! uncommitted staging goes after its retention; a dry run changes nothing.
+
+mod common;
+
+use bytes::Bytes;
+use common::Harness;
+use duckmesh_catalog::DatasetRecord;
+use duckmesh_core::TaskPhase;
+use duckmesh_maintenance::{
+    CompactionOutcome, Compactor, GcOptions, GcRunner, IntegrityOptions, check_dataset, collect_dataset,
+    collect_exports,
+};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn compact(harness: &Harness, dataset: &DatasetRecord) {
+    let lease = harness.maintenance_task(dataset, "compact", "compact", serde_json::json!({"minFiles": 2})).await;
+    let compactor = Compactor::new(
+        harness.catalog.clone(),
+        harness.store.clone(),
+        harness.dir.path().to_owned(),
+        Duration::from_secs(1),
+        None,
+    );
+    let outcome = compactor.run(lease.attempt_ref()).await.expect("compaction");
+    assert!(matches!(outcome, CompactionOutcome::Committed { replaced: 3, .. }), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn gc_deletes_only_what_no_retained_snapshot_or_running_query_needs() {
+    let harness = Harness::new().await;
+    let events =
+        harness.dataset_with("events", serde_json::json!({"retention": {"keepSnapshots": 1, "maxAgeDays": 0}})).await;
+    for index in 0..3 {
+        harness.commit(&events, &format!("load-{index}"), &format!("SELECT {index} AS id")).await;
+    }
+    compact(&harness, &events).await;
+    let events = harness.catalog.dataset(events.id).await.expect("dataset");
+    let current = events.current_snapshot.expect("snapshot");
+    let old = duckmesh_core::SnapshotId(current.0 - 1);
+    // A query pins the snapshot before the compaction and resolves its files.
+    let pinned = harness.catalog.snapshot_files(events.id, old).await.expect("pinned files");
+    assert_eq!(pinned.len(), 3);
+    let stray = "events/attempts/424242/1/part-00000.parquet";
+    harness.store.put(stray, Bytes::from_static(b"never committed")).await.expect("stray");
+
+    // Dry run: lists the expiry, deletes nothing.
+    let stop = CancellationToken::new();
+    let dry = GcOptions { dry_run: true, grace: Duration::ZERO, staging_retention: Duration::ZERO };
+    let report =
+        collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &dry, &stop).await.expect("dry run");
+    assert_eq!(report.expired_snapshots, [1, 2, 3], "{report:?}");
+    assert_eq!(report.staging, [stray], "{report:?}");
+    assert!(harness.catalog.snapshot(events.id, old).await.is_ok(), "a dry run expired a snapshot");
+
+    // GC with the default grace: the old snapshots expire, but no file goes while a query that
+    // pinned one may still be reading — and fresh staging stays too.
+    let report = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &GcOptions::default(), &stop)
+        .await
+        .expect("gc");
+    assert_eq!(report.expired_snapshots, [1, 2, 3], "{report:?}");
+    assert!(report.files.is_empty() && report.manifests.is_empty() && report.staging.is_empty(), "{report:?}");
+    let error = harness.catalog.snapshot(events.id, old).await.expect_err("expired");
+    assert_eq!(error.error_code(), "not_found");
+    for file in &pinned {
+        harness
+            .store
+            .get(&file.path)
+            .await
+            .unwrap_or_else(|error| panic!("the pinned query lost {}: {error}", file.path));
+    }
+
+    // Past the grace (zero here), racing a new commit: the replaced files and their manifests
+    // go, the stray staging goes, and every live file stays.
+    let gc = GcOptions { dry_run: false, grace: Duration::ZERO, staging_retention: Duration::ZERO };
+    let collect = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &gc, &stop);
+    let commit = harness.commit(&events, "late", "SELECT 99 AS id");
+    let (report, ()) = tokio::join!(collect, commit);
+    let report = report.expect("gc");
+    let mut gone = report.files.clone();
+    gone.sort();
+    let mut expected: Vec<String> = pinned.iter().map(|file| file.path.clone()).collect();
+    expected.sort();
+    assert_eq!(gone, expected, "{report:?}");
+    assert_eq!(report.manifests.len(), 3, "{report:?}");
+    for key in report.files.iter().chain(&report.manifests).map(String::as_str).chain([stray]) {
+        assert!(harness.store.head(key).await.is_err(), "{key} should be gone");
+    }
+    let events = harness.catalog.dataset(events.id).await.expect("dataset");
+    assert_eq!(events.row_count, 4);
+    let integrity =
+        IntegrityOptions { verify_hashes: true, orphan_grace: Duration::ZERO, ..IntegrityOptions::default() };
+    let check = check_dataset(&harness.catalog, harness.store.as_ref(), &events, &integrity).await.expect("integrity");
+    assert!(check.is_clean() && check.counts.orphan_files == 0, "{check:#?}");
+    assert_eq!(check.counts.files_checked, 2);
+}
+
+#[tokio::test]
+async fn gc_runs_as_a_leased_task_and_exports_expire() {
+    let harness = Harness::new().await;
+    let events =
+        harness.dataset_with("events", serde_json::json!({"retention": {"keepSnapshots": 1, "maxAgeDays": 0}})).await;
+    harness.commit(&events, "load", "SELECT 1 AS id").await;
+    let lease = harness.maintenance_task(&events, "gc", "gc-events", serde_json::json!({})).await;
+    let runner = GcRunner::new(
+        harness.catalog.clone(),
+        harness.store.clone(),
+        Duration::from_secs(1),
+        None,
+        GcOptions::default(),
+    );
+    let report = runner.run(lease.attempt_ref()).await.expect("gc task");
+    assert!(report.expired_snapshots.is_empty() && report.files.is_empty(), "{report:?}");
+    assert_eq!(harness.catalog.task(lease.task).await.expect("task").phase, TaskPhase::Succeeded);
+
+    // A task of another kind is refused and fails visibly.
+    let lease = harness.maintenance_task(&events, "compact", "not-gc", serde_json::json!({})).await;
+    let error = runner.run(lease.attempt_ref()).await.expect_err("wrong kind");
+    assert_eq!(error.error_code(), "invalid_task_spec");
+    assert_eq!(harness.catalog.task(lease.task).await.expect("task").phase, TaskPhase::Failed);
+
+    harness.store.put("_query-exports/abc/result.parquet", Bytes::from_static(b"x")).await.expect("export");
+    let kept = collect_exports(harness.store.as_ref(), "_query-exports", Duration::from_secs(3600), false)
+        .await
+        .expect("exports");
+    assert!(kept.is_empty());
+    let gone = collect_exports(harness.store.as_ref(), "_query-exports", Duration::ZERO, false).await.expect("exports");
+    assert_eq!(gone, ["_query-exports/abc/result.parquet"]);
+    assert!(harness.store.head("_query-exports/abc/result.parquet").await.is_err());
+}
