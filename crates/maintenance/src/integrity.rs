@@ -250,3 +250,75 @@ async fn orphans(
         })
         .collect())
 }
+
+/// The task kind [`IntegrityRunner`] runs.
+pub const INTEGRITY_KIND: &str = "integrity";
+
+/// An `integrity` task's spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IntegritySpec {
+    /// Download every file and compare its SHA-256 too.
+    #[serde(default)]
+    pub verify_hashes: bool,
+}
+
+/// Runs leased attempts of `integrity` tasks: the task names its dataset as its output; the
+/// attempt records a run and succeeds without a snapshot, whatever the run found (what it found
+/// is the run's result, not the task's failure).
+#[derive(Clone)]
+pub struct IntegrityRunner {
+    catalog: Catalog,
+    store: std::sync::Arc<dyn ObjectStore>,
+    heartbeat: Duration,
+    runner: Option<String>,
+}
+
+impl IntegrityRunner {
+    /// A runner that heartbeats every `heartbeat`.
+    pub fn new(
+        catalog: Catalog,
+        store: std::sync::Arc<dyn ObjectStore>,
+        heartbeat: Duration,
+        runner: Option<String>,
+    ) -> Self {
+        Self { catalog, store, heartbeat, runner }
+    }
+
+    /// Runs one leased attempt of an `integrity` task to the end.
+    pub async fn run(&self, attempt: duckmesh_catalog::AttemptRef) -> Result<IntegrityReport> {
+        let lease = crate::attempt::Leased {
+            catalog: &self.catalog,
+            attempt,
+            runner: self.runner.as_deref(),
+            heartbeat: self.heartbeat,
+        };
+        lease.run(|stop| self.check(attempt, stop)).await
+    }
+
+    async fn check(
+        &self,
+        attempt: duckmesh_catalog::AttemptRef,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<IntegrityReport> {
+        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
+        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
+        if task.kind != INTEGRITY_KIND {
+            return Err(Error::InvalidSpec {
+                message: format!("task {:?} is of kind {:?}, not integrity", task.name, task.kind),
+            });
+        }
+        let spec: IntegritySpec = serde_json::from_value(task.spec.clone()).map_err(|error| Error::InvalidSpec {
+            message: format!("the task spec does not match the integrity task format: {error}"),
+        })?;
+        let Some(output) = task.output else {
+            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to check", task.name) });
+        };
+        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
+        let options = IntegrityOptions { verify_hashes: spec.verify_hashes, ..IntegrityOptions::default() };
+        let report = check_dataset(&self.catalog, self.store.as_ref(), &dataset, &options).await?;
+        crate::attempt::check_stop(&stop)?;
+        self.catalog.complete_unchanged(attempt, dataset.id).await.map_err(Error::catalog("completing the attempt"))?;
+        Ok(report)
+    }
+}

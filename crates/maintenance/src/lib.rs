@@ -20,4 +20,4 @@ mod error;
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, Result};
 pub use gc::{GC_KIND, GcOptions, GcReport, GcRunner, Retention, collect_dataset, collect_exports};
-pub use integrity::{IntegrityOptions, IntegrityReport, check_dataset};
+pub use integrity::{INTEGRITY_KIND, IntegrityOptions, IntegrityReport, IntegrityRunner, IntegritySpec, check_dataset};

@@ -88,3 +88,31 @@ async fn committed_data_is_clean_and_every_kind_of_damage_is_found() {
     assert_eq!(all.len(), 4);
     assert!(all.windows(2).all(|pair| pair[0].id < pair[1].id));
 }
+
+#[tokio::test]
+async fn integrity_runs_as_a_leased_task_and_records_what_it_found() {
+    let harness = Harness::new().await;
+    let trips = harness.dataset("trips").await;
+    harness.commit(&trips, "load", "SELECT 1 AS id").await;
+    let files = harness.catalog.retained_files(trips.id).await.expect("files");
+    harness.store.delete(&files[0].path).await.expect("delete");
+    let lease =
+        harness.maintenance_task(&trips, "integrity", "check-trips", serde_json::json!({"verifyHashes": true})).await;
+    let runner = duckmesh_maintenance::IntegrityRunner::new(
+        harness.catalog.clone(),
+        harness.store.clone(),
+        Duration::from_secs(1),
+        None,
+    );
+    let report = runner.run(lease.attempt_ref()).await.expect("integrity task");
+    assert_eq!(report.counts.missing_files, 1, "{report:#?}");
+    // Finding damage is the run's result; the task itself succeeded.
+    let task = harness.catalog.task(lease.task).await.expect("task");
+    assert_eq!(task.phase, duckmesh_core::TaskPhase::Succeeded);
+    let runs = harness.catalog.latest_integrity_runs("default", "default").await.expect("runs");
+    assert_eq!(runs[0].id, report.run_id);
+
+    let lease = harness.maintenance_task(&trips, "integrity", "bad-spec", serde_json::json!({"verify": true})).await;
+    let error = runner.run(lease.attempt_ref()).await.expect_err("bad spec");
+    assert_eq!(error.error_code(), "invalid_task_spec");
+}
