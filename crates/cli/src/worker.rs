@@ -2,10 +2,15 @@
 //! pod, or one started by `duckmesh dev`). Arguments and knobs come from flags or the
 //! environment the scheduler sets; the work itself is `duckmesh_worker::Worker`.
 
+use duckmesh_catalog::AttemptRef;
 use duckmesh_catalog::{Catalog, CatalogArgs, ConnectOptions};
 use duckmesh_core::{AttemptId, Fence, TaskId};
+use duckmesh_maintenance::{
+    COMPACT_KIND, CompactionOutcome, Compactor, GC_KIND, GcOptions, GcRunner, INTEGRITY_KIND, IntegrityRunner,
+};
+use duckmesh_storage::ObjectStore;
 use duckmesh_storage::{StoreArgs, StoreCounters};
-use duckmesh_worker::{AttemptIdentity, Outcome, Worker, WorkerArgs, exit, report_failure};
+use duckmesh_worker::{AttemptIdentity, Outcome, Worker, WorkerArgs, WorkerConfig, exit, report_failure};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +85,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The attempt's spans continue the trace of the scheduler that started it.
     let span = tracing::info_span!("worker");
     duckmesh_telemetry::set_parent_from_env(&span);
+    let store = match store {
+        Ok(store) => match catalog.task(identity.task).await {
+            // Maintenance kinds run the same leased, fenced protocol in duckmesh-maintenance.
+            Ok(task) if MAINTENANCE_KINDS.contains(&task.kind.as_str()) => {
+                let code = maintain(&task.kind, catalog.clone(), store, identity.attempt_ref(), &config)
+                    .instrument(span)
+                    .await;
+                catalog.close().await;
+                return Ok(ExitCode::from(code));
+            }
+            _ => Ok(store),
+        },
+        Err(error) => Err(error),
+    };
     let outcome = match store {
         Ok(store) => {
             Worker::new(catalog.clone(), store, config).run(&identity, stop_on_signal()).instrument(span).await
@@ -104,6 +123,78 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// Task kinds run by `duckmesh_maintenance` rather than the SQL worker.
+const MAINTENANCE_KINDS: [&str; 3] = [COMPACT_KIND, GC_KIND, INTEGRITY_KIND];
+
+/// Runs one attempt of a maintenance task; returns the exit code (the same codes as a `sql`
+/// attempt: success, a reported permanent or retryable failure, or a lost fence).
+async fn maintain(
+    kind: &str,
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    attempt: AttemptRef,
+    config: &WorkerConfig,
+) -> u8 {
+    let (heartbeat, runner) = (config.heartbeat, config.runner.clone());
+    let result = match kind {
+        COMPACT_KIND => Compactor::new(catalog, store, config.work_dir.clone(), heartbeat, runner)
+            .run(attempt)
+            .await
+            .map(|outcome| match outcome {
+                CompactionOutcome::Committed { committed, replaced, written, bytes_read, bytes_written } => format!(
+                    "compacted {replaced} files ({bytes_read} bytes) into {written} ({bytes_written} bytes): snapshot {} \
+                     of dataset {}",
+                    committed.snapshot, committed.dataset
+                ),
+                CompactionOutcome::Unchanged { small_files } => {
+                    format!("nothing to compact ({small_files} small files)")
+                }
+            }),
+        GC_KIND => GcRunner::new(catalog, store, heartbeat, runner, GcOptions::default()).run(attempt).await.map(
+            |report| {
+                format!(
+                    "expired {} snapshots; deleted {} files, {} manifests, {} staging objects ({} bytes)",
+                    report.expired_snapshots.len(),
+                    report.files.len(),
+                    report.manifests.len(),
+                    report.staging.len(),
+                    report.bytes
+                )
+            },
+        ),
+        _ => IntegrityRunner::new(catalog, store, heartbeat, runner).run(attempt).await.map(|report| {
+            let counts = report.counts;
+            format!(
+                "integrity run {}: {} files checked, {} missing, {} size mismatches, {} hash mismatches, {} manifest \
+                 problems, {} orphans",
+                report.run_id,
+                counts.files_checked,
+                counts.missing_files,
+                counts.size_mismatch_files,
+                counts.hash_mismatch_files,
+                counts.manifest_problems,
+                counts.orphan_files
+            )
+        }),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            exit::COMMITTED
+        }
+        Err(error) => {
+            eprintln!("error [{}]: {error}", error.error_code());
+            if error.is_fenced() {
+                exit::FENCED
+            } else if error.is_retryable() {
+                exit::FAILED_RETRYABLE
+            } else {
+                exit::FAILED_PERMANENT
+            }
+        }
+    }
 }
 
 /// A token cancelled by SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -51,9 +51,19 @@ impl Setup {
         output: duckmesh_core::DatasetId,
         spec: serde_json::Value,
     ) -> duckmesh_core::TaskId {
+        self.task_of_kind("sql", name, output, spec).await
+    }
+
+    async fn task_of_kind(
+        &self,
+        kind: &str,
+        name: &str,
+        output: duckmesh_core::DatasetId,
+        spec: serde_json::Value,
+    ) -> duckmesh_core::TaskId {
         let task = TaskSpec {
             name: name.into(),
-            kind: "sql".into(),
+            kind: kind.into(),
             depends_on: vec![],
             max_attempts: Some(3),
             timeout_seconds: None,
@@ -244,6 +254,46 @@ async fn exit_codes_tell_a_permanent_failure_from_a_missing_identity() {
         .output()
         .expect("run");
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+}
+
+/// The maintenance kinds run through the same binary, lease and exit codes as `sql` tasks.
+#[tokio::test]
+async fn maintenance_tasks_run_through_the_worker_binary() {
+    let server = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
+    let s3 = server.scoped_config();
+    let setup = setup().await;
+    let out = setup.dataset("out").await;
+    let catalog = setup.catalog.clone();
+    let lease = |task| {
+        let catalog = catalog.clone();
+        async move {
+            catalog.lease_task(task, "test-scheduler", Duration::from_secs(60)).await.expect("lease").expect("runnable")
+        }
+    };
+    for index in 0..2 {
+        let task = setup.task(&format!("load-{index}"), out.id, json!({"sql": format!("SELECT {index} AS id")})).await;
+        let output = setup.worker(&lease(task).await, &s3).output().expect("run");
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    }
+    let runs = [
+        ("compact", json!({"minFiles": 2}), "compacted 2 files"),
+        ("integrity", json!({"verifyHashes": true}), "0 missing"),
+        ("gc", json!({}), "expired 0 snapshots"),
+    ];
+    for (kind, spec, expected) in runs {
+        let task = setup.task_of_kind(kind, &format!("{kind}-out"), out.id, spec).await;
+        let output = setup.worker(&lease(task).await, &s3).output().expect("run");
+        assert_eq!(output.status.code(), Some(0), "{kind}: {}", text(&output));
+        assert!(text(&output).contains(expected), "{kind}: {}", text(&output));
+        assert_eq!(setup.catalog.task(task).await.expect("task").phase, TaskPhase::Succeeded, "{kind}");
+    }
+    let dataset = setup.catalog.dataset(out.id).await.expect("dataset");
+    assert_eq!((dataset.file_count, dataset.row_count), (1, 2));
+
+    let task = setup.task_of_kind("compact", "compact-bad", out.id, json!({"minFiles": 0})).await;
+    let output = setup.worker(&lease(task).await, &s3).output().expect("run");
+    assert_eq!(output.status.code(), Some(10), "{}", text(&output));
+    assert!(text(&output).contains("invalid_task_spec"), "{}", text(&output));
 }
 
 fn http_put() -> http::Method {
