@@ -8,6 +8,7 @@ mod coordinator;
 mod dead_letters;
 mod dev;
 mod ingest;
+mod maintain;
 mod migrate;
 mod operator;
 mod out;
@@ -100,6 +101,22 @@ enum Command {
     /// Turn emergency read-only mode on or off (refuses ingest and commits everywhere, queries
     /// keep working), or show it. See docs/runbooks/emergency-read-only.md.
     ReadOnly(read_only::Args),
+
+    /// Check datasets against the bucket: every file a retained snapshot references present
+    /// with its size (and with --verify-hashes its SHA-256), every manifest agreeing with its
+    /// commit, orphans listed. Records each run (GET /v1/integrity); exits 1 on damage. See
+    /// docs/maintenance.md and docs/runbooks/integrity-failures.md.
+    Integrity(maintain::IntegrityArgs),
+
+    /// Rewrite a dataset's small files, per partition, into target-size files as one fenced
+    /// `compact` snapshot (same rows; concurrent appends kept). Runs as a leased task. See
+    /// docs/maintenance.md and docs/runbooks/compaction-rollback.md.
+    Compact(maintain::CompactArgs),
+
+    /// Expire snapshots by the dataset's retention and delete the files no retained snapshot
+    /// references (after a grace), and staging older than 7 days. Runs as a leased task;
+    /// --dry-run lists what would go. See docs/maintenance.md.
+    Gc(maintain::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -147,6 +164,9 @@ fn main() -> ExitCode {
             Command::Ingest(args) => ingest::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::ReadOnly(args) => read_only::run(args).await,
+            Command::Integrity(args) => maintain::integrity(args).await,
+            Command::Compact(args) => maintain::compact(args).await,
+            Command::Gc(args) => maintain::gc(args).await,
         }
     });
     // The command is done. A blocking read of stdin may still be parked (tokio reads stdin on a
@@ -179,6 +199,9 @@ fn init_telemetry(cli: &Cli, log_flag: bool) -> anyhow::Result<duckmesh_telemetr
         Command::Ingest(_) => "ingest",
         Command::DeadLetters(_) => "dead-letters",
         Command::ReadOnly(_) => "read-only",
+        Command::Integrity(_) => "integrity",
+        Command::Compact(_) => "compact",
+        Command::Gc(_) => "gc",
     };
     let mut config = cli.telemetry.clone().into_config(&format!("duckmesh-{role}"))?;
     if log_flag {

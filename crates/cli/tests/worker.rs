@@ -75,15 +75,22 @@ impl Setup {
 
     /// The `duckmesh worker` command for `lease`, talking to S3 at `s3`.
     fn worker(&self, lease: &Lease, s3: &S3Config) -> Command {
+        let mut command = self.duckmesh(&["worker"], s3);
+        command
+            .env("DUCKMESH_TASK_ID", lease.task.to_string())
+            .env("DUCKMESH_ATTEMPT_ID", lease.attempt.to_string())
+            .env("DUCKMESH_FENCE", lease.fence.to_string());
+        command
+    }
+
+    /// `duckmesh <args>` with the catalog and S3 at `s3` in its environment, and nothing else.
+    fn duckmesh(&self, args: &[&str], s3: &S3Config) -> Command {
         let credentials = s3.credentials.clone().expect("static test credentials");
         let mut command = Command::new(env!("CARGO_BIN_EXE_duckmesh"));
         command
-            .arg("worker")
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DUCKMESH_TASK_ID", lease.task.to_string())
-            .env("DUCKMESH_ATTEMPT_ID", lease.attempt.to_string())
-            .env("DUCKMESH_FENCE", lease.fence.to_string())
             .env("DUCKMESH_DATABASE_URL", self.db.url())
             .env("DUCKMESH_S3_BUCKET", &s3.bucket)
             .env("DUCKMESH_S3_PREFIX", s3.prefix.as_deref().unwrap_or_default())
@@ -294,6 +301,48 @@ async fn maintenance_tasks_run_through_the_worker_binary() {
     let output = setup.worker(&lease(task).await, &s3).output().expect("run");
     assert_eq!(output.status.code(), Some(10), "{}", text(&output));
     assert!(text(&output).contains("invalid_task_spec"), "{}", text(&output));
+}
+
+/// `duckmesh compact`, `integrity` and `gc` by hand, against the same catalog and bucket.
+#[tokio::test]
+async fn maintenance_commands_compact_check_and_collect() {
+    let server = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
+    let s3 = server.scoped_config();
+    let setup = setup().await;
+    let out = setup.dataset("out").await;
+    for index in 0..3 {
+        let task = setup.task(&format!("load-{index}"), out.id, json!({"sql": format!("SELECT {index} AS id")})).await;
+        let lease =
+            setup.catalog.lease_task(task, "test", Duration::from_secs(60)).await.expect("lease").expect("runnable");
+        let output = setup.worker(&lease, &s3).output().expect("run");
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    }
+    let run = |args: &[&str]| setup.duckmesh(args, &s3).output().expect("run");
+
+    let output = run(&["compact", "out", "--min-files", "2"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("out: compacted 3 files"), "{}", text(&output));
+    let output = run(&["compact", "out"]);
+    assert!(text(&output).contains("nothing to compact (1 small files)"), "{}", text(&output));
+
+    let output = run(&["integrity", "--all", "--verify-hashes"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("default/out") && text(&output).contains("clean"), "{}", text(&output));
+
+    let output = run(&["gc", "out", "--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("out: would expire 0 snapshots"), "{}", text(&output));
+
+    let live = setup.catalog.live_files(out.id).await.expect("files");
+    let store = S3Store::new(s3.clone()).await.expect("store");
+    store.delete(&live[0].path).await.expect("delete");
+    let output = run(&["integrity", "out"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("DAMAGED") && text(&output).contains("missing_file"), "{}", text(&output));
+
+    let output = run(&["integrity", "nope"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("\"nope\""), "{}", text(&output));
 }
 
 fn http_put() -> http::Method {
