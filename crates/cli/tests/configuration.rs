@@ -52,15 +52,27 @@ fn splice(doc: &str, blocks: &BTreeMap<String, String>) -> (String, BTreeSet<Str
 fn configuration_md_is_generated_from_the_knobs() {
     let blocks = reference();
     let doc = std::fs::read_to_string(DOC).expect("docs/configuration.md");
-    let (spliced, keys) = splice(&doc, &blocks);
+    let (mut spliced, keys) = splice(&doc, &blocks);
     let missing: Vec<&String> = blocks.keys().filter(|key| !keys.contains(*key)).collect();
+    let update = std::env::var_os("DUCKMESH_UPDATE_DOCS").is_some();
     assert!(
-        missing.is_empty(),
-        "docs/configuration.md has no place for {missing:?}: add `<!-- generated: KEY -->` and \
-         `<!-- end generated -->` lines where each table belongs, then run {UPDATE}"
+        missing.is_empty() || update,
+        "docs/configuration.md has no place for {missing:?}: run {UPDATE} (it adds a section for each \
+         at the end of its part; move it and write its prose as you like)"
     );
+    for key in missing {
+        // A command's own arguments go at the end of "Commands", a component's at the end.
+        let section = match key.strip_prefix("duckmesh ") {
+            Some(_) => format!("### `{key}`\n\n{}\n", blocks[key]),
+            None => format!("\n### {key}\n\n{}", blocks[key]),
+        };
+        match (key.starts_with("duckmesh "), spliced.find("## Components")) {
+            (true, Some(at)) => spliced.insert_str(at, &section),
+            _ => spliced.push_str(&section),
+        }
+    }
     if spliced != doc {
-        if std::env::var_os("DUCKMESH_UPDATE_DOCS").is_some() {
+        if update {
             std::fs::write(DOC, &spliced).expect("write docs/configuration.md");
         } else {
             panic!("docs/configuration.md differs from the knobs' flags and help lines: run {UPDATE}");
