@@ -47,7 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?;
     let store =
         args.store.store_config()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
-    let metrics = duckmesh_telemetry::Metrics::new();
+    let metrics = crate::metrics::every_component();
     let service = QueryService::new(catalog.clone(), store, metrics, config).context("starting the query service")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

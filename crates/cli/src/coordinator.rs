@@ -50,7 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?;
     let store =
         args.store.store_config()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
-    let metrics = duckmesh_telemetry::Metrics::new();
+    let metrics = crate::metrics::every_component();
     let coordinator = Coordinator::new(catalog.clone(), store, metrics, config);
 
     let stop = CancellationToken::new();

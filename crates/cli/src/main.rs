@@ -9,6 +9,7 @@ mod dead_letters;
 mod dev;
 mod ingest;
 mod maintain;
+mod metrics;
 mod migrate;
 mod operator;
 mod out;

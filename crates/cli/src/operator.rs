@@ -106,7 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         global_limit: args.global_limit,
         resync: Resync::default(),
     };
-    let metrics = duckmesh_telemetry::Metrics::new();
+    let metrics = crate::metrics::every_component();
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

@@ -11,6 +11,9 @@ use crate::config::CoordinatorConfig;
 use crate::convert::{self, Conversion, Plan};
 use crate::error::{Error, Result};
 use crate::manifest::{INGEST_MANIFEST_FORMAT, IngestManifest, ManifestEvents};
+use crate::metrics::{
+    ClaimRetryLabels, ClaimRetryReason, CoordinatorMetrics, PublishFailureLabels, PublishFailureReason,
+};
 use duckmesh_catalog::{
     Catalog, ClaimOptions, ClaimedBatch, DatasetRecord, IngestCommit, IngestCommitted, NewFile, PoisonEvent,
 };
@@ -19,7 +22,6 @@ use duckmesh_core::{DatasetId, Fence, SnapshotId};
 use duckmesh_engine::ExportedFile;
 use duckmesh_storage::{ObjectStore, layout};
 use duckmesh_telemetry::Metrics;
-use duckmesh_telemetry::metrics::{ClaimRetryLabels, ClaimRetryReason, PublishFailureLabels, PublishFailureReason};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgListener;
 use std::collections::{BTreeSet, HashSet};
@@ -76,7 +78,9 @@ pub struct Coordinator {
 struct Inner {
     catalog: Catalog,
     store: Arc<dyn ObjectStore>,
-    metrics: Metrics,
+    /// The process registry, served on `/metrics`.
+    registry: Metrics,
+    metrics: CoordinatorMetrics,
     config: CoordinatorConfig,
     /// The read-only state last seen, to log its changes once.
     read_only: AtomicBool,
@@ -156,7 +160,16 @@ enum Wake {
 impl Coordinator {
     /// A coordinator over `catalog` (events, claims, commits) and `store` (Parquet, manifests).
     pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>, metrics: Metrics, config: CoordinatorConfig) -> Self {
-        Self { inner: Arc::new(Inner { catalog, store, metrics, config, read_only: AtomicBool::new(false) }) }
+        Self {
+            inner: Arc::new(Inner {
+                catalog,
+                store,
+                metrics: CoordinatorMetrics::new(&metrics),
+                registry: metrics,
+                config,
+                read_only: AtomicBool::new(false),
+            }),
+        }
     }
 
     /// The configuration.
@@ -169,8 +182,13 @@ impl Coordinator {
         &self.inner.catalog
     }
 
-    /// The metrics it reports.
+    /// The process's metrics registry (every component's metrics, served on `/metrics`).
     pub fn metrics(&self) -> &Metrics {
+        &self.inner.registry
+    }
+
+    /// The metrics it records.
+    pub fn coordinator_metrics(&self) -> &CoordinatorMetrics {
         &self.inner.metrics
     }
 
@@ -288,7 +306,7 @@ impl Coordinator {
             let state = self.inner.catalog.read_only().await.map_err(Error::catalog("reading the read-only switch"))?;
             (state.enabled, state.reason)
         };
-        self.inner.metrics.api.read_only_mode.set(i64::from(enabled));
+        self.inner.metrics.read_only_mode.set(i64::from(enabled));
         if self.inner.read_only.swap(enabled, Ordering::SeqCst) != enabled {
             if enabled {
                 tracing::warn!(reason = reason.as_deref().unwrap_or(""), "read-only mode is on: not claiming ingest");
@@ -348,7 +366,7 @@ impl Coordinator {
             lease: config.claim_lease,
             max_claims: config.max_claims,
         };
-        let metrics = &self.inner.metrics.coordinator;
+        let metrics = &self.inner.metrics.batches;
         let batch = match self.inner.catalog.claim_ingest(&options).await {
             Ok(batch) => batch,
             Err(error) => {
@@ -537,7 +555,7 @@ impl Coordinator {
                     }
                     self.inner
                         .metrics
-                        .coordinator
+                        .batches
                         .claim_retries
                         .get_or_create(&ClaimRetryLabels { reason: ClaimRetryReason::LeaseLost })
                         .inc();
@@ -592,7 +610,7 @@ impl Coordinator {
         claimed_at: Instant,
     ) -> BatchReport {
         let metrics = &self.inner.metrics;
-        metrics.coordinator.commit_batch_latency_ms.observe(claimed_at.elapsed().as_secs_f64() * 1000.0);
+        metrics.batches.commit_batch_latency_ms.observe(claimed_at.elapsed().as_secs_f64() * 1000.0);
         if let Some(token) = committed.visibility_token
             && token > metrics.freshness.latest_visibility_token.get()
         {
@@ -639,7 +657,7 @@ impl Coordinator {
     }
 
     fn publish_failure(&self, reason: PublishFailureReason) {
-        self.inner.metrics.coordinator.snapshot_publish_failures.get_or_create(&PublishFailureLabels { reason }).inc();
+        self.inner.metrics.batches.snapshot_publish_failures.get_or_create(&PublishFailureLabels { reason }).inc();
     }
 }
 

@@ -19,6 +19,7 @@ mod coordinator;
 mod error;
 mod health;
 mod manifest;
+pub mod metrics;
 
 pub use config::{CoordinatorArgs, CoordinatorConfig};
 pub use convert::{CONVERSION_FAILED, INVALID_DATASET_SPEC, INVALID_SCHEMA, SCHEMA_MISSING};

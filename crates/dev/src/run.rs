@@ -8,9 +8,12 @@ use crate::process::{ProcessConfig, ProcessExecutor};
 use crate::progress::{JobView, Progress, datasets_table, human_bytes, tasks_table};
 use crate::source::{self, Applied, SourceError};
 use duckmesh_catalog::{Catalog, CatalogConfig, ConnectOptions};
+use duckmesh_coordinator::metrics::CoordinatorMetrics;
 use duckmesh_coordinator::{Coordinator, CoordinatorArgs};
 use duckmesh_core::{JobPhase, TaskPhase};
 use duckmesh_localpg::{ClusterOptions, LocalCluster, resolve_state_dir};
+use duckmesh_query::metrics::ApiMetrics;
+use duckmesh_scheduler::metrics::ControlPlaneMetrics;
 use duckmesh_scheduler::{Scheduler, SchedulerOptions};
 use duckmesh_storage::{Pruned, StoreConfig, StoreCounters, prune_cached};
 use duckmesh_telemetry::Metrics;
@@ -242,7 +245,9 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     let store = StoreConfig::from_lookup(lookup)?.build(Arc::new(StoreCounters::new())).await?;
 
     let applied = source::apply(&catalog, &resources).await?;
+    // Every component's metrics are served from the first scrape, as by the other binaries.
     let metrics = Metrics::new();
+    let _ = (ApiMetrics::new(&metrics), CoordinatorMetrics::new(&metrics), ControlPlaneMetrics::new(&metrics));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| DevError::Listen { address: options.listen, source })?;

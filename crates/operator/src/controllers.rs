@@ -15,9 +15,9 @@ use crate::triggers::{Triggers, Waiter, Waiting};
 use chrono::{DateTime, Utc};
 use duckmesh_catalog::Catalog;
 use duckmesh_resources::{Dataset, Job, JobStatus, Task, TaskStatus};
+use duckmesh_scheduler::metrics::{ControlPlaneMetrics, Controller, ControllerLabels, ReconcileResult};
 use duckmesh_scheduler::{ApplyError, ObjectRef, apply_dataset, apply_job, apply_task};
 use duckmesh_telemetry::Metrics;
-use duckmesh_telemetry::metrics::{Controller, ReconcileResult};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -74,8 +74,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// Publishes Events.
     pub recorder: Recorder,
-    /// Metrics, when exported.
-    pub metrics: Option<Metrics>,
+    /// The control plane's metrics, when exported.
+    pub metrics: Option<ControlPlaneMetrics>,
     /// Requeue intervals.
     pub resync: Resync,
     /// The clock (a plain function so tests can pin it).
@@ -111,7 +111,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             catalog,
-            metrics,
+            metrics: metrics.as_ref().map(ControlPlaneMetrics::new),
             resync: Resync::default(),
             now: Utc::now,
             triggers: Triggers::default(),
@@ -694,11 +694,7 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error
             _ => None,
         };
         if let Some(controller) = controller {
-            metrics
-                .control_plane
-                .workqueue_retries
-                .get_or_create(&duckmesh_telemetry::metrics::ControllerLabels { controller })
-                .inc();
+            metrics.workqueue_retries.get_or_create(&ControllerLabels { controller }).inc();
         }
     }
     Action::requeue(delay)

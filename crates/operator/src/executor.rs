@@ -15,9 +15,9 @@ use crate::pod::{WorkerPodConfig, pod_name_of, task_resource_of, worker_pod};
 use duckmesh_catalog::Catalog;
 use duckmesh_core::AttemptId;
 use duckmesh_resources::Task;
+use duckmesh_scheduler::metrics::{ControlPlaneMetrics, Controller, ReconcileResult};
 use duckmesh_scheduler::{Executor, ExecutorError, Launch, RunnerEnded};
 use duckmesh_telemetry::Metrics;
-use duckmesh_telemetry::metrics::{Controller, ReconcileResult};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -139,7 +139,7 @@ pub struct PodWatcher {
     catalog: Catalog,
     namespace: Option<String>,
     ended: mpsc::Sender<RunnerEnded>,
-    metrics: Option<Metrics>,
+    metrics: Option<ControlPlaneMetrics>,
 }
 
 impl std::fmt::Debug for PodWatcher {
@@ -157,7 +157,7 @@ impl PodWatcher {
         ended: mpsc::Sender<RunnerEnded>,
         metrics: Option<Metrics>,
     ) -> Self {
-        Self { client, catalog, namespace, ended, metrics }
+        Self { client, catalog, namespace, ended, metrics: metrics.as_ref().map(ControlPlaneMetrics::new) }
     }
 
     fn api(&self) -> Api<Pod> {

@@ -88,6 +88,8 @@ pub async fn run_with_client(
     shutdown: CancellationToken,
 ) -> Result<()> {
     check_crds(&client, config.namespace.as_deref()).await?;
+    // The control plane's series are served from the start, by a standby as by the leader.
+    let _ = duckmesh_scheduler::metrics::ControlPlaneMetrics::new(&metrics);
     let health = Arc::new(Health::default());
     let server = serve(config.metrics_listen, &metrics, catalog.clone(), Arc::clone(&health), shutdown.clone()).await?;
     health.started.store(true, Ordering::SeqCst);

@@ -3,6 +3,7 @@
 use crate::auth::{Principal, presented_key};
 use crate::error::Error;
 use crate::ingest::IngestResponse;
+use crate::metrics::{QueryKind, Route};
 use crate::model::{DatasetList, ErrorBody, Health, QueryRequest, QueryResponse, SnapshotPage};
 use crate::service::{QueryAnswer, QueryService, RawBody, Readiness};
 use axum::Router;
@@ -11,7 +12,6 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use duckmesh_telemetry::metrics::{QueryKind, Route};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use std::future::Future;
@@ -88,7 +88,7 @@ fn route_of(path: &str) -> Route {
 async fn count(State(service): State<QueryService>, request: Request, next: Next) -> Response {
     let route = route_of(request.uri().path());
     let response = next.run(request).await;
-    service.metrics().observe_http(route, response.status().as_u16());
+    service.api_metrics().observe_http(route, response.status().as_u16());
     response
 }
 

@@ -28,6 +28,7 @@ pub mod format;
 mod http;
 pub mod ingest;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 mod service;

@@ -10,6 +10,7 @@ use crate::engine::{Body, Caps, DatasetView, EngineSettings, Outcome, Sandbox};
 use crate::error::{Error, Result};
 use crate::ingest::{IngestResponse, IngestSettings};
 use crate::limits::{Admission, RateLimiter};
+use crate::metrics::{ApiMetrics, Barrier, IngestResult, QueryKind, QueryObservation, QueryResult};
 use crate::model::{
     DatasetInfo, DatasetList, ExportInfo, Format, QueryRequest, QueryResponse, SnapshotInfo, SnapshotPage,
 };
@@ -19,7 +20,6 @@ use duckmesh_catalog::{Catalog, DatasetRecord, FileRecord, IngestRequest};
 use duckmesh_core::{DatasetId, SnapshotId};
 use duckmesh_storage::ObjectStore;
 use duckmesh_telemetry::Metrics;
-use duckmesh_telemetry::metrics::{Barrier, IngestResult, QueryKind, QueryObservation, QueryResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,9 @@ pub struct QueryService {
 struct Inner {
     catalog: Catalog,
     store: Arc<dyn ObjectStore>,
-    metrics: Metrics,
+    /// The process registry, served on `/metrics`.
+    registry: Metrics,
+    metrics: ApiMetrics,
     config: QueryConfig,
     cache: FileCache,
     admission: Admission,
@@ -158,7 +160,8 @@ impl QueryService {
                 engines: EnginePool { capacity: config.engine_pool, entries: Mutex::new(lru::LruCache::unbounded()) },
                 catalog,
                 store,
-                metrics,
+                metrics: ApiMetrics::new(&metrics),
+                registry: metrics,
                 cache,
                 parser: Mutex::new(parser),
                 config,
@@ -171,8 +174,13 @@ impl QueryService {
         &self.inner.config
     }
 
-    /// The metrics registry.
+    /// The process's metrics registry (every component's metrics, served on `/metrics`).
     pub fn metrics(&self) -> &Metrics {
+        &self.inner.registry
+    }
+
+    /// The metrics this service records.
+    pub fn api_metrics(&self) -> &ApiMetrics {
         &self.inner.metrics
     }
 
@@ -567,7 +575,7 @@ impl QueryService {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(ack) => {
-                metrics.api.read_only_mode.set(0);
+                metrics.read_only_mode.set(0);
                 metrics.observe_ingest(
                     &principal.tenant,
                     IngestResult::Accepted,
@@ -583,7 +591,7 @@ impl QueryService {
             Err(error) => {
                 let outcome = match error {
                     Error::ReadOnly { .. } => {
-                        metrics.api.read_only_mode.set(1);
+                        metrics.read_only_mode.set(1);
                         IngestResult::ReadOnly
                     }
                     Error::RateLimited { .. } | Error::IngestBackpressure { .. } | Error::Overloaded { .. } => {

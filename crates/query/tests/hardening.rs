@@ -79,7 +79,7 @@ async fn a_dropped_request_frees_its_slot() -> Result<(), BoxError> {
     let principal = duckmesh_query::Principal { tenant: "default".into(), user: "local".into() };
     let request = QueryRequest { timeout_ms: Some(3_600_000), ..QueryRequest::new(slow) };
     let running = tokio::spawn(async move {
-        service.query(&principal, request, duckmesh_telemetry::metrics::QueryKind::Interactive).await.map(|_| ())
+        service.query(&principal, request, duckmesh_query::metrics::QueryKind::Interactive).await.map(|_| ())
     });
     // Drop the request once the slow query holds the slot (the follow-up is refused).
     loop {

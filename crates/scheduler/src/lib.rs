@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod executor;
+pub mod metrics;
 pub mod runtime;
 
 pub use apply::{

@@ -4,13 +4,14 @@
 //! passes — duplicate wake-ups, a second scheduler — lease nothing twice.
 
 use crate::executor::{Executor, Launch, RunnerEnded, failure_for, runner_failure};
+use crate::metrics::{
+    ControlPlaneMetrics, PhaseLabels, RetryReason, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels,
+    TerminalPhase,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
 use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId};
 use duckmesh_telemetry::Metrics;
-use duckmesh_telemetry::metrics::{
-    PhaseLabels, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels, TerminalPhase,
-};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,13 +90,15 @@ pub struct Scheduler<E: Executor> {
     catalog: Catalog,
     executor: Arc<E>,
     options: SchedulerOptions,
-    metrics: Option<Metrics>,
+    metrics: Option<ControlPlaneMetrics>,
     job_names: Mutex<HashMap<JobId, String>>,
 }
 
 impl<E: Executor> Scheduler<E> {
-    /// A scheduler over `catalog` that runs attempts through `executor`.
+    /// A scheduler over `catalog` that runs attempts through `executor`, recording the
+    /// control plane's metrics in `metrics`' registry when given.
     pub fn new(catalog: Catalog, executor: Arc<E>, options: SchedulerOptions, metrics: Option<Metrics>) -> Self {
+        let metrics = metrics.as_ref().map(ControlPlaneMetrics::new);
         Self { catalog, executor, options, metrics, job_names: Mutex::new(HashMap::new()) }
     }
 
@@ -183,9 +186,9 @@ impl<E: Executor> Scheduler<E> {
             }
             let kind = self.task_kind(reaped.task).await;
             if let Some(metrics) = &self.metrics {
-                metrics.control_plane.leases_expired.get_or_create(&TaskKindLabels { task_kind: kind }).inc();
+                metrics.leases_expired.get_or_create(&TaskKindLabels { task_kind: kind }).inc();
             }
-            self.count_outcome(kind, &reaped.outcome, duckmesh_telemetry::metrics::RetryReason::LeaseExpired);
+            self.count_outcome(kind, &reaped.outcome, RetryReason::LeaseExpired);
         }
 
         let mut options = ScheduleOptions::new(self.options.runner.clone());
@@ -233,27 +236,22 @@ impl<E: Executor> Scheduler<E> {
                     JobPhase::Cancelled => TerminalPhase::Cancelled,
                     _ => continue,
                 };
-                metrics.control_plane.jobs_finished.get_or_create(&PhaseLabels { phase: terminal }).inc();
+                metrics.jobs_finished.get_or_create(&PhaseLabels { phase: terminal }).inc();
                 if let Ok(record) = self.catalog.job(*job).await
                     && let Some(finished) = record.finished_at
                 {
                     let seconds = (finished - record.created_at).num_milliseconds() as f64 / 1000.0;
-                    metrics
-                        .control_plane
-                        .job_duration_seconds
-                        .get_or_create(&PhaseLabels { phase: terminal })
-                        .observe(seconds);
+                    metrics.job_duration_seconds.get_or_create(&PhaseLabels { phase: terminal }).observe(seconds);
                 }
             }
             let backlog = self.catalog.backlog_stats().await?;
             let labels = TaskKindLabels { task_kind: TaskKind::Sql };
-            metrics.control_plane.task_backlog_depth.get_or_create(&labels).set(backlog.runnable);
+            metrics.task_backlog_depth.get_or_create(&labels).set(backlog.runnable);
             metrics
-                .control_plane
                 .task_backlog_oldest_age_seconds
                 .get_or_create(&labels)
                 .set(backlog.oldest_runnable_age_seconds as f64);
-            metrics.control_plane.lease_lag_seconds.set(backlog.max_lease_lag_seconds as f64);
+            metrics.lease_lag_seconds.set(backlog.max_lease_lag_seconds as f64);
         }
         if report != PassReport::default() {
             tracing::debug!(?report, "scheduling pass");
@@ -273,11 +271,9 @@ impl<E: Executor> Scheduler<E> {
                 tracing::warn!(task = %ended.task, attempt = %ended.attempt, error_code = %failure.code, message = %failure.message, "runner ended without recording its outcome");
                 let kind = self.task_kind(ended.task).await;
                 let reason = match RunnerFailure::from_code(&failure.code) {
-                    Some(RunnerFailure::TaskTimeout) => duckmesh_telemetry::metrics::RetryReason::Timeout,
-                    Some(RunnerFailure::RunnerLost | RunnerFailure::RunnerStartFailed) => {
-                        duckmesh_telemetry::metrics::RetryReason::PodLost
-                    }
-                    _ => duckmesh_telemetry::metrics::RetryReason::Failed,
+                    Some(RunnerFailure::TaskTimeout) => RetryReason::Timeout,
+                    Some(RunnerFailure::RunnerLost | RunnerFailure::RunnerStartFailed) => RetryReason::PodLost,
+                    _ => RetryReason::Failed,
                 };
                 self.count_outcome(kind, &outcome, reason);
             }
@@ -289,20 +285,14 @@ impl<E: Executor> Scheduler<E> {
         }
     }
 
-    fn count_outcome(
-        &self,
-        kind: TaskKind,
-        outcome: &duckmesh_catalog::FailOutcome,
-        reason: duckmesh_telemetry::metrics::RetryReason,
-    ) {
+    fn count_outcome(&self, kind: TaskKind, outcome: &duckmesh_catalog::FailOutcome, reason: RetryReason) {
         let Some(metrics) = &self.metrics else { return };
         match outcome {
             duckmesh_catalog::FailOutcome::Retrying { .. } => {
-                metrics.control_plane.task_retries.get_or_create(&TaskRetryLabels { task_kind: kind, reason }).inc();
+                metrics.task_retries.get_or_create(&TaskRetryLabels { task_kind: kind, reason }).inc();
             }
             duckmesh_catalog::FailOutcome::Failed { .. } => {
                 metrics
-                    .control_plane
                     .tasks_finished
                     .get_or_create(&TaskPhaseLabels { task_kind: kind, phase: TerminalPhase::Failed })
                     .inc();

@@ -1,7 +1,7 @@
 //! Telemetry in one place for every DuckMesh process (operator, worker, coordinator, api,
 //! dev): JSON logs with secret scrubbing, OpenTelemetry traces over OTLP configured only by
 //! the standard `OTEL_*` variables, W3C trace-context propagation, and the one Prometheus
-//! registry holding every metric of SPEC §6.
+//! registry of a process, in which each component registers its own metrics (SPEC §6).
 //!
 //! ```no_run
 //! fn main() -> Result<(), duckmesh_telemetry::Error> {
@@ -34,7 +34,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 pub use config::{LogFormat, TelemetryArgs, TelemetryConfig};
 pub use error::{Error, Result};
 pub use logging::LogLayer;
-pub use metrics::{Metrics, encode, metrics_router, try_encode};
+pub use metrics::{ComponentMetrics, Metrics, encode, metrics_router, try_encode};
 pub use traces::{
     TRACEPARENT_ENV, context_from_env, context_from_traceparent, current_trace_env, current_trace_id,
     current_traceparent, extract_from_headers, inject_current_into_headers, link_to_traceparent, set_parent_from_env,
