@@ -4,7 +4,7 @@ use crate::auth::{Principal, presented_key};
 use crate::error::Error;
 use crate::ingest::IngestResponse;
 use crate::metrics::{QueryKind, Route};
-use crate::model::{DatasetList, ErrorBody, Health, QueryRequest, QueryResponse, SnapshotPage};
+use crate::model::{DatasetList, ErrorBody, Health, IntegrityList, QueryRequest, QueryResponse, SnapshotPage};
 use crate::service::{QueryAnswer, QueryService, RawBody, Readiness};
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +27,7 @@ pub fn router(service: QueryService) -> Router {
         .route("/v1/ingest/{dataset}", post(ingest))
         .route("/v1/datasets", get(datasets))
         .route("/v1/datasets/{name}/snapshots", get(snapshots))
+        .route("/v1/integrity", get(integrity))
         .route_layer(from_fn_with_state(service.clone(), authenticate))
         .route("/v1/health", get(health))
         .route("/healthz", get(healthz))
@@ -74,6 +75,7 @@ fn route_of(path: &str) -> Route {
         "/v1/query" => Route::Query,
         "/v1/task/query" => Route::TaskQuery,
         "/v1/datasets" => Route::Datasets,
+        "/v1/integrity" => Route::Integrity,
         "/v1/health" | "/healthz" => Route::Health,
         "/v1/ready" | "/readyz" => Route::Ready,
         "/v1/openapi.json" => Route::Other,
@@ -454,6 +456,57 @@ pub(crate) async fn snapshots(
     };
     match service.snapshots(&principal, &name, namespace.as_deref(), before, limit).await {
         Ok(page) => json_response(StatusCode::OK, &page),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The query string of `GET /v1/integrity`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntegrityParameters {
+    namespace: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/integrity`: the latest integrity run of each dataset.
+#[utoipa::path(
+    get,
+    path = "/v1/integrity",
+    tag = "datasets",
+    summary = "The latest integrity run (catalog against bucket) of each of the caller tenant's datasets",
+    params(
+        ("namespace" = Option<String>, Query, description = "The namespace (default DUCKMESH_QUERY_NAMESPACE)"),
+        ("limit" = Option<usize>, Query, minimum = 0, maximum = 100, description = "Problems listed per dataset \
+         (default 20; the counts cover them all)"),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The latest run of each dataset that has one", body = IntegrityList),
+        (status = 400, description = "`invalid_request`: bad `limit`, empty `namespace`, unknown parameter", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")), body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`catalog_unavailable`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn integrity(
+    State(service): State<QueryService>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Response {
+    let principal = match principal_of(request.extensions()) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let parameters = parameters::<IntegrityParameters>(raw.as_deref())
+        .and_then(|IntegrityParameters { namespace, limit }| Ok((non_empty(namespace)?, limit)));
+    let (namespace, limit) = match parameters {
+        Ok(parameters) => parameters,
+        Err(error) => return error.into_response(),
+    };
+    match service.integrity(&principal, namespace.as_deref(), limit).await {
+        Ok(list) => json_response(StatusCode::OK, &list),
         Err(error) => error.into_response(),
     }
 }

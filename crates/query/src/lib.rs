@@ -27,6 +27,7 @@ mod error;
 pub mod format;
 mod http;
 pub mod ingest;
+mod integrity;
 pub mod limits;
 pub mod metrics;
 pub mod model;
@@ -40,7 +41,7 @@ pub use error::{ConfigError, Error, Result};
 pub use http::{router, serve};
 pub use ingest::IngestResponse;
 pub use model::{
-    ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, Health, QueryRequest, QueryResponse,
-    SnapshotInfo, SnapshotPage,
+    ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, Health, IntegrityCountsInfo, IntegrityInfo,
+    IntegrityList, IntegrityProblemInfo, QueryRequest, QueryResponse, SnapshotInfo, SnapshotPage,
 };
 pub use service::{Check, QueryAnswer, QueryService, RawBody, Readiness};

@@ -195,6 +195,71 @@ pub struct SnapshotPage {
     pub next_before: Option<i64>,
 }
 
+/// `GET /v1/integrity`: the latest integrity run of each of the caller tenant's datasets in a
+/// namespace that has one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IntegrityList {
+    /// The namespace.
+    pub namespace: String,
+    /// One entry per dataset with a run, by name.
+    pub datasets: Vec<IntegrityInfo>,
+}
+
+/// The latest integrity run of one dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IntegrityInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The run's id.
+    pub run_id: i64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it was recorded.
+    pub finished_at: DateTime<Utc>,
+    /// Whether file contents were hashed too.
+    pub verify_hashes: bool,
+    /// Nothing missing, mismatched or misdescribed (orphans aside).
+    pub clean: bool,
+    /// What was checked and found.
+    pub counts: IntegrityCountsInfo,
+    /// The first problems, by kind then path (`limit`, default 20).
+    pub problems: Vec<IntegrityProblemInfo>,
+}
+
+/// Counts of one integrity run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IntegrityCountsInfo {
+    /// Snapshots whose manifests were compared.
+    pub snapshots_checked: i64,
+    /// Committed files checked.
+    pub files_checked: i64,
+    /// Their bytes.
+    pub bytes_checked: i64,
+    /// Files missing from the bucket.
+    pub missing_files: i64,
+    /// Files of the wrong size.
+    pub size_mismatch_files: i64,
+    /// Files with the wrong SHA-256.
+    pub hash_mismatch_files: i64,
+    /// Manifests missing, unreadable or disagreeing with the catalog.
+    pub manifest_problems: i64,
+    /// Unreferenced objects under the dataset's prefix.
+    pub orphan_files: i64,
+}
+
+/// One problem an integrity run found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IntegrityProblemInfo {
+    /// `missing_file`, `size_mismatch`, `hash_mismatch`, `manifest` or `orphan`.
+    pub kind: String,
+    /// The object key.
+    pub path: String,
+    /// What was expected and what was found.
+    pub detail: String,
+}
+
 /// `GET /v1/health` (and `/healthz`): liveness only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {

@@ -6,8 +6,8 @@
 
 use crate::ingest::IngestResponse;
 use crate::model::{
-    ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, Health, QueryRequest, QueryResponse,
-    SnapshotInfo, SnapshotPage,
+    ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, Health, IntegrityCountsInfo, IntegrityInfo,
+    IntegrityList, IntegrityProblemInfo, QueryRequest, QueryResponse, SnapshotInfo, SnapshotPage,
 };
 use crate::service::{Check, Readiness};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -34,6 +34,7 @@ pub(crate) const API_KEY_HEADER: &str = "api_key";
         crate::http::ingest,
         crate::http::datasets,
         crate::http::snapshots,
+        crate::http::integrity,
         crate::http::health,
         crate::http::healthz,
         crate::http::ready,
@@ -52,6 +53,10 @@ pub(crate) const API_KEY_HEADER: &str = "api_key";
         DatasetInfo,
         SnapshotPage,
         SnapshotInfo,
+        IntegrityList,
+        IntegrityInfo,
+        IntegrityCountsInfo,
+        IntegrityProblemInfo,
         IngestResponse,
         Readiness,
         Check,

@@ -174,6 +174,11 @@ impl QueryService {
         &self.inner.config
     }
 
+    /// The catalog.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
     /// The process's metrics registry (every component's metrics, served on `/metrics`).
     pub fn metrics(&self) -> &Metrics {
         &self.inner.registry

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use duckmesh_catalog::CommitMode;
-use duckmesh_query::{DatasetList, SnapshotPage};
+use duckmesh_query::{DatasetList, IntegrityList, SnapshotPage};
 use duckmesh_testkit::BoxError;
 
 #[tokio::test]
@@ -74,4 +74,46 @@ async fn datasets_snapshots_health_ready_and_metrics() -> Result<(), BoxError> {
     assert_eq!(body["checks"]["catalog"]["ok"], false);
     assert_eq!(body["ready"], false);
     server.stop().await
+}
+
+/// `GET /v1/integrity` lists the latest run of each of the caller tenant's datasets.
+#[tokio::test]
+async fn integrity_lists_the_latest_run_per_dataset_of_the_tenant() -> Result<(), BoxError> {
+    use duckmesh_catalog::{IntegrityCounts, IntegrityProblem, NewIntegrityRun, ProblemKind};
+    let env = env().await?;
+    let trips = dataset(&env.catalog, "default", "trips").await?;
+    let hidden = dataset(&env.catalog, "other", "hidden").await?;
+    let problem =
+        |path: &str| IntegrityProblem { kind: ProblemKind::MissingFile, path: path.into(), detail: "gone".into() };
+    let run = |dataset, missing: i64, problems: Vec<IntegrityProblem>| NewIntegrityRun {
+        dataset,
+        started_at: chrono::Utc::now(),
+        verify_hashes: false,
+        counts: IntegrityCounts { files_checked: 3, missing_files: missing, ..IntegrityCounts::default() },
+        problems,
+    };
+    env.catalog.record_integrity_run(&run(trips, 0, vec![])).await?;
+    let latest = env.catalog.record_integrity_run(&run(trips, 2, vec![problem("trips/a"), problem("trips/b")])).await?;
+    env.catalog.record_integrity_run(&run(hidden, 1, vec![problem("hidden/a")])).await?;
+    let server = start(&env, config(&env)).await?;
+    let http = reqwest::Client::new();
+
+    let list: IntegrityList = http.get(format!("{}/v1/integrity?limit=1", server.url)).send().await?.json().await?;
+    assert_eq!(list.namespace, "default");
+    assert_eq!(list.datasets.len(), 1, "{list:?}");
+    let entry = &list.datasets[0];
+    assert_eq!((entry.name.as_str(), entry.run_id, entry.clean), ("trips", latest, false));
+    assert_eq!((entry.counts.files_checked, entry.counts.missing_files), (3, 2));
+    assert_eq!(entry.problems.len(), 1);
+    assert_eq!((entry.problems[0].kind.as_str(), entry.problems[0].path.as_str()), ("missing_file", "trips/a"));
+
+    let other: IntegrityList =
+        http.get(format!("{}/v1/integrity?namespace=elsewhere", server.url)).send().await?.json().await?;
+    assert!(other.datasets.is_empty());
+    for bad in ["?limit=101", "?limit=x", "?namespace=", "?bogus=1"] {
+        let response = http.get(format!("{}/v1/integrity{bad}", server.url)).send().await?;
+        assert_eq!(status_and_code(response).await?, (400, "invalid_request".to_owned()), "{bad}");
+    }
+    server.stop().await?;
+    Ok(())
 }

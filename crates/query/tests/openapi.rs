@@ -48,6 +48,7 @@ fn every_route_is_documented_with_its_errors_and_auth() {
         ("/v1/ingest/{dataset}", "post", &["200", "400", "401", "404", "409", "413", "429", "500", "503"]),
         ("/v1/datasets", "get", &["200", "401", "429", "500", "503"]),
         ("/v1/datasets/{name}/snapshots", "get", &["200", "400", "401", "404", "429", "500", "503"]),
+        ("/v1/integrity", "get", &["200", "400", "401", "429", "500", "503"]),
     ];
     for (path, method, statuses) in authenticated {
         let operation = &document["paths"][path][method];
@@ -75,7 +76,7 @@ fn every_route_is_documented_with_its_errors_and_auth() {
         assert!(operation.is_object(), "GET {path} is not documented");
         assert!(operation.get("security").is_none(), "{path} needs no key");
     }
-    assert_eq!(document["paths"].as_object().map(|paths| paths.len()), Some(11), "a route was added or dropped");
+    assert_eq!(document["paths"].as_object().map(|paths| paths.len()), Some(12), "a route was added or dropped");
 }
 
 #[tokio::test]
