@@ -12,6 +12,7 @@
 mod commit;
 mod compaction;
 mod config;
+mod consistency;
 mod error;
 mod failures;
 mod fencing;
@@ -29,6 +30,7 @@ mod specs;
 pub use commit::schema_difference;
 pub use compaction::CompactionCommit;
 pub use config::{CatalogArgs, ConfigError};
+pub use consistency::{DatasetState, FileGroup, GROUP_SAMPLE_PATHS, RecoveryStatus, SnapshotState};
 pub use duckmesh_contracts::canonical_type;
 pub use error::{Error, Result};
 pub use failures::Reaped;

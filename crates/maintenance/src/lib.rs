@@ -7,12 +7,16 @@
 //!   the catalog, where `GET /v1/integrity` and the metrics read it.
 //! - [`gc`]: reference-aware garbage collection — snapshots expired by retention, files no
 //!   retained snapshot references deleted after a grace, uncommitted staging after 7 days.
+//! - [`restore`]: snapshot consistency of a catalog restored from backup — ids and tokens
+//!   increasing, heads on their newest snapshot, counts matching files, the bucket checked, and
+//!   objects committed after the restore point told apart from damage.
 //! - [`compact`]: one leased attempt of a `compact` task rewrites a dataset's small files into
 //!   target-size files and commits them as one fenced `compact` snapshot.
 
 pub mod compact;
 pub mod gc;
 pub mod integrity;
+pub mod restore;
 
 mod attempt;
 mod error;
@@ -21,3 +25,4 @@ pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, Result};
 pub use gc::{GC_KIND, GcOptions, GcReport, GcRunner, Retention, collect_dataset, collect_exports};
 pub use integrity::{INTEGRITY_KIND, IntegrityOptions, IntegrityReport, IntegrityRunner, IntegritySpec, check_dataset};
+pub use restore::{ConsistencyReport, DatasetConsistency, Violation, ViolationKind, validate_restored_catalog};
