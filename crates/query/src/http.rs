@@ -2,13 +2,13 @@
 
 use crate::auth::{Principal, presented_key};
 use crate::error::Error;
-use crate::ingest::IngestResponse;
+use crate::ingest::{IngestResponse, IngestService};
 use crate::metrics::{QueryKind, Route};
 use crate::model::{DatasetList, ErrorBody, Health, IntegrityList, QueryRequest, QueryResponse, SnapshotPage};
 use crate::service::{QueryAnswer, QueryService, RawBody, Readiness};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{FromRef, Path, RawQuery, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,9 +18,31 @@ use std::future::Future;
 
 const JSON: &str = "application/json";
 
+/// The routes' state: the query service and the ingest service sharing its catalog, metrics,
+/// configuration and rate limiters. Handlers take either as `State<_>`.
+#[derive(Debug, Clone)]
+struct AppState {
+    query: QueryService,
+    ingest: IngestService,
+}
+
+impl FromRef<AppState> for QueryService {
+    fn from_ref(state: &AppState) -> Self {
+        state.query.clone()
+    }
+}
+
+impl FromRef<AppState> for IngestService {
+    fn from_ref(state: &AppState) -> Self {
+        state.ingest.clone()
+    }
+}
+
 /// Every route of the query deployment, `/metrics` included.
 pub fn router(service: QueryService) -> Router {
     let metrics = duckmesh_telemetry::metrics_router(service.metrics());
+    let state =
+        AppState { ingest: IngestService::new(std::sync::Arc::clone(service.shared())), query: service.clone() };
     Router::new()
         .route("/v1/query", post(query))
         .route("/v1/task/query", post(task_query))
@@ -35,7 +57,7 @@ pub fn router(service: QueryService) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
-        .with_state(service.clone())
+        .with_state(state)
         .merge(metrics)
         .layer(from_fn_with_state(service, count))
 }
@@ -307,7 +329,7 @@ fn insert_metadata(headers: &mut HeaderMap, response: &crate::model::QueryRespon
     )
 )]
 pub(crate) async fn ingest(
-    State(service): State<QueryService>,
+    State(service): State<IngestService>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
     request: Request,

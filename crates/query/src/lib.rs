@@ -39,7 +39,7 @@ pub use auth::{ApiKeyEntry, ApiKeys, Principal};
 pub use config::{IngestLimits, QueryArgs, QueryConfig, RateLimits};
 pub use error::{ConfigError, Error, Result};
 pub use http::{router, serve};
-pub use ingest::IngestResponse;
+pub use ingest::{IngestResponse, IngestService};
 pub use model::{
     ColumnInfo, DatasetInfo, DatasetList, ErrorBody, ExportInfo, Format, Health, IntegrityCountsInfo, IntegrityInfo,
     IntegrityList, IntegrityProblemInfo, QueryRequest, QueryResponse, SnapshotInfo, SnapshotPage,

@@ -1,55 +1,25 @@
-//! The query service: resolve the datasets a query names to committed snapshots (pinned or
-//! latest, behind an optional strict visibility barrier), fetch their files into the local
-//! cache, and answer from a locked-down DuckDB over exactly those files — inline, or exported
-//! as Parquet behind a presigned URL when the result is over the caps.
+//! The query path: check the SQL on DuckDB's parser, resolve the datasets it names to
+//! committed snapshots (pinned or latest, behind an optional strict visibility barrier), fetch
+//! their files into the local cache, and answer from a pooled, locked-down DuckDB over exactly
+//! those files — inline, or exported as Parquet behind a presigned URL when the result is over
+//! the caps. A query is interrupted at its deadline or when its request is dropped.
 
+use super::pool::PooledEngine;
+use super::{QueryService, invalid};
 use crate::auth::Principal;
-use crate::cache::{CacheStats, FileCache, HeldFiles};
-use crate::config::QueryConfig;
 use crate::engine::{Body, Caps, DatasetView, EngineSettings, Outcome, Sandbox};
 use crate::error::{Error, Result};
-use crate::ingest::{IngestResponse, IngestSettings};
-use crate::limits::{Admission, RateLimiter};
-use crate::metrics::{ApiMetrics, Barrier, IngestResult, QueryKind, QueryObservation, QueryResult};
-use crate::model::{
-    DatasetInfo, DatasetList, ExportInfo, Format, QueryRequest, QueryResponse, SnapshotInfo, SnapshotPage,
-};
+use crate::metrics::{Barrier, QueryKind, QueryObservation, QueryResult};
+use crate::model::{ExportInfo, Format, QueryRequest, QueryResponse};
 use crate::sql;
-use duckdb::{Connection, InterruptHandle};
-use duckmesh_catalog::{Catalog, DatasetRecord, FileRecord, IngestRequest};
+use duckdb::InterruptHandle;
+use duckmesh_catalog::{DatasetRecord, FileRecord};
 use duckmesh_core::{DatasetId, SnapshotId};
-use duckmesh_storage::ObjectStore;
-use duckmesh_telemetry::Metrics;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-/// The query service. Cheap to clone; every clone shares caches, limits and slots.
-#[derive(Debug, Clone)]
-pub struct QueryService {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    catalog: Catalog,
-    store: Arc<dyn ObjectStore>,
-    /// The process registry, served on `/metrics`.
-    registry: Metrics,
-    metrics: ApiMetrics,
-    config: QueryConfig,
-    cache: FileCache,
-    admission: Admission,
-    barrier_waiters: Arc<Semaphore>,
-    rate_limiter: RateLimiter,
-    engines: EnginePool,
-    /// A locked-down database used only to run DuckDB's parser on incoming SQL.
-    parser: Mutex<Connection>,
-}
 
 /// A finished query: the metadata (with the rows in `json` format) and, for `csv` and
 /// `arrow`, the body.
@@ -70,62 +40,6 @@ pub enum RawBody {
     Arrow(Vec<u8>),
 }
 
-/// The outcome of one readiness check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Check {
-    /// Whether it passed.
-    pub ok: bool,
-    /// Why not, when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// `GET /v1/ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Readiness {
-    /// Whether every check passed.
-    pub ready: bool,
-    /// Per-check results.
-    pub checks: BTreeMap<&'static str, Check>,
-}
-
-/// Locked-down databases kept for reuse, keyed by tenant and the exact files of their views
-/// (snapshots are immutable, so an entry never goes stale). Each holds its files in the cache
-/// and its scratch directory; a query takes a fresh connection on it.
-#[derive(Debug)]
-struct EnginePool {
-    capacity: usize,
-    entries: Mutex<lru::LruCache<String, Arc<PooledEngine>>>,
-}
-
-#[derive(Debug)]
-struct PooledEngine {
-    sandbox: Mutex<Sandbox>,
-    // Dropped after the sandbox: the database closes, then its files and directory go.
-    _files: HeldFiles,
-    work: tempfile::TempDir,
-}
-
-impl EnginePool {
-    fn get(&self, key: &str) -> Option<Arc<PooledEngine>> {
-        if self.capacity == 0 {
-            return None;
-        }
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
-    }
-
-    fn put(&self, key: String, engine: Arc<PooledEngine>) {
-        if self.capacity == 0 {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries.put(key, engine);
-        while entries.len() > self.capacity {
-            entries.pop_lru();
-        }
-    }
-}
-
 /// One dataset of a query, resolved.
 #[derive(Debug)]
 struct Resolved {
@@ -134,71 +48,6 @@ struct Resolved {
 }
 
 impl QueryService {
-    /// Builds the service: opens the file cache and the parser database.
-    pub fn new(catalog: Catalog, store: Arc<dyn ObjectStore>, metrics: Metrics, config: QueryConfig) -> Result<Self> {
-        std::fs::create_dir_all(&config.work_dir)
-            .map_err(|error| Error::io("creating the work directory", &config.work_dir, error))?;
-        let cache = FileCache::open(&config.cache_dir, config.cache_bytes)?;
-        let parser = Connection::open_in_memory_with_flags(
-            duckdb::Config::default()
-                .enable_autoload_extension(false)
-                .map_err(|error| Error::Engine { step: "opening the parser", message: error.to_string() })?,
-        )
-        .and_then(|connection| {
-            connection.execute_batch(
-                "SET autoinstall_known_extensions = false; SET enable_external_access = false; \
-                 SET lock_configuration = true",
-            )?;
-            Ok(connection)
-        })
-        .map_err(|error| Error::Engine { step: "opening the parser", message: error.to_string() })?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                admission: Admission::new(config.max_running, config.max_queued),
-                barrier_waiters: Arc::new(Semaphore::new(config.max_barrier_waiters.max(1))),
-                rate_limiter: RateLimiter::new(config.rate_limits),
-                engines: EnginePool { capacity: config.engine_pool, entries: Mutex::new(lru::LruCache::unbounded()) },
-                catalog,
-                store,
-                metrics: ApiMetrics::new(&metrics),
-                registry: metrics,
-                cache,
-                parser: Mutex::new(parser),
-                config,
-            }),
-        })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &QueryConfig {
-        &self.inner.config
-    }
-
-    /// The catalog.
-    pub(crate) fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
-    }
-
-    /// The process's metrics registry (every component's metrics, served on `/metrics`).
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.registry
-    }
-
-    /// The metrics this service records.
-    pub fn api_metrics(&self) -> &ApiMetrics {
-        &self.inner.metrics
-    }
-
-    /// File cache counters.
-    pub fn cache_stats(&self) -> CacheStats {
-        self.inner.cache.stats()
-    }
-
-    /// The request-rate limiters.
-    pub fn rate_limiter(&self) -> &RateLimiter {
-        &self.inner.rate_limiter
-    }
-
     /// Runs one query for `principal` and records it in the metrics.
     pub async fn query(&self, principal: &Principal, request: QueryRequest, kind: QueryKind) -> Result<QueryAnswer> {
         let started = Instant::now();
@@ -218,7 +67,7 @@ impl QueryService {
                 (label, 0, 0)
             }
         };
-        self.inner.metrics.observe_query(QueryObservation {
+        self.api_metrics().observe_query(QueryObservation {
             kind,
             barrier,
             result: result_label,
@@ -258,7 +107,7 @@ impl QueryService {
         started: Instant,
         query_id: &str,
     ) -> Result<QueryAnswer> {
-        let config = &self.inner.config;
+        let config = self.config();
         let limit = match kind {
             QueryKind::Interactive => config.user_timeout,
             QueryKind::Task => config.task_timeout,
@@ -294,7 +143,7 @@ impl QueryService {
             let record = &dataset.record;
             let (snapshot, token) = match dataset.pin {
                 Some(pin) => {
-                    let snapshot = self.inner.catalog.snapshot(record.id, pin).await.map_err(|error| match error {
+                    let snapshot = self.catalog().snapshot(record.id, pin).await.map_err(|error| match error {
                         duckmesh_catalog::Error::NotFound { .. } => {
                             Error::SnapshotNotFound { dataset: record.name.clone(), snapshot: pin.0 }
                         }
@@ -305,7 +154,7 @@ impl QueryService {
                 None => (record.current_snapshot, record.visibility_token),
             };
             let files = match snapshot {
-                Some(id) => self.inner.catalog.snapshot_files(record.id, id).await?,
+                Some(id) => self.catalog().snapshot_files(record.id, id).await?,
                 None => Vec::new(),
             };
             snapshots.insert(record.name.clone(), snapshot.map_or(0, |id| id.0));
@@ -408,7 +257,7 @@ impl QueryService {
     /// with a deep stack, on a connection of its own that is interrupted at `deadline` or when
     /// the request is dropped.
     async fn analyze(&self, sql: &str, deadline: Instant) -> Result<sql::Analysis> {
-        let limits = self.inner.config.sql_limits;
+        let limits = self.config().sql_limits;
         crate::limits::check_sql_text(sql, &limits)?;
         let connection = self
             .inner
@@ -454,7 +303,7 @@ impl QueryService {
         let mut resolved: Vec<Resolved> = Vec::new();
         let mut names: BTreeMap<String, DatasetId> = BTreeMap::new();
         for table in tables {
-            let record = self.find_dataset(principal, namespace, table).await?;
+            let record = self.shared().find_dataset(principal, namespace, table).await?;
             names.insert(table.clone(), record.id);
             names.insert(record.name.clone(), record.id);
             if !resolved.iter().any(|dataset| dataset.record.id == record.id) {
@@ -478,23 +327,6 @@ impl QueryService {
     }
 
     /// A dataset of the caller's tenant by name (or by its `_` alias); anything else,
-    /// including another tenant's dataset of that name, is "not found".
-    async fn find_dataset(&self, principal: &Principal, namespace: &str, name: &str) -> Result<DatasetRecord> {
-        let lower = name.to_lowercase();
-        let mut candidates = vec![lower.clone()];
-        if lower.contains('_') {
-            candidates.push(lower.replace('_', "-"));
-        }
-        for candidate in candidates {
-            match self.inner.catalog.dataset_by_name(namespace, &candidate).await {
-                Ok(record) if record.tenant == principal.tenant => return Ok(record),
-                Ok(_) | Err(duckmesh_catalog::Error::NotFound { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(Error::DatasetNotFound { name: name.to_owned() })
-    }
-
     /// Waits until every unpinned dataset is visible at `token` or more, updating the records.
     /// Subscribes to commit notifications before re-reading, so no commit falls in between;
     /// re-reads on each relevant notification and every `barrier_recheck` (a lost notification).
@@ -505,11 +337,11 @@ impl QueryService {
         let _waiter = Arc::clone(&self.inner.barrier_waiters).try_acquire_owned().map_err(|_| Error::Overloaded {
             message: format!(
                 "{} queries are already waiting for a visibility barrier",
-                self.inner.config.max_barrier_waiters
+                self.config().max_barrier_waiters
             ),
             retry_after: Duration::from_secs(1),
         })?;
-        let mut listener = self.inner.catalog.listen_commits().await?;
+        let mut listener = self.catalog().listen_commits().await?;
         loop {
             let behind = self.lagging(datasets, token).await?;
             if behind.is_empty() {
@@ -523,7 +355,7 @@ impl QueryService {
                     lagging: behind.iter().map(|(name, at)| format!("{name}={at}")).collect::<Vec<_>>().join(", "),
                 });
             }
-            let wake = (now + self.inner.config.barrier_recheck).min(deadline);
+            let wake = (now + self.config().barrier_recheck).min(deadline);
             loop {
                 tokio::select! {
                     event = listener.recv() => match event {
@@ -545,7 +377,7 @@ impl QueryService {
     /// before the check may predate the commit that made it pass.
     async fn reread_heads(&self, datasets: &mut [Resolved]) -> Result<()> {
         for dataset in datasets.iter_mut().filter(|d| d.pin.is_none()) {
-            dataset.record = self.inner.catalog.dataset(dataset.record.id).await?;
+            dataset.record = self.catalog().dataset(dataset.record.id).await?;
         }
         Ok(())
     }
@@ -556,203 +388,12 @@ impl QueryService {
     async fn lagging(&self, datasets: &[Resolved], token: i64) -> Result<Vec<(String, i64)>> {
         let mut behind = Vec::new();
         for dataset in datasets.iter().filter(|d| d.pin.is_none()) {
-            if !self.inner.catalog.visible_at(dataset.record.id, token).await? {
-                let current = self.inner.catalog.dataset(dataset.record.id).await?;
+            if !self.catalog().visible_at(dataset.record.id, token).await? {
+                let current = self.catalog().dataset(dataset.record.id).await?;
                 behind.push((current.name, current.visibility_token));
             }
         }
         Ok(behind)
-    }
-
-    /// Buffers the records of one `POST /v1/ingest/{dataset}` body durably and acknowledges
-    /// them (all or nothing), recording the request in the ingest metrics.
-    pub async fn ingest(
-        &self,
-        principal: &Principal,
-        name: &str,
-        namespace: Option<&str>,
-        body: &[u8],
-        traceparent: Option<&str>,
-    ) -> Result<IngestResponse> {
-        let started = Instant::now();
-        let result = self.ingest_inner(principal, name, namespace, body, traceparent).await;
-        let metrics = &self.inner.metrics;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match &result {
-            Ok(ack) => {
-                metrics.read_only_mode.set(0);
-                metrics.observe_ingest(
-                    &principal.tenant,
-                    IngestResult::Accepted,
-                    ack.accepted,
-                    ack.duplicates,
-                    elapsed_ms,
-                );
-                tracing::debug!(
-                    tenant_id = %principal.tenant, dataset = name, accepted = ack.accepted,
-                    duplicates = ack.duplicates, visibility_token = ack.visibility_token, "ingest acknowledged"
-                );
-            }
-            Err(error) => {
-                let outcome = match error {
-                    Error::ReadOnly { .. } => {
-                        metrics.read_only_mode.set(1);
-                        IngestResult::ReadOnly
-                    }
-                    Error::RateLimited { .. } | Error::IngestBackpressure { .. } | Error::Overloaded { .. } => {
-                        IngestResult::RateLimited
-                    }
-                    error if error.is_client_error() => IngestResult::Rejected,
-                    _ => IngestResult::Error,
-                };
-                metrics.observe_ingest(&principal.tenant, outcome, 0, 0, elapsed_ms);
-                if outcome == IngestResult::Error {
-                    tracing::error!(tenant_id = %principal.tenant, dataset = name, error_code = error.error_code(), %error, "ingest failed");
-                } else {
-                    tracing::info!(tenant_id = %principal.tenant, dataset = name, error_code = error.error_code(), %error, "ingest refused");
-                }
-            }
-        }
-        result
-    }
-
-    async fn ingest_inner(
-        &self,
-        principal: &Principal,
-        name: &str,
-        namespace: Option<&str>,
-        body: &[u8],
-        traceparent: Option<&str>,
-    ) -> Result<IngestResponse> {
-        let config = &self.inner.config;
-        if config.read_only {
-            return Err(Error::ReadOnly { reason: Some("DUCKMESH_READ_ONLY is set on this API process".into()) });
-        }
-        let namespace = namespace.unwrap_or(&config.namespace);
-        let record = self.find_dataset(principal, namespace, name).await?;
-        let schema = record.schema.clone().filter(|columns| !columns.is_empty());
-        let Some(schema) = schema else {
-            return Err(Error::SchemaRequired { name: record.name.clone() });
-        };
-        let settings = IngestSettings::from_spec(&record.spec);
-        let parsed = crate::ingest::parse_body(body, config.ingest.max_records)?;
-        let records = crate::ingest::prepare(parsed, &schema, settings.dedupe_key.as_deref())?;
-        let per_minute = match settings.rate_limit_per_minute {
-            Some(n) => std::num::NonZeroU32::new(n),
-            None => config.ingest.records_per_minute,
-        };
-        self.inner.rate_limiter.check_ingest(&principal.tenant, record.id.0, per_minute, records.len())?;
-        let request = IngestRequest {
-            dataset: record.id,
-            tenant: &principal.tenant,
-            records: &records,
-            traceparent,
-            max_pending: Some(settings.max_pending_records.unwrap_or(config.ingest.max_pending)),
-        };
-        let ack = self.inner.catalog.ingest(request).await.map_err(|error| match error {
-            duckmesh_catalog::Error::ReadOnly { reason } => Error::ReadOnly { reason },
-            duckmesh_catalog::Error::BufferFull { pending, limit, .. } => Error::IngestBackpressure {
-                name: record.name.clone(),
-                pending,
-                limit,
-                retry_after: Duration::from_secs(1),
-            },
-            duckmesh_catalog::Error::Invalid { message, .. } => Error::InvalidRequest { message },
-            other => other.into(),
-        })?;
-        Ok(IngestResponse {
-            accepted: ack.accepted,
-            duplicates: ack.duplicates,
-            visibility_token: ack.visibility_token,
-            dataset: record.name,
-            namespace: record.namespace,
-        })
-    }
-
-    /// The caller tenant's datasets.
-    pub async fn datasets(&self, principal: &Principal) -> Result<DatasetList> {
-        let records = self.inner.catalog.datasets(Some(&principal.tenant)).await?;
-        Ok(DatasetList { datasets: records.into_iter().map(dataset_info).collect() })
-    }
-
-    /// A page of a dataset's snapshots, newest first.
-    pub async fn snapshots(
-        &self,
-        principal: &Principal,
-        name: &str,
-        namespace: Option<&str>,
-        before: Option<i64>,
-        limit: Option<i64>,
-    ) -> Result<SnapshotPage> {
-        let namespace = namespace.unwrap_or(&self.inner.config.namespace);
-        let record = self.find_dataset(principal, namespace, name).await?;
-        let limit = limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(invalid("limit must be from 1 to 1000"));
-        }
-        let page = self.inner.catalog.snapshots(record.id, before.map(SnapshotId), limit).await?;
-        let next_before = (page.len() as i64 == limit).then(|| page.last().map(|s| s.id.0)).flatten();
-        Ok(SnapshotPage {
-            dataset: record.name,
-            snapshots: page
-                .into_iter()
-                .map(|s| SnapshotInfo {
-                    id: s.id.0,
-                    parent: s.parent.map(|p| p.0),
-                    visibility_token: s.visibility_token,
-                    kind: s.kind,
-                    file_count: s.file_count,
-                    row_count: s.row_count,
-                    byte_count: s.byte_count,
-                    committed_at: s.committed_at,
-                })
-                .collect(),
-            next_before,
-        })
-    }
-
-    /// Readiness: the catalog answers, the object store answers, the cache is writable.
-    pub async fn readiness(&self) -> Readiness {
-        let limit = Duration::from_secs(3);
-        let catalog = match tokio::time::timeout(limit, self.inner.catalog.ping()).await {
-            Ok(Ok(())) => Check { ok: true, error: None },
-            Ok(Err(error)) => Check { ok: false, error: Some(error.to_string()) },
-            Err(_) => Check { ok: false, error: Some("no answer within 3 s".into()) },
-        };
-        let probe = format!("{}/.readiness-probe", self.inner.config.export_prefix);
-        let store = match tokio::time::timeout(limit, self.inner.store.head(&probe)).await {
-            Ok(Ok(_)) => Check { ok: true, error: None },
-            Ok(Err(error)) if error.is_not_found() => Check { ok: true, error: None },
-            Ok(Err(error)) => Check { ok: false, error: Some(error.to_string()) },
-            Err(_) => Check { ok: false, error: Some("no answer within 3 s".into()) },
-        };
-        let cache_probe =
-            self.inner.cache.root().join("incoming").join(format!(".ready-{}", uuid::Uuid::new_v4().simple()));
-        let cache = match tokio::fs::write(&cache_probe, b"ok").await {
-            Ok(()) => {
-                let _ = tokio::fs::remove_file(&cache_probe).await;
-                Check { ok: true, error: None }
-            }
-            Err(error) => Check { ok: false, error: Some(format!("{}: {error}", cache_probe.display())) },
-        };
-        let checks = BTreeMap::from([("catalog", catalog), ("object_store", store), ("cache", cache)]);
-        Readiness { ready: checks.values().all(|check| check.ok), checks }
-    }
-}
-
-fn dataset_info(record: DatasetRecord) -> DatasetInfo {
-    DatasetInfo {
-        namespace: record.namespace,
-        name: record.name,
-        current_snapshot: record.current_snapshot.map(|s| s.0),
-        visibility_token: record.visibility_token,
-        file_count: record.file_count,
-        row_count: record.row_count,
-        byte_count: record.byte_count,
-        last_commit_at: record.last_commit_at,
-        schema: record.schema.map(|columns| {
-            columns.into_iter().map(|c| crate::model::ColumnInfo { name: c.name, data_type: c.data_type }).collect()
-        }),
     }
 }
 
@@ -774,10 +415,6 @@ fn engine_key(tenant: &str, views: &[DatasetView], files: &[FileRecord], counts:
         key.push('\n');
     }
     key
-}
-
-fn invalid(message: &str) -> Error {
-    Error::InvalidRequest { message: message.to_owned() }
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -857,10 +494,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs the query on a new connection of `engine` on a blocking thread, interrupting DuckDB at
-/// `deadline` or when the request is dropped. At the deadline the answer is a timeout at once,
-/// and the slot is released with it: DuckDB cannot be interrupted while it binds, so the thread
-/// may need a moment to notice.
 /// A checked query: its text, and for a `PIVOT` whose values come from the data, what
 /// completes it.
 struct Statement {
@@ -869,6 +502,10 @@ struct Statement {
     max_pivot_columns: usize,
 }
 
+/// Runs the query on a new connection of `engine` on a blocking thread, interrupting DuckDB at
+/// `deadline` or when the request is dropped. At the deadline the answer is a timeout at once,
+/// and the slot is released with it: DuckDB cannot be interrupted while it binds, so the thread
+/// may need a moment to notice.
 async fn execute(
     engine: Arc<PooledEngine>,
     statement: Statement,
