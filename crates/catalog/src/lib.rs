@@ -21,6 +21,7 @@ mod ingest;
 mod integrity;
 mod job_phases;
 mod leases;
+mod maintenance_runs;
 mod model;
 mod notify;
 mod outbox;
@@ -44,6 +45,7 @@ pub use integrity::{
     ProblemKind, SnapshotManifest,
 };
 pub use leases::{ScheduleOptions, Scheduled};
+pub use maintenance_runs::MaintenanceRun;
 pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};
 pub use outbox::{OutboxMessage, OutboxStats};

@@ -131,10 +131,13 @@ pub async fn integrity(args: IntegrityArgs) -> anyhow::Result<ExitCode> {
     };
     let mut reports = Vec::new();
     for dataset in &datasets {
-        let report = check_dataset(&handle.catalog, store.as_ref(), dataset, &options)
-            .await
-            .with_context(|| format!("checking dataset {:?}", dataset.name))?;
-        reports.push(report);
+        match check_dataset(&handle.catalog, store.as_ref(), dataset, &options).await {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                duckmesh_maintenance::record_failure(&handle.catalog, "integrity", Some(dataset.id), &error).await;
+                return Err(error).with_context(|| format!("checking dataset {:?}", dataset.name));
+            }
+        }
     }
     crate::out::print(&integrity_table(&reports, args.show))?;
     handle.catalog.close().await;

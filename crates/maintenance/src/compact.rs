@@ -125,7 +125,16 @@ impl Compactor {
     pub async fn run(&self, attempt: AttemptRef) -> Result<CompactionOutcome> {
         let lease =
             Leased { catalog: &self.catalog, attempt, runner: self.runner.as_deref(), heartbeat: self.heartbeat };
-        lease.run(|stop| self.compact(attempt, stop)).await
+        let result = lease.run(|stop| self.compact(attempt, stop)).await;
+        let dataset = crate::runs::dataset_of(&self.catalog, attempt).await;
+        match &result {
+            Ok(outcome) => crate::runs::record(&self.catalog, crate::runs::compaction(dataset, outcome)).await,
+            Err(error) if !error.is_fenced() => {
+                crate::runs::record_failure(&self.catalog, COMPACT_KIND, dataset, error).await
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     async fn compact(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<CompactionOutcome> {

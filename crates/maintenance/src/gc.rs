@@ -246,7 +246,16 @@ impl GcRunner {
     pub async fn run(&self, attempt: AttemptRef) -> Result<GcReport> {
         let lease =
             Leased { catalog: &self.catalog, attempt, runner: self.runner.as_deref(), heartbeat: self.heartbeat };
-        lease.run(|stop| self.collect(attempt, stop)).await
+        let result = lease.run(|stop| self.collect(attempt, stop)).await;
+        let dataset = crate::runs::dataset_of(&self.catalog, attempt).await;
+        match &result {
+            Ok(report) => crate::runs::record(&self.catalog, crate::runs::gc(dataset, report)).await,
+            Err(error) if !error.is_fenced() => {
+                crate::runs::record_failure(&self.catalog, GC_KIND, dataset, error).await
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     async fn collect(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<GcReport> {

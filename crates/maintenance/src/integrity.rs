@@ -127,7 +127,10 @@ pub async fn check_dataset(
         clean = counts.is_clean(),
         "integrity run finished"
     );
-    Ok(IntegrityReport { run_id, namespace: dataset.namespace.clone(), name: dataset.name.clone(), counts, problems })
+    let report =
+        IntegrityReport { run_id, namespace: dataset.namespace.clone(), name: dataset.name.clone(), counts, problems };
+    crate::runs::record(catalog, crate::runs::integrity(dataset.id, &report)).await;
+    Ok(report)
 }
 
 /// One committed file: present, of its size, and (when asked) of its hash.
@@ -293,7 +296,14 @@ impl IntegrityRunner {
             runner: self.runner.as_deref(),
             heartbeat: self.heartbeat,
         };
-        lease.run(|stop| self.check(attempt, stop)).await
+        let result = lease.run(|stop| self.check(attempt, stop)).await;
+        if let Err(error) = &result
+            && !error.is_fenced()
+        {
+            let dataset = crate::runs::dataset_of(&self.catalog, attempt).await;
+            crate::runs::record_failure(&self.catalog, INTEGRITY_KIND, dataset, error).await;
+        }
+        result
     }
 
     async fn check(

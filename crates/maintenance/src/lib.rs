@@ -20,9 +20,11 @@ pub mod restore;
 
 mod attempt;
 mod error;
+mod runs;
 
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, Result};
 pub use gc::{GC_KIND, GcOptions, GcReport, GcRunner, Retention, collect_dataset, collect_exports};
 pub use integrity::{INTEGRITY_KIND, IntegrityOptions, IntegrityReport, IntegrityRunner, IntegritySpec, check_dataset};
 pub use restore::{ConsistencyReport, DatasetConsistency, Violation, ViolationKind, validate_restored_catalog};
+pub use runs::record_failure;

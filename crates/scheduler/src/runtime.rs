@@ -12,6 +12,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
 use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId};
 use duckmesh_telemetry::Metrics;
+use duckmesh_telemetry::metrics::StorageMetrics;
+use duckmesh_telemetry::metrics::storage::{GcKind, GcKindLabels, RunResult, RunResultLabels};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +93,11 @@ pub struct Scheduler<E: Executor> {
     executor: Arc<E>,
     options: SchedulerOptions,
     metrics: Option<ControlPlaneMetrics>,
+    /// The maintenance counters, fed from the catalog's record of finished runs.
+    maintenance: Option<StorageMetrics>,
+    /// The newest maintenance run already counted (`None` until the first pass, which starts
+    /// from the newest run so history is not counted again after a restart).
+    maintenance_cursor: Mutex<Option<i64>>,
     job_names: Mutex<HashMap<JobId, String>>,
 }
 
@@ -98,8 +105,17 @@ impl<E: Executor> Scheduler<E> {
     /// A scheduler over `catalog` that runs attempts through `executor`, recording the
     /// control plane's metrics in `metrics`' registry when given.
     pub fn new(catalog: Catalog, executor: Arc<E>, options: SchedulerOptions, metrics: Option<Metrics>) -> Self {
+        let maintenance = metrics.as_ref().map(|metrics| metrics.storage.clone());
         let metrics = metrics.as_ref().map(ControlPlaneMetrics::new);
-        Self { catalog, executor, options, metrics, job_names: Mutex::new(HashMap::new()) }
+        Self {
+            catalog,
+            executor,
+            options,
+            metrics,
+            maintenance,
+            maintenance_cursor: Mutex::new(None),
+            job_names: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The catalog it schedules from.
@@ -253,6 +269,7 @@ impl<E: Executor> Scheduler<E> {
                 .set(backlog.oldest_runnable_age_seconds as f64);
             metrics.lease_lag_seconds.set(backlog.max_lease_lag_seconds as f64);
         }
+        self.count_maintenance_runs().await;
         if report != PassReport::default() {
             tracing::debug!(?report, "scheduling pass");
         }
@@ -300,6 +317,38 @@ impl<E: Executor> Scheduler<E> {
         }
     }
 
+    /// Counts the maintenance runs recorded since the last pass (by tasks anywhere, or the
+    /// CLI) in the compaction, GC and integrity counters. A catalog error only delays them.
+    async fn count_maintenance_runs(&self) {
+        let Some(metrics) = &self.maintenance else { return };
+        let cursor = self.maintenance_cursor.lock().ok().and_then(|cursor| *cursor);
+        let after = match cursor {
+            Some(after) => after,
+            None => {
+                if let Ok(latest) = self.catalog.latest_maintenance_run_id().await
+                    && let Ok(mut cursor) = self.maintenance_cursor.lock()
+                {
+                    *cursor = Some(latest);
+                }
+                return;
+            }
+        };
+        let runs = match self.catalog.maintenance_runs_after(after, 1_000).await {
+            Ok(runs) => runs,
+            Err(error) => {
+                tracing::warn!(%error, error_code = error.error_code(), "cannot read maintenance runs for metrics");
+                return;
+            }
+        };
+        let Some(last) = runs.last().map(|run| run.id) else { return };
+        for run in &runs {
+            count_maintenance_run(metrics, run);
+        }
+        if let Ok(mut cursor) = self.maintenance_cursor.lock() {
+            *cursor = Some(last);
+        }
+    }
+
     async fn task_kind(&self, task: TaskId) -> TaskKind {
         match self.catalog.task(task).await {
             Ok(record) => task_kind_label(&record.kind),
@@ -316,6 +365,42 @@ impl<E: Executor> Scheduler<E> {
             names.insert(job, name.clone());
         }
         Ok(name)
+    }
+}
+
+/// Adds one finished maintenance run to the counters of its kind.
+fn count_maintenance_run(metrics: &StorageMetrics, run: &duckmesh_catalog::MaintenanceRun) {
+    let result = RunResultLabels {
+        result: match run.result.as_str() {
+            "succeeded" => RunResult::Succeeded,
+            "noop" => RunResult::Noop,
+            "issues_found" => RunResult::IssuesFound,
+            _ => RunResult::Failed,
+        },
+    };
+    let count = |value: i64| u64::try_from(value).unwrap_or_default();
+    match run.kind.as_str() {
+        "compact" => {
+            metrics.compaction_runs.get_or_create(&result).inc();
+            metrics.compaction_bytes_rewritten.inc_by(count(run.bytes_rewritten));
+        }
+        "gc" => {
+            metrics.gc_runs.get_or_create(&result).inc();
+            for (kind, deleted) in [
+                (GcKind::Unreferenced, run.unreferenced_deleted),
+                (GcKind::Staging, run.staging_deleted),
+                (GcKind::QueryExport, run.exports_deleted),
+            ] {
+                metrics.gc_files_deleted.get_or_create(&GcKindLabels { kind }).inc_by(count(deleted));
+            }
+        }
+        "integrity" => {
+            metrics.integrity_runs.get_or_create(&result).inc();
+            metrics.integrity_files_checked.inc_by(count(run.files_checked));
+            metrics.integrity_missing_files.inc_by(count(run.missing_files));
+            metrics.integrity_size_mismatch_files.inc_by(count(run.size_mismatch_files));
+        }
+        _ => {}
     }
 }
 

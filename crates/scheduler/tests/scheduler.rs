@@ -219,3 +219,65 @@ async fn a_hung_runner_loses_its_lease_is_stopped_and_the_task_retried() {
     assert_eq!(attempts[0].error_code.as_deref(), Some("lease_expired"));
     assert!(run.executor.stopped.lock().expect("lock").contains(&attempts[0].id), "the stale runner was stopped");
 }
+
+/// Maintenance runs recorded in the catalog (by tasks in short-lived pods, or the CLI) become the
+/// compaction, GC and integrity counters of the scheduler's `/metrics`; runs from before the
+/// scheduler started are not counted again.
+#[tokio::test]
+async fn recorded_maintenance_runs_become_counters() {
+    use duckmesh_catalog::MaintenanceRun;
+    let db = TestDatabase::new().await.expect("test database");
+    let catalog = db.catalog().await.expect("catalog");
+    let run = |kind: &str, result: &str| MaintenanceRun {
+        kind: kind.into(),
+        result: result.into(),
+        ..MaintenanceRun::default()
+    };
+    catalog
+        .record_maintenance_run(&MaintenanceRun { bytes_rewritten: 999, ..run("compact", "succeeded") })
+        .await
+        .expect("old");
+    let (ends, _exits) = mpsc::channel(1);
+    let executor = Arc::new(Scripted {
+        catalog: catalog.clone(),
+        ends,
+        scripts: HashMap::new(),
+        launches: Mutex::new(Vec::new()),
+        stopped: Mutex::new(Vec::new()),
+    });
+    let metrics = duckmesh_telemetry::Metrics::new();
+    let scheduler = Scheduler::new(catalog.clone(), executor, SchedulerOptions::new("test"), Some(metrics.clone()));
+    scheduler.pass().await.expect("first pass");
+    for recorded in [
+        MaintenanceRun { bytes_rewritten: 100, ..run("compact", "succeeded") },
+        run("compact", "noop"),
+        MaintenanceRun { unreferenced_deleted: 3, staging_deleted: 2, ..run("gc", "succeeded") },
+        MaintenanceRun {
+            files_checked: 10,
+            missing_files: 2,
+            size_mismatch_files: 1,
+            ..run("integrity", "issues_found")
+        },
+        MaintenanceRun { error_code: Some("object_store_unavailable".into()), ..run("integrity", "failed") },
+    ] {
+        catalog.record_maintenance_run(&recorded).await.expect("record");
+    }
+    scheduler.pass().await.expect("second pass");
+    scheduler.pass().await.expect("third pass counts nothing twice");
+    let text = metrics.encode();
+    for expected in [
+        "duckmesh_compaction_runs_total{result=\"succeeded\"} 1",
+        "duckmesh_compaction_runs_total{result=\"noop\"} 1",
+        "duckmesh_compaction_bytes_rewritten_total 100",
+        "duckmesh_gc_runs_total{result=\"succeeded\"} 1",
+        "duckmesh_gc_files_deleted_total{kind=\"unreferenced\"} 3",
+        "duckmesh_gc_files_deleted_total{kind=\"staging\"} 2",
+        "duckmesh_integrity_runs_total{result=\"issues_found\"} 1",
+        "duckmesh_integrity_runs_total{result=\"failed\"} 1",
+        "duckmesh_integrity_files_checked_total 10",
+        "duckmesh_integrity_missing_files_total 2",
+        "duckmesh_integrity_size_mismatch_files_total 1",
+    ] {
+        assert!(text.lines().any(|line| line == expected), "missing {expected:?} in:\n{text}");
+    }
+}

@@ -1,8 +1,9 @@
-//! Storage and maintenance metrics that no component records yet, registered by every
-//! process because alerts and the dashboard read them: compaction, GC and integrity runs
-//! (SPEC §6; the future maintenance tasks will own them) and object store requests (counted
-//! by `duckmesh-storage`'s retry layer, which has no telemetry dependency; a holder of the
-//! store feeds its totals to [`StorageMetrics::observe_object_store_totals`]).
+//! Storage and maintenance metrics, registered by every process because alerts and the
+//! dashboard read them: compaction, GC and integrity runs (SPEC §6; maintenance runners record
+//! each finished run in the catalog, and the scheduler that serves `/metrics` counts them
+//! here) and object store requests (counted by `duckmesh-storage`'s retry layer, which has no
+//! telemetry dependency; a holder of the store feeds its totals to
+//! [`StorageMetrics::observe_object_store_totals`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -1,0 +1,97 @@
+//! The record of finished maintenance runs (migration 0011): written by whoever ran the run (a
+//! leased task, the CLI), read by the scheduler that serves `/metrics` and turns new rows into
+//! the maintenance counters.
+
+use crate::{Catalog, Result};
+use duckmesh_core::DatasetId;
+use sqlx::Row;
+
+/// A finished maintenance run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MaintenanceRun {
+    /// Catalog id (increasing; 0 before it is recorded).
+    pub id: i64,
+    /// The dataset maintained.
+    pub dataset: Option<DatasetId>,
+    /// `compact`, `gc` or `integrity`.
+    pub kind: String,
+    /// `succeeded`, `noop`, `issues_found` (integrity) or `failed`.
+    pub result: String,
+    /// Bytes of the files a compaction wrote.
+    pub bytes_rewritten: i64,
+    /// Files GC deleted that no retained snapshot referenced.
+    pub unreferenced_deleted: i64,
+    /// Staging objects GC deleted.
+    pub staging_deleted: i64,
+    /// Query exports GC deleted.
+    pub exports_deleted: i64,
+    /// Files an integrity run checked.
+    pub files_checked: i64,
+    /// Files it found missing.
+    pub missing_files: i64,
+    /// Files it found of the wrong size.
+    pub size_mismatch_files: i64,
+    /// Why a failed run failed.
+    pub error_code: Option<String>,
+}
+
+impl Catalog {
+    /// Records a finished run; returns its id.
+    pub async fn record_maintenance_run(&self, run: &MaintenanceRun) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO maintenance_runs (dataset_id, kind, result, bytes_rewritten, unreferenced_deleted, \
+               staging_deleted, exports_deleted, files_checked, missing_files, size_mismatch_files, error_code) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(run.dataset.map(|dataset| dataset.0))
+        .bind(&run.kind)
+        .bind(&run.result)
+        .bind(run.bytes_rewritten)
+        .bind(run.unreferenced_deleted)
+        .bind(run.staging_deleted)
+        .bind(run.exports_deleted)
+        .bind(run.files_checked)
+        .bind(run.missing_files)
+        .bind(run.size_mismatch_files)
+        .bind(&run.error_code)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The id of the newest run (0 when there is none): where a new reader starts.
+    pub async fn latest_maintenance_run_id(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM maintenance_runs").fetch_one(&self.pool).await?)
+    }
+
+    /// Runs with an id above `after`, oldest first, at most `limit`.
+    pub async fn maintenance_runs_after(&self, after: i64, limit: i64) -> Result<Vec<MaintenanceRun>> {
+        let rows = sqlx::query(
+            "SELECT id, dataset_id, kind, result, bytes_rewritten, unreferenced_deleted, staging_deleted, \
+               exports_deleted, files_checked, missing_files, size_mismatch_files, error_code \
+             FROM maintenance_runs WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit.max(1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MaintenanceRun {
+                    id: row.try_get("id")?,
+                    dataset: row.try_get::<Option<i64>, _>("dataset_id")?.map(DatasetId),
+                    kind: row.try_get("kind")?,
+                    result: row.try_get("result")?,
+                    bytes_rewritten: row.try_get("bytes_rewritten")?,
+                    unreferenced_deleted: row.try_get("unreferenced_deleted")?,
+                    staging_deleted: row.try_get("staging_deleted")?,
+                    exports_deleted: row.try_get("exports_deleted")?,
+                    files_checked: row.try_get("files_checked")?,
+                    missing_files: row.try_get("missing_files")?,
+                    size_mismatch_files: row.try_get("size_mismatch_files")?,
+                    error_code: row.try_get("error_code")?,
+                })
+            })
+            .collect()
+    }
+}
