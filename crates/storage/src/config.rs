@@ -53,7 +53,7 @@ pub struct StoreArgs {
     #[arg(long, env = "DUCKMESH_S3_PART_SIZE", default_value = "8388608", value_parser = knob::number(MIN_PART_SIZE, MAX_PART_SIZE))]
     pub s3_part_size: u64,
     /// Parts uploaded at once by one file upload
-    #[arg(long, env = "DUCKMESH_S3_UPLOAD_CONCURRENCY", default_value = "4", value_parser = knob::number(1, 1024))]
+    #[arg(long, env = "DUCKMESH_S3_UPLOAD_CONCURRENCY", default_value = "4", value_parser = knob::number(1, usize::MAX as u64))]
     pub s3_upload_concurrency: u64,
     /// Keys requested per list page
     #[arg(long, env = "DUCKMESH_S3_LIST_PAGE_SIZE", default_value = "1000", value_parser = knob::number(1, 1000))]
