@@ -16,6 +16,7 @@ mod out;
 mod query;
 mod read_only;
 mod ready;
+mod restore_drill;
 mod signals;
 mod status;
 mod worker;
@@ -118,6 +119,18 @@ enum Command {
     /// references (after a grace), and staging older than 7 days. Runs as a leased task;
     /// --dry-run lists what would go. See docs/maintenance.md.
     Gc(maintain::GcArgs),
+
+    /// Export a dataset as of a snapshot (default: the current one) as Parquet or CSV under
+    /// `_exports/<namespace>/<prefix>/` of the bucket, with a manifest. Runs as a leased task.
+    /// See docs/maintenance.md.
+    Export(maintain::ExportArgs),
+
+    /// Restore the catalog from a base backup and WAL archive into a scratch PostgreSQL (to
+    /// --target-time, or the end of the archive), check snapshot consistency and the bucket,
+    /// and print RPO and RTO; --rehearse runs a whole backup, disaster and restore on this
+    /// machine. Exits 0 consistent, 1 inconsistent, 2 when the drill cannot run. See
+    /// docs/runbooks/restore-from-backup.md.
+    RestoreDrill(Box<restore_drill::Args>),
 }
 
 fn main() -> ExitCode {
@@ -168,6 +181,8 @@ fn main() -> ExitCode {
             Command::Integrity(args) => maintain::integrity(args).await,
             Command::Compact(args) => maintain::compact(args).await,
             Command::Gc(args) => maintain::gc(args).await,
+            Command::Export(args) => maintain::export(args).await,
+            Command::RestoreDrill(args) => restore_drill::run(*args).await,
         }
     });
     // The command is done. A blocking read of stdin may still be parked (tokio reads stdin on a
@@ -203,6 +218,8 @@ fn init_telemetry(cli: &Cli, log_flag: bool) -> anyhow::Result<duckmesh_telemetr
         Command::Integrity(_) => "integrity",
         Command::Compact(_) => "compact",
         Command::Gc(_) => "gc",
+        Command::Export(_) => "export",
+        Command::RestoreDrill(_) => "restore-drill",
     };
     let mut config = cli.telemetry.clone().into_config(&format!("duckmesh-{role}"))?;
     if log_flag {

@@ -185,17 +185,31 @@ pub struct ClusterOptions {
     pub durable: bool,
     /// `max_connections` for the server.
     pub max_connections: u32,
+    /// Extra server settings, passed as `-c name=value` after DuckMesh's own (so they win):
+    /// WAL archiving on a primary, `restore_command` and a recovery target on a restore.
+    pub settings: Vec<(String, String)>,
+    /// A plain-format base backup (`pg_basebackup -Fp`) to seed the data directory from instead
+    /// of `initdb`, starting the server in targeted recovery (`recovery.signal`); the recovery
+    /// settings come from [`ClusterOptions::settings`]. Only used when the data directory does
+    /// not exist yet.
+    pub base_backup: Option<PathBuf>,
 }
 
 impl ClusterOptions {
     /// A throwaway cluster in a temporary directory, tuned for tests (not durable).
     pub fn ephemeral() -> Self {
-        Self { state_dir: None, durable: false, max_connections: 300 }
+        Self { state_dir: None, durable: false, max_connections: 300, settings: Vec::new(), base_backup: None }
     }
 
     /// A cluster whose data lives under `state_dir` and survives restarts.
     pub fn persistent(state_dir: impl Into<PathBuf>) -> Self {
-        Self { state_dir: Some(state_dir.into()), durable: true, max_connections: 200 }
+        Self {
+            state_dir: Some(state_dir.into()),
+            durable: true,
+            max_connections: 200,
+            settings: Vec::new(),
+            base_backup: None,
+        }
     }
 }
 
@@ -238,7 +252,10 @@ impl LocalCluster {
 
         let data_dir = base_dir.join("data");
         if !data_dir.join("PG_VERSION").is_file() {
-            initdb(&bin_dir, &data_dir, as_root, options.durable)?;
+            match &options.base_backup {
+                Some(backup) => seed_from_base_backup(backup, &data_dir, as_root)?,
+                None => initdb(&bin_dir, &data_dir, as_root, options.durable)?,
+            }
         }
 
         let mut last_error = None;
@@ -283,6 +300,9 @@ impl LocalCluster {
             .process_group(0);
         if !options.durable {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        for (name, value) in &options.settings {
+            command.arg("-c").arg(format!("{name}={value}"));
         }
         if as_root {
             command.uid(UNPRIVILEGED_ID).gid(UNPRIVILEGED_ID);
@@ -380,6 +400,73 @@ fn initdb(bin_dir: &Path, data_dir: &Path, as_root: bool, durable: bool) -> Resu
     let mut log = String::from_utf8_lossy(&output.stdout).into_owned();
     log.push_str(&String::from_utf8_lossy(&output.stderr));
     Err(Error::InitdbFailed { data_dir: data_dir.to_path_buf(), log: tail(&log, 40) })
+}
+
+/// Copies a plain-format base backup into `data_dir` and asks for recovery on start
+/// (`recovery.signal`); the copy belongs to the server's user, as initdb's data would.
+fn seed_from_base_backup(backup: &Path, data_dir: &Path, as_root: bool) -> Result<()> {
+    if !backup.join("PG_VERSION").is_file() || !backup.join("backup_label").is_file() {
+        return Err(Error::Io {
+            step: format!("reading the base backup {}", backup.display()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not a plain-format base backup (no PG_VERSION or backup_label): take it with `pg_basebackup -Fp`",
+            ),
+        });
+    }
+    copy_tree(backup, data_dir, as_root)?;
+    let signal = data_dir.join("recovery.signal");
+    File::create(&signal).map_err(io(format!("creating {}", signal.display())))?;
+    if as_root {
+        chown(&signal, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID))
+            .map_err(io(format!("handing {} to the unprivileged user", signal.display())))?;
+    }
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("restricting {}", data_dir.display())))
+}
+
+/// Copies `from` into `to` recursively (files, directories, symbolic links), owned by the
+/// server's user when this process is root.
+fn copy_tree(from: &Path, to: &Path, as_root: bool) -> Result<()> {
+    fs::create_dir_all(to).map_err(io(format!("creating {}", to.display())))?;
+    let hand_over = |path: &Path| -> Result<()> {
+        if as_root {
+            std::os::unix::fs::lchown(path, Some(UNPRIVILEGED_ID), Some(UNPRIVILEGED_ID))
+                .map_err(io(format!("handing {} to the unprivileged user", path.display())))?;
+        }
+        Ok(())
+    };
+    hand_over(to)?;
+    for entry in fs::read_dir(from).map_err(io(format!("reading {}", from.display())))? {
+        let entry = entry.map_err(io(format!("reading {}", from.display())))?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(io(format!("inspecting {}", source.display())))?;
+        if kind.is_dir() {
+            copy_tree(&source, &target, as_root)?;
+        } else if kind.is_symlink() {
+            let link = fs::read_link(&source).map_err(io(format!("reading the link {}", source.display())))?;
+            std::os::unix::fs::symlink(&link, &target).map_err(io(format!("linking {}", target.display())))?;
+            hand_over(&target)?;
+        } else {
+            fs::copy(&source, &target).map_err(io(format!("copying {}", source.display())))?;
+            hand_over(&target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) so the server can write into it, for a WAL archive its
+/// `archive_command` fills: when this process is root the server runs unprivileged, so the
+/// directory is handed to that user (its ancestors must be world-traversable).
+pub fn make_server_writable(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    if nix::unistd::geteuid().is_root() {
+        let canonical = fs::canonicalize(dir).map_err(io(format!("resolving {}", dir.display())))?;
+        check_reachable(&canonical)?;
+        give_to_unprivileged(&canonical)?;
+    }
+    Ok(())
 }
 
 /// Every ancestor must be traversable by "others", or `nobody` cannot reach the data.
