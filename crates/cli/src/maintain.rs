@@ -1,9 +1,9 @@
-//! `duckmesh integrity | compact | gc`: the maintenance of committed data, by hand (the same
+//! `duckmesh integrity | compact | gc | export`: the maintenance of committed data, by hand (the same
 //! work the scheduler runs on a schedule; docs/maintenance.md).
 //!
 //! - `integrity` checks datasets against the bucket and records the runs (read-only, so it runs
 //!   directly); it exits 1 when a dataset's committed data is damaged.
-//! - `compact` and `gc` change data, so each creates a standalone task of its kind in the
+//! - `compact`, `gc` and `export` write to the bucket, so each creates a standalone task of its kind in the
 //!   dataset's namespace and runs it here under a lease, fenced like any task (if a scheduler
 //!   leases the task first, the command waits for it to finish). `gc --dry-run` only reads.
 
@@ -12,8 +12,8 @@ use anyhow::Context;
 use duckmesh_catalog::{Catalog, CommitMode, DatasetRecord, Lease, TaskOutput, TaskSpec};
 use duckmesh_core::{TaskId, TaskPhase};
 use duckmesh_maintenance::{
-    COMPACT_KIND, CompactionOutcome, Compactor, GC_KIND, GcOptions, GcReport, GcRunner, IntegrityOptions,
-    IntegrityReport, check_dataset, collect_dataset,
+    COMPACT_KIND, CompactionOutcome, Compactor, EXPORT_KIND, ExportRunner, GC_KIND, GcOptions, GcReport, GcRunner,
+    IntegrityOptions, IntegrityReport, check_dataset, collect_dataset,
 };
 use duckmesh_storage::{ObjectStore, StoreArgs, StoreConfig, StoreCounters};
 use std::process::ExitCode;
@@ -101,7 +101,33 @@ pub struct GcArgs {
     run: RunArgs,
 }
 
-/// How `compact` and `gc` reach the catalog and the store, and run their tasks.
+/// Arguments of `duckmesh export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The dataset to export.
+    dataset: String,
+
+    /// The dataset's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+
+    /// Where to write, under `_exports/<namespace>/` of the bucket (e.g. `trips/2026-12-02`).
+    #[arg(long, value_name = "PREFIX")]
+    to: String,
+
+    /// The snapshot to export; default: the current one.
+    #[arg(long)]
+    snapshot: Option<i64>,
+
+    /// `parquet` (split by target size) or `csv` (one file with a header line).
+    #[arg(long, default_value = "parquet", value_parser = ["parquet", "csv"])]
+    format: String,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How `compact`, `gc` and `export` reach the catalog and the store, and run their tasks.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Seconds between lease renewals while the task runs.
@@ -249,6 +275,44 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     }
     handle.catalog.close().await;
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Runs `duckmesh export`.
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let run = &args.run;
+    let handle = run.target.connect().await?;
+    let store = store(&run.store, &run.target).await?;
+    let datasets = Datasets { datasets: vec![args.dataset.clone()], all: false, namespace: args.namespace.clone() };
+    let dataset = resolve(&handle.catalog, &datasets).await?.remove(0);
+    let spec = serde_json::json!({"prefix": args.to, "snapshot": args.snapshot, "format": args.format});
+    let (id, lease) = task(&handle.catalog, &dataset, EXPORT_KIND, spec).await?;
+    let Some(lease) = lease else {
+        let succeeded = waited(&handle.catalog, &dataset, id).await?;
+        handle.catalog.close().await;
+        return Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    };
+    let runner = ExportRunner::new(handle.catalog.clone(), store, work_dir(run), heartbeat(run), runner());
+    let result = runner.run(lease.attempt_ref()).await;
+    handle.catalog.close().await;
+    match result {
+        Ok(report) => {
+            crate::out::print(&format!(
+                "{}: exported snapshot {} to {} ({} files, {} rows, {}); manifest {}",
+                dataset.name,
+                report.snapshot,
+                report.target,
+                report.files.len(),
+                report.rows,
+                indicatif::HumanBytes(u64::try_from(report.bytes).unwrap_or_default()),
+                report.manifest
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            crate::out::print(&format!("{}: error [{}]: {error}", dataset.name, error.error_code()))?;
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn gc_lines(dataset: &DatasetRecord, report: &GcReport) -> String {

@@ -6,7 +6,8 @@ use duckmesh_catalog::AttemptRef;
 use duckmesh_catalog::{Catalog, CatalogArgs, ConnectOptions};
 use duckmesh_core::{AttemptId, Fence, TaskId};
 use duckmesh_maintenance::{
-    COMPACT_KIND, CompactionOutcome, Compactor, GC_KIND, GcOptions, GcRunner, INTEGRITY_KIND, IntegrityRunner,
+    COMPACT_KIND, CompactionOutcome, Compactor, EXPORT_KIND, ExportRunner, GC_KIND, GcOptions, GcRunner,
+    INTEGRITY_KIND, IntegrityRunner,
 };
 use duckmesh_storage::ObjectStore;
 use duckmesh_storage::{StoreArgs, StoreCounters};
@@ -126,7 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Task kinds run by `duckmesh_maintenance` rather than the SQL worker.
-const MAINTENANCE_KINDS: [&str; 3] = [COMPACT_KIND, GC_KIND, INTEGRITY_KIND];
+const MAINTENANCE_KINDS: [&str; 4] = [COMPACT_KIND, EXPORT_KIND, GC_KIND, INTEGRITY_KIND];
 
 /// Runs one attempt of a maintenance task; returns the exit code (the same codes as a `sql`
 /// attempt: success, a reported permanent or retryable failure, or a lost fence).
@@ -151,6 +152,20 @@ async fn maintain(
                 CompactionOutcome::Unchanged { small_files } => {
                     format!("nothing to compact ({small_files} small files)")
                 }
+            }),
+        EXPORT_KIND => ExportRunner::new(catalog, store, config.work_dir.clone(), heartbeat, runner)
+            .run(attempt)
+            .await
+            .map(|report| {
+                format!(
+                    "exported snapshot {} to {}: {} files, {} rows, {} bytes (manifest {})",
+                    report.snapshot,
+                    report.target,
+                    report.files.len(),
+                    report.rows,
+                    report.bytes,
+                    report.manifest
+                )
             }),
         GC_KIND => GcRunner::new(catalog, store, heartbeat, runner, GcOptions::default()).run(attempt).await.map(
             |report| {

@@ -286,6 +286,7 @@ async fn maintenance_tasks_run_through_the_worker_binary() {
         ("compact", json!({"minFiles": 2}), "compacted 2 files"),
         ("integrity", json!({"verifyHashes": true}), "0 missing"),
         ("gc", json!({}), "expired 0 snapshots"),
+        ("export", json!({"prefix": "out/worker"}), "to _exports/default/out/worker/"),
     ];
     for (kind, spec, expected) in runs {
         let task = setup.task_of_kind(kind, &format!("{kind}-out"), out.id, spec).await;
@@ -328,6 +329,13 @@ async fn maintenance_commands_compact_check_and_collect() {
     let output = run(&["integrity", "--all", "--verify-hashes"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(text(&output).contains("default/out") && text(&output).contains("clean"), "{}", text(&output));
+
+    let output = run(&["export", "out", "--to", "out/today", "--format", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("out: exported snapshot") && text(&output).contains("3 rows"), "{}", text(&output));
+    let output = run(&["export", "out", "--to", "../escape"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("invalid_task_spec"), "{}", text(&output));
 
     let output = run(&["gc", "out", "--dry-run"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));

@@ -117,6 +117,18 @@ impl Database {
         Ok(written as u64)
     }
 
+    /// Writes all of [`RESULT_VIEW`] as one CSV file (a header line, `,`-separated, quoted
+    /// where needed) at `file` (its directory is created) and returns the rows written.
+    pub fn export_csv_to_file(&self, file: &Path) -> Result<u64> {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| Error::io("creating the export directory", parent, error))?;
+        }
+        let copy = format!("COPY (SELECT * FROM {RESULT_VIEW}) TO {} (FORMAT csv, HEADER true)", path_literal(file));
+        let written = self.connection().execute(&copy, []).map_err(|error| classify("writing the result", &error))?;
+        Ok(written as u64)
+    }
+
     /// Rewrites every partition directory whose files add up to more than `target` bytes into
     /// files of about `target` bytes each.
     fn split_large_partitions(&self, output_dir: &Path, target: u64) -> Result<()> {
@@ -284,5 +296,10 @@ mod tests {
         let single = dir.path().join("whole/result.parquet");
         assert_eq!(database.export_to_file(&single).expect("whole"), 1000);
         assert!(single.is_file());
+        let csv = dir.path().join("whole/result.csv");
+        assert_eq!(database.export_csv_to_file(&csv).expect("csv"), 1000);
+        let text = std::fs::read_to_string(&csv).expect("read csv");
+        assert_eq!(text.lines().next(), Some("k,v"));
+        assert_eq!(text.lines().count(), 1001);
     }
 }

@@ -10,10 +10,13 @@
 //! - [`restore`]: snapshot consistency of a catalog restored from backup — ids and tokens
 //!   increasing, heads on their newest snapshot, counts matching files, the bucket checked, and
 //!   objects committed after the restore point told apart from damage.
+//! - [`export`]: a dataset as of a snapshot, as Parquet or CSV under `_exports/<namespace>/`,
+//!   with a manifest.
 //! - [`compact`]: one leased attempt of a `compact` task rewrites a dataset's small files into
 //!   target-size files and commits them as one fenced `compact` snapshot.
 
 pub mod compact;
+pub mod export;
 pub mod gc;
 pub mod integrity;
 pub mod restore;
@@ -24,6 +27,7 @@ mod runs;
 
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, Result};
+pub use export::{EXPORT_KIND, EXPORTS_ROOT, ExportFormat, ExportReport, ExportRunner, ExportSpec};
 pub use gc::{GC_KIND, GcOptions, GcReport, GcRunner, Retention, collect_dataset, collect_exports};
 pub use integrity::{INTEGRITY_KIND, IntegrityOptions, IntegrityReport, IntegrityRunner, IntegritySpec, check_dataset};
 pub use restore::{ConsistencyReport, DatasetConsistency, Violation, ViolationKind, validate_restored_catalog};

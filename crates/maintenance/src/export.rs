@@ -1,0 +1,304 @@
+//! Export: a dataset as of a snapshot, written as Parquet (split by target size) or as one CSV
+//! file under `_exports/<namespace>/<prefix>/` of the bucket, with a manifest listing every
+//! file with its size, row count and SHA-256. One leased attempt of an `export` task (the task
+//! names the dataset as its output; the dataset itself is not changed).
+//!
+//! The target always lies under the task's own namespace in `_exports/`, so an export can
+//! never overwrite a dataset's files or another namespace's exports; the prefix is checked like
+//! any object key (no `..`, no empty segments).
+
+use crate::attempt::{Leased, check_stop};
+use crate::error::{Error, Result};
+use duckmesh_catalog::{AttemptRef, Catalog, NewFile};
+use duckmesh_contracts::manifest::{
+    MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
+};
+use duckmesh_contracts::task::DEFAULT_TARGET_FILE_SIZE_BYTES;
+use duckmesh_core::SnapshotId;
+use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
+use duckmesh_storage::{Download, ObjectStore, download_verified, layout, validate_prefix};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The task kind this module runs.
+pub const EXPORT_KIND: &str = "export";
+
+/// The root of every export in the bucket.
+pub const EXPORTS_ROOT: &str = "_exports";
+
+/// The file format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// ZSTD Parquet, split by target file size.
+    #[default]
+    Parquet,
+    /// One CSV file with a header line.
+    Csv,
+}
+
+/// An `export` task's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportSpec {
+    /// Where under `_exports/<namespace>/` to write (e.g. `trips/2026-12-02`).
+    pub prefix: String,
+    /// The snapshot to export; the current one when unset.
+    #[serde(default)]
+    pub snapshot: Option<i64>,
+    /// `parquet` (default) or `csv`.
+    #[serde(default)]
+    pub format: ExportFormat,
+}
+
+impl ExportSpec {
+    /// Parses and checks a task spec.
+    pub fn parse(value: &serde_json::Value) -> Result<Self> {
+        let spec: Self = serde_json::from_value(value.clone()).map_err(|error| Error::InvalidSpec {
+            message: format!("the task spec does not match the export task format: {error}"),
+        })?;
+        let prefix = spec.prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Err(Error::InvalidSpec {
+                message: "prefix must name a directory under _exports/<namespace>/".into(),
+            });
+        }
+        validate_prefix(prefix).map_err(|error| Error::InvalidSpec { message: format!("prefix: {error}") })?;
+        Ok(Self { prefix: prefix.to_owned(), ..spec })
+    }
+
+    /// The full prefix (ending in `/`) in the bucket for a task in `namespace`.
+    pub fn target(&self, namespace: &str) -> String {
+        format!("{EXPORTS_ROOT}/{namespace}/{}/", self.prefix)
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    /// The snapshot exported.
+    pub snapshot: i64,
+    /// The prefix written under (ends in `/`).
+    pub target: String,
+    /// The files written.
+    pub files: Vec<String>,
+    /// The manifest's key.
+    pub manifest: String,
+    /// Rows written.
+    pub rows: i64,
+    /// Bytes written (the data files).
+    pub bytes: i64,
+}
+
+/// Runs leased attempts of `export` tasks.
+#[derive(Clone)]
+pub struct ExportRunner {
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    work_dir: PathBuf,
+    heartbeat: Duration,
+    runner: Option<String>,
+}
+
+impl ExportRunner {
+    /// A runner keeping its scratch files under `work_dir` and heartbeating every `heartbeat`.
+    pub fn new(
+        catalog: Catalog,
+        store: Arc<dyn ObjectStore>,
+        work_dir: PathBuf,
+        heartbeat: Duration,
+        runner: Option<String>,
+    ) -> Self {
+        Self { catalog, store, work_dir, heartbeat, runner }
+    }
+
+    /// Runs one leased attempt of an `export` task to the end.
+    pub async fn run(&self, attempt: AttemptRef) -> Result<ExportReport> {
+        let lease =
+            Leased { catalog: &self.catalog, attempt, runner: self.runner.as_deref(), heartbeat: self.heartbeat };
+        lease.run(|stop| self.export(attempt, stop)).await
+    }
+
+    async fn export(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<ExportReport> {
+        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
+        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
+        if task.kind != EXPORT_KIND {
+            return Err(Error::InvalidSpec {
+                message: format!("task {:?} is of kind {:?}, not export", task.name, task.kind),
+            });
+        }
+        let spec = ExportSpec::parse(&task.spec)?;
+        let Some(output) = task.output else {
+            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to export", task.name) });
+        };
+        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
+        let snapshot = match spec.snapshot.map(SnapshotId).or(dataset.current_snapshot) {
+            Some(snapshot) => snapshot,
+            None => {
+                return Err(Error::InvalidSpec {
+                    message: format!("dataset {:?} has no snapshot to export", dataset.name),
+                });
+            }
+        };
+        // A snapshot of the dataset that still exists (not expired), read as the query API would.
+        self.catalog.snapshot(dataset.id, snapshot).await.map_err(Error::catalog("reading the snapshot"))?;
+        let files = self.catalog.snapshot_files(dataset.id, snapshot).await.map_err(Error::catalog("listing files"))?;
+
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("duckmesh-export-{}-", attempt.attempt.0))
+            .tempdir_in(&self.work_dir)
+            .map_err(|source| Error::Io { operation: "creating the scratch directory", source })?;
+        let incoming = scratch.path().join("incoming");
+        let inputs = scratch.path().join("in");
+        for dir in [&incoming, &inputs] {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| Error::Io { operation: "creating a scratch directory", source })?;
+        }
+        let mut local = Vec::with_capacity(files.len());
+        for (index, file) in files.iter().enumerate() {
+            check_stop(&stop)?;
+            let target = inputs.join(format!("{index:06}.parquet"));
+            let bytes = u64::try_from(file.bytes).unwrap_or_default();
+            match download_verified(self.store.as_ref(), &file.path, &incoming, &target, bytes, &file.sha256)
+                .await
+                .map_err(Error::storage("downloading a file to export"))?
+            {
+                Download::Verified => local.push(target),
+                Download::Mismatch(message) => return Err(Error::InputCorrupt { path: file.path.clone(), message }),
+            }
+        }
+        let job = Write {
+            relation: Relation { name: "export_input".into(), files: local, schema: dataset.schema.clone() },
+            scratch: scratch.path().to_owned(),
+            format: spec.format,
+        };
+        let (schema, written) = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|error| Error::Task { message: error.to_string() })??;
+        check_stop(&stop)?;
+
+        let target = spec.target(&task.namespace);
+        let mut new_files = Vec::with_capacity(written.len());
+        for (index, file) in written.iter().enumerate() {
+            let key = match spec.format {
+                ExportFormat::Parquet => file.object_key(&target, index),
+                ExportFormat::Csv => format!("{target}part-{index:05}.csv"),
+            };
+            let (bytes, sha256) =
+                duckmesh_storage::hash_file(&file.path).await.map_err(Error::storage("hashing an export file"))?;
+            self.store.put_file(&key, &file.path).await.map_err(Error::storage("uploading an export file"))?;
+            new_files.push(file.new_file(key, bytes, sha256));
+        }
+        let manifest_key = format!("{target}{}", layout::MANIFEST_FILE);
+        let manifest = manifest(&dataset, &task, &record, attempt, snapshot, files.len(), schema, &new_files);
+        let body = serde_json::to_vec_pretty(&manifest).map_err(|error| Error::Task { message: error.to_string() })?;
+        self.store.put(&manifest_key, body.into()).await.map_err(Error::storage("writing the manifest"))?;
+        check_stop(&stop)?;
+        self.catalog.complete_unchanged(attempt, dataset.id).await.map_err(Error::catalog("completing the attempt"))?;
+        let report = ExportReport {
+            snapshot: snapshot.0,
+            target,
+            files: new_files.iter().map(|file| file.path.clone()).collect(),
+            manifest: manifest_key,
+            rows: new_files.iter().map(|file| file.rows).sum(),
+            bytes: new_files.iter().map(|file| file.bytes).sum(),
+        };
+        tracing::info!(dataset = %dataset.name, snapshot = snapshot.0, target = %report.target, files = report.files.len(), rows = report.rows, "export written");
+        Ok(report)
+    }
+}
+
+/// The blocking part: DuckDB reads the snapshot's files and writes them in the format asked.
+struct Write {
+    relation: Relation,
+    scratch: PathBuf,
+    format: ExportFormat,
+}
+
+impl Write {
+    fn run(self) -> Result<(Vec<duckmesh_contracts::Column>, Vec<ExportedFile>)> {
+        let limits = Limits { memory_limit_bytes: None, threads: None, spill_dir: self.scratch.join("spill") };
+        let database = Database::open(&limits)?;
+        database.register(&self.relation)?;
+        database.lock_down(std::slice::from_ref(&self.scratch))?;
+        let schema = database.prepare_query("SELECT * FROM export_input")?;
+        let output_dir = self.scratch.join("out");
+        let files = match self.format {
+            ExportFormat::Parquet => database.export(&ExportOptions {
+                output_dir,
+                partition_by: Vec::new(),
+                target_file_size_bytes: DEFAULT_TARGET_FILE_SIZE_BYTES,
+            })?,
+            ExportFormat::Csv => {
+                let path = output_dir.join("part-00000.csv");
+                let rows = database.export_csv_to_file(&path)?;
+                vec![ExportedFile { path, relative: "part-00000.csv".into(), rows, partition: None }]
+            }
+        };
+        Ok((schema, files))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn manifest(
+    dataset: &duckmesh_catalog::DatasetRecord,
+    task: &duckmesh_catalog::TaskRecord,
+    attempt: &duckmesh_catalog::AttemptRecord,
+    reference: AttemptRef,
+    snapshot: SnapshotId,
+    files_read: usize,
+    schema: Vec<duckmesh_contracts::Column>,
+    files: &[NewFile],
+) -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        dataset: ManifestDataset { id: dataset.id.0, namespace: dataset.namespace.clone(), name: dataset.name.clone() },
+        mode: duckmesh_contracts::commit::CommitMode::Overwrite,
+        task: ManifestTask {
+            id: task.id.0,
+            job: task.job.map(|job| job.0),
+            namespace: task.namespace.clone(),
+            name: task.name.clone(),
+        },
+        attempt: ManifestAttempt { id: reference.attempt.0, number: attempt.number, fence: reference.fence.0 },
+        parent_snapshot: Some(snapshot.0),
+        inputs: vec![ManifestInput { dataset: dataset.name.clone(), snapshot: Some(snapshot.0), files: files_read }],
+        schema,
+        files: files.iter().map(ManifestFile::from).collect(),
+        replaces: Vec::new(),
+        rows: files.iter().map(|file| file.rows).sum(),
+        bytes: files.iter().map(|file| file.bytes).sum(),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_checked_and_targets_stay_in_the_namespace() {
+        let spec = ExportSpec::parse(&serde_json::json!({"prefix": "/trips/2026-12-02/"})).expect("valid");
+        assert_eq!(
+            (spec.prefix.as_str(), spec.format, spec.snapshot),
+            ("trips/2026-12-02", ExportFormat::Parquet, None)
+        );
+        assert_eq!(spec.target("team-a"), "_exports/team-a/trips/2026-12-02/");
+        let csv = ExportSpec::parse(&serde_json::json!({"prefix": "x", "format": "csv", "snapshot": 3})).expect("csv");
+        assert_eq!((csv.format, csv.snapshot), (ExportFormat::Csv, Some(3)));
+        for bad in [
+            serde_json::json!({"prefix": ""}),
+            serde_json::json!({"prefix": "../trips"}),
+            serde_json::json!({"prefix": "a//b"}),
+            serde_json::json!({"prefix": "x", "format": "xlsx"}),
+            serde_json::json!({"prefix": "x", "sql": "SELECT 1"}),
+            serde_json::json!({}),
+        ] {
+            let error = ExportSpec::parse(&bad).expect_err("invalid");
+            assert_eq!(error.error_code(), "invalid_task_spec", "{bad}: {error}");
+        }
+    }
+}
