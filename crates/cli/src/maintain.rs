@@ -134,7 +134,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     heartbeat_seconds: u64,
 
-    /// Scratch directory for files being rewritten.
+    /// Scratch directory for the files the task downloads and writes.
     #[arg(long, env = "DUCKMESH_WORK_DIR")]
     work_dir: Option<std::path::PathBuf>,
 
