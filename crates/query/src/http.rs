@@ -1,4 +1,7 @@
 //! The HTTP surface: routes, authentication and rate limits, JSON errors, request counting.
+//! Handlers declare what they read as typed extractors ([`extract`]).
+
+mod extract;
 
 use crate::auth::{Principal, presented_key};
 use crate::error::Error;
@@ -7,11 +10,11 @@ use crate::metrics::{QueryKind, Route};
 use crate::model::{DatasetList, ErrorBody, Health, IntegrityList, QueryRequest, QueryResponse, SnapshotPage};
 use crate::service::{QueryAnswer, QueryService, RawBody, Readiness};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRef, Path, RawQuery, Request, State};
+use axum::extract::{FromRef, Path, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use extract::{ApiJson, ApiQuery, IngestBody, JsonBody, Parameters, Traceparent};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use std::future::Future;
@@ -44,7 +47,7 @@ pub fn router(service: QueryService) -> Router {
     let state =
         AppState { ingest: IngestService::new(std::sync::Arc::clone(service.shared())), query: service.clone() };
     Router::new()
-        .route("/v1/query", post(query))
+        .route("/v1/query", post(query).route_layer(from_fn_with_state(service.clone(), limit_query_rate)))
         .route("/v1/task/query", post(task_query))
         .route("/v1/ingest/{dataset}", post(ingest))
         .route("/v1/datasets", get(datasets))
@@ -141,11 +144,23 @@ async fn authenticate(State(service): State<QueryService>, mut request: Request,
     next.run(request).await
 }
 
-fn principal_of(headers_extensions: &http::Extensions) -> Result<Principal, Error> {
-    headers_extensions
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Error::Internal { message: "request reached a handler without authentication".into() })
+/// Counts a `POST /v1/query` against the caller's per-user query rate, before its body is
+/// read.
+async fn limit_query_rate(
+    State(service): State<QueryService>,
+    principal: Principal,
+    request: Request,
+    next: Next,
+) -> Response {
+    match service.rate_limiter().check_query(&principal) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+impl JsonBody for QueryRequest {
+    const WHAT: &'static str = "a query request";
+    const MAX_BYTES: usize = 2 * 1024 * 1024;
 }
 
 /// `POST /v1/query`: an interactive query.
@@ -187,8 +202,12 @@ fn principal_of(headers_extensions: &http::Extensions) -> Result<Principal, Erro
          body = ErrorBody),
     )
 )]
-pub(crate) async fn query(State(service): State<QueryService>, request: Request) -> Response {
-    run_query(service, request, QueryKind::Interactive).await
+pub(crate) async fn query(
+    State(service): State<QueryService>,
+    principal: Principal,
+    ApiJson(request): ApiJson<QueryRequest>,
+) -> Result<Response, Error> {
+    Ok(answer_response(service.query(&principal, request, QueryKind::Interactive).await?))
 }
 
 /// `POST /v1/task/query`: a query from a task.
@@ -230,34 +249,12 @@ pub(crate) async fn query(State(service): State<QueryService>, request: Request)
          body = ErrorBody),
     )
 )]
-pub(crate) async fn task_query(State(service): State<QueryService>, request: Request) -> Response {
-    run_query(service, request, QueryKind::Task).await
-}
-
-async fn run_query(service: QueryService, request: Request, kind: QueryKind) -> Response {
-    let principal = match principal_of(request.extensions()) {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    if kind == QueryKind::Interactive
-        && let Err(error) = service.rate_limiter().check_query(&principal)
-    {
-        return error.into_response();
-    }
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), 2 * 1024 * 1024).await {
-        Ok(body) => body,
-        Err(error) => return Error::InvalidRequest { message: format!("unreadable body: {error}") }.into_response(),
-    };
-    let parsed: QueryRequest = match serde_json::from_slice(&body) {
-        Ok(parsed) => parsed,
-        Err(error) => {
-            return Error::InvalidRequest { message: format!("body is not a query request: {error}") }.into_response();
-        }
-    };
-    match service.query(&principal, parsed, kind).await {
-        Ok(answer) => answer_response(answer),
-        Err(error) => error.into_response(),
-    }
+pub(crate) async fn task_query(
+    State(service): State<QueryService>,
+    principal: Principal,
+    ApiJson(request): ApiJson<QueryRequest>,
+) -> Result<Response, Error> {
+    Ok(answer_response(service.query(&principal, request, QueryKind::Task).await?))
 }
 
 fn answer_response(answer: QueryAnswer) -> Response {
@@ -331,68 +328,34 @@ fn insert_metadata(headers: &mut HeaderMap, response: &crate::model::QueryRespon
 pub(crate) async fn ingest(
     State(service): State<IngestService>,
     Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    request: Request,
-) -> Response {
-    let principal = match principal_of(request.extensions()) {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    let namespace = match namespace_parameter(raw.as_deref()) {
-        Ok(namespace) => namespace,
-        Err(error) => return error.into_response(),
-    };
-    let traceparent = request
-        .headers()
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| value.len() <= 128)
-        .map(str::to_owned);
-    let limit = service.config().ingest.max_body_bytes;
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), limit).await {
-        Ok(body) => body,
-        Err(error) => {
-            let inner = error.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                return Error::PayloadTooLarge { limit }.into_response();
-            }
-            return Error::InvalidRequest { message: format!("unreadable body: {inner}") }.into_response();
-        }
-    };
-    match service.ingest(&principal, &name, namespace.as_deref(), &body, traceparent.as_deref()).await {
-        Ok(ack) => json_response(StatusCode::OK, &ack),
-        Err(error) => error.into_response(),
-    }
+    principal: Principal,
+    ApiQuery(IngestParameters { namespace }): ApiQuery<IngestParameters>,
+    Traceparent(traceparent): Traceparent,
+    IngestBody(body): IngestBody,
+) -> Result<Response, Error> {
+    let ack = service.ingest(&principal, &name, namespace.as_deref(), &body, traceparent.as_deref()).await?;
+    Ok(json_response(StatusCode::OK, &ack))
 }
 
-/// The query string of `POST /v1/ingest/{dataset}`.
+/// The query string of `POST /v1/ingest/{dataset}`: `?namespace=`, its only parameter.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IngestParameters {
+pub(crate) struct IngestParameters {
     namespace: Option<String>,
 }
 
-/// `?namespace=` (the only parameter of ingest), percent-decoded.
-fn namespace_parameter(raw: Option<&str>) -> Result<Option<String>, Error> {
-    let parameters: IngestParameters = parameters(raw)?;
-    non_empty(parameters.namespace)
-}
-
-/// A `namespace` given empty is refused rather than taken as the default.
-fn non_empty(namespace: Option<String>) -> Result<Option<String>, Error> {
-    match namespace {
-        Some(namespace) if namespace.is_empty() => {
-            Err(Error::InvalidRequest { message: "the namespace parameter is empty".into() })
-        }
-        other => Ok(other),
+impl Parameters for IngestParameters {
+    fn check(&self) -> Result<(), Error> {
+        non_empty(self.namespace.as_deref())
     }
 }
 
-/// A query string read into `T` (percent-decoded, `+` as a space); an unknown parameter, a
-/// repeated one or a value of the wrong type is `invalid_request` naming it.
-fn parameters<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, Error> {
-    serde_urlencoded::from_str(raw.unwrap_or_default())
-        .map_err(|error| Error::InvalidRequest { message: format!("query parameters: {error}") })
+/// A `namespace` given empty is refused rather than taken as the default.
+fn non_empty(namespace: Option<&str>) -> Result<(), Error> {
+    match namespace {
+        Some("") => Err(Error::InvalidRequest { message: "the namespace parameter is empty".into() }),
+        _ => Ok(()),
+    }
 }
 
 /// `GET /v1/datasets`.
@@ -411,30 +374,23 @@ fn parameters<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, Er
         (status = 503, description = "`catalog_unavailable`", body = ErrorBody),
     )
 )]
-pub(crate) async fn datasets(State(service): State<QueryService>, request: Request) -> Response {
-    let principal = match principal_of(request.extensions()) {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    match service.datasets(&principal).await {
-        Ok(list) => json_response(StatusCode::OK, &list),
-        Err(error) => error.into_response(),
-    }
+pub(crate) async fn datasets(State(service): State<QueryService>, principal: Principal) -> Result<Response, Error> {
+    Ok(json_response(StatusCode::OK, &service.datasets(&principal).await?))
 }
 
 /// The query string of `GET /v1/datasets/{name}/snapshots`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SnapshotParameters {
+pub(crate) struct SnapshotParameters {
     before: Option<i64>,
     limit: Option<i64>,
     namespace: Option<String>,
 }
 
-/// `?before=&limit=&namespace=`, percent-decoded.
-fn query_parameters(raw: Option<&str>) -> Result<(Option<i64>, Option<i64>, Option<String>), Error> {
-    let SnapshotParameters { before, limit, namespace } = parameters(raw)?;
-    Ok((before, limit, non_empty(namespace)?))
+impl Parameters for SnapshotParameters {
+    fn check(&self) -> Result<(), Error> {
+        non_empty(self.namespace.as_deref())
+    }
 }
 
 /// `GET /v1/datasets/{name}/snapshots`: time travel.
@@ -465,29 +421,25 @@ fn query_parameters(raw: Option<&str>) -> Result<(Option<i64>, Option<i64>, Opti
 pub(crate) async fn snapshots(
     State(service): State<QueryService>,
     Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    request: Request,
-) -> Response {
-    let principal = match principal_of(request.extensions()) {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    let (before, limit, namespace) = match query_parameters(raw.as_deref()) {
-        Ok(parameters) => parameters,
-        Err(error) => return error.into_response(),
-    };
-    match service.snapshots(&principal, &name, namespace.as_deref(), before, limit).await {
-        Ok(page) => json_response(StatusCode::OK, &page),
-        Err(error) => error.into_response(),
-    }
+    principal: Principal,
+    ApiQuery(SnapshotParameters { before, limit, namespace }): ApiQuery<SnapshotParameters>,
+) -> Result<Response, Error> {
+    let page = service.snapshots(&principal, &name, namespace.as_deref(), before, limit).await?;
+    Ok(json_response(StatusCode::OK, &page))
 }
 
 /// The query string of `GET /v1/integrity`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IntegrityParameters {
+pub(crate) struct IntegrityParameters {
     namespace: Option<String>,
     limit: Option<usize>,
+}
+
+impl Parameters for IntegrityParameters {
+    fn check(&self) -> Result<(), Error> {
+        non_empty(self.namespace.as_deref())
+    }
 }
 
 /// `GET /v1/integrity`: the latest integrity run of each dataset.
@@ -514,23 +466,10 @@ struct IntegrityParameters {
 )]
 pub(crate) async fn integrity(
     State(service): State<QueryService>,
-    RawQuery(raw): RawQuery,
-    request: Request,
-) -> Response {
-    let principal = match principal_of(request.extensions()) {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    let parameters = parameters::<IntegrityParameters>(raw.as_deref())
-        .and_then(|IntegrityParameters { namespace, limit }| Ok((non_empty(namespace)?, limit)));
-    let (namespace, limit) = match parameters {
-        Ok(parameters) => parameters,
-        Err(error) => return error.into_response(),
-    };
-    match service.integrity(&principal, namespace.as_deref(), limit).await {
-        Ok(list) => json_response(StatusCode::OK, &list),
-        Err(error) => error.into_response(),
-    }
+    principal: Principal,
+    ApiQuery(IntegrityParameters { namespace, limit }): ApiQuery<IntegrityParameters>,
+) -> Result<Response, Error> {
+    Ok(json_response(StatusCode::OK, &service.integrity(&principal, namespace.as_deref(), limit).await?))
 }
 
 /// `GET /v1/health`: liveness only.
@@ -608,6 +547,11 @@ mod tests {
 
     #[test]
     fn routes_and_parameters() {
+        let query_parameters = |raw| {
+            extract::parameters::<SnapshotParameters>(raw)
+                .map(|SnapshotParameters { before, limit, namespace }| (before, limit, namespace))
+        };
+        let namespace_parameter = |raw| extract::parameters::<IngestParameters>(raw).map(|p| p.namespace);
         assert_eq!(route_of("/v1/datasets/trips/snapshots"), Route::Snapshots);
         assert_eq!(route_of("/healthz"), Route::Health);
         assert_eq!(route_of("/nope"), Route::Other);
