@@ -15,6 +15,7 @@ use crate::{Catalog, Error, Result};
 use duckmesh_core::{DatasetId, SnapshotId};
 use serde_json::json;
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
 impl Catalog {
@@ -31,12 +32,7 @@ impl Catalog {
     pub async fn commit(&self, attempt: AttemptRef, request: &CommitRequest) -> Result<Committed> {
         validate_new_files(&request.files)?;
         let schema = request.schema.as_ref().map(|columns| normalized(columns));
-        let paths: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
-        let sizes: Vec<i64> = request.files.iter().map(|f| f.bytes).collect();
-        let counts: Vec<i64> = request.files.iter().map(|f| f.rows).collect();
-        let hashes: Vec<&str> = request.files.iter().map(|f| f.sha256.as_str()).collect();
-        let partitions: Vec<Option<String>> =
-            request.files.iter().map(|f| f.partition.as_ref().map(|p| p.to_string())).collect();
+        let files = FileColumns::of(&request.files);
         let result = sqlx::query(
             "SELECT status, snapshot_id, parent_id, token, existing_schema \
              FROM duckmesh_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -45,51 +41,21 @@ impl Catalog {
         .bind(attempt.fence.0)
         .bind(request.dataset.0)
         .bind(request.mode.as_str())
-        .bind(&paths)
-        .bind(&sizes)
-        .bind(&counts)
-        .bind(&hashes)
-        .bind(&partitions)
+        .bind(&files.paths)
+        .bind(&files.sizes)
+        .bind(&files.rows)
+        .bind(&files.hashes)
+        .bind(&files.partitions)
         .bind(&request.manifest_path)
         .bind(schema.as_ref().map(Json))
         .fetch_one(&self.pool)
         .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                return Err(Error::Invalid {
-                    what: "commit",
-                    message: "a file path of this commit is already part of the dataset".into(),
-                });
-            }
-            Err(other) => return Err(other.into()),
+        let row = result.map_err(duplicate_path("commit"))?;
+        let status = match self.shared_outcome(attempt, request.dataset, &row).await? {
+            Ok(committed) => return Ok(committed),
+            Err(status) => status,
         };
-        let status: String = row.try_get("status")?;
         match status.as_str() {
-            "ok" => {
-                let committed = Committed {
-                    dataset: request.dataset,
-                    snapshot: SnapshotId(row.try_get("snapshot_id")?),
-                    parent: row.try_get::<Option<i64>, _>("parent_id")?.map(SnapshotId),
-                    visibility_token: row.try_get("token")?,
-                };
-                self.notify_commit(&committed).await;
-                Ok(committed)
-            }
-            "fenced" => Err(self.diagnose(attempt).await),
-            "read_only" => Err(self.read_only_error().await),
-            "no_dataset" => Err(Error::NotFound { what: format!("dataset {}", request.dataset) }),
-            "cross_tenant" => {
-                let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
-                let dataset = self.dataset(request.dataset).await?;
-                Err(Error::CrossTenant {
-                    dataset: dataset.id,
-                    dataset_tenant: dataset.tenant,
-                    dataset_namespace: dataset.namespace,
-                    tenant: task.tenant,
-                    namespace: task.namespace,
-                })
-            }
             "wrong_output" => {
                 let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
                 let declared = task.output.map_or_else(
@@ -157,6 +123,79 @@ impl Catalog {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// A commit's files as the parallel arrays the commit functions take.
+pub(crate) struct FileColumns<'a> {
+    pub paths: Vec<&'a str>,
+    pub sizes: Vec<i64>,
+    pub rows: Vec<i64>,
+    pub hashes: Vec<&'a str>,
+    pub partitions: Vec<Option<String>>,
+}
+
+impl<'a> FileColumns<'a> {
+    pub(crate) fn of(files: &'a [NewFile]) -> Self {
+        Self {
+            paths: files.iter().map(|f| f.path.as_str()).collect(),
+            sizes: files.iter().map(|f| f.bytes).collect(),
+            rows: files.iter().map(|f| f.rows).collect(),
+            hashes: files.iter().map(|f| f.sha256.as_str()).collect(),
+            partitions: files.iter().map(|f| f.partition.as_ref().map(|p| p.to_string())).collect(),
+        }
+    }
+}
+
+/// A commit function's failure: a file path already in the dataset (unique violation) is the
+/// caller's mistake, anything else the database's.
+pub(crate) fn duplicate_path(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| match error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Error::Invalid { what, message: format!("a file path of this {what} is already part of the dataset") }
+        }
+        other => other.into(),
+    }
+}
+
+impl Catalog {
+    /// The statuses every fenced commit function shares (`ok`, `fenced`, `read_only`,
+    /// `no_dataset`, `cross_tenant`), turned into the snapshot committed (listeners woken) or
+    /// the error; any other status comes back as `Ok(Err(status))` for the caller.
+    pub(crate) async fn shared_outcome(
+        &self,
+        attempt: AttemptRef,
+        dataset: DatasetId,
+        row: &PgRow,
+    ) -> Result<std::result::Result<Committed, String>> {
+        let status: String = row.try_get("status")?;
+        match status.as_str() {
+            "ok" => {
+                let committed = Committed {
+                    dataset,
+                    snapshot: SnapshotId(row.try_get("snapshot_id")?),
+                    parent: row.try_get::<Option<i64>, _>("parent_id")?.map(SnapshotId),
+                    visibility_token: row.try_get("token")?,
+                };
+                self.notify_commit(&committed).await;
+                Ok(Ok(committed))
+            }
+            "fenced" => Err(self.diagnose(attempt).await),
+            "read_only" => Err(self.read_only_error().await),
+            "no_dataset" => Err(Error::NotFound { what: format!("dataset {dataset}") }),
+            "cross_tenant" => {
+                let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
+                let dataset = self.dataset(dataset).await?;
+                Err(Error::CrossTenant {
+                    dataset: dataset.id,
+                    dataset_tenant: dataset.tenant,
+                    dataset_namespace: dataset.namespace,
+                    tenant: task.tenant,
+                    namespace: task.namespace,
+                })
+            }
+            _ => Ok(Err(status)),
+        }
     }
 }
 

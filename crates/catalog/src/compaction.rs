@@ -2,12 +2,11 @@
 //! a dataset with new files holding the same rows (migration 0009, `duckmesh_compact_commit`),
 //! and the read that picks what to compact.
 
-use crate::commit::validate_new_files;
+use crate::commit::{FileColumns, duplicate_path, validate_new_files};
 use crate::model::{AttemptRef, Committed, FileRecord, NewFile};
 use crate::reads::file_from_row;
 use crate::{Catalog, Error, Result};
-use duckmesh_core::{DatasetId, SnapshotId};
-use sqlx::Row;
+use duckmesh_core::DatasetId;
 
 /// A compaction's output, to commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +45,7 @@ impl Catalog {
         if commit.replaced.is_empty() {
             return Err(Error::Invalid { what: "compaction", message: "it replaces no files".into() });
         }
-        let paths: Vec<&str> = commit.files.iter().map(|f| f.path.as_str()).collect();
-        let sizes: Vec<i64> = commit.files.iter().map(|f| f.bytes).collect();
-        let counts: Vec<i64> = commit.files.iter().map(|f| f.rows).collect();
-        let hashes: Vec<&str> = commit.files.iter().map(|f| f.sha256.as_str()).collect();
-        let partitions: Vec<Option<String>> =
-            commit.files.iter().map(|f| f.partition.as_ref().map(|p| p.to_string())).collect();
+        let files = FileColumns::of(&commit.files);
         let result = sqlx::query(
             "SELECT status, snapshot_id, parent_id, token \
              FROM duckmesh_compact_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -60,50 +54,20 @@ impl Catalog {
         .bind(attempt.fence.0)
         .bind(commit.dataset.0)
         .bind(&commit.replaced)
-        .bind(&paths)
-        .bind(&sizes)
-        .bind(&counts)
-        .bind(&hashes)
-        .bind(&partitions)
+        .bind(&files.paths)
+        .bind(&files.sizes)
+        .bind(&files.rows)
+        .bind(&files.hashes)
+        .bind(&files.partitions)
         .bind(&commit.manifest_path)
         .fetch_one(&self.pool)
         .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                return Err(Error::Invalid {
-                    what: "compaction",
-                    message: "a file path of this compaction is already part of the dataset".into(),
-                });
-            }
-            Err(other) => return Err(other.into()),
+        let row = result.map_err(duplicate_path("compaction"))?;
+        let status = match self.shared_outcome(attempt, commit.dataset, &row).await? {
+            Ok(committed) => return Ok(committed),
+            Err(status) => status,
         };
-        let status: String = row.try_get("status")?;
         match status.as_str() {
-            "ok" => {
-                let committed = Committed {
-                    dataset: commit.dataset,
-                    snapshot: SnapshotId(row.try_get("snapshot_id")?),
-                    parent: row.try_get::<Option<i64>, _>("parent_id")?.map(SnapshotId),
-                    visibility_token: row.try_get("token")?,
-                };
-                self.notify_commit(&committed).await;
-                Ok(committed)
-            }
-            "fenced" => Err(self.diagnose(attempt).await),
-            "read_only" => Err(self.read_only_error().await),
-            "no_dataset" => Err(Error::NotFound { what: format!("dataset {}", commit.dataset) }),
-            "cross_tenant" => {
-                let task = self.task(self.attempt(attempt.attempt).await?.task).await?;
-                let dataset = self.dataset(commit.dataset).await?;
-                Err(Error::CrossTenant {
-                    dataset: dataset.id,
-                    dataset_tenant: dataset.tenant,
-                    dataset_namespace: dataset.namespace,
-                    tenant: task.tenant,
-                    namespace: task.namespace,
-                })
-            }
             "wrong_output" => Err(Error::Invalid {
                 what: "compaction",
                 message: format!("the task does not declare dataset {} as the one it compacts", commit.dataset),

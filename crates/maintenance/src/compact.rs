@@ -28,10 +28,10 @@ use duckmesh_contracts::manifest::{
 };
 use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, MIN_TARGET_FILE_SIZE_BYTES};
 use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
-use duckmesh_storage::{Download, ObjectStore, download_verified, layout};
+use duckmesh_storage::{ObjectStore, layout};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -170,7 +170,7 @@ impl Compactor {
             .prefix(&format!("duckmesh-compact-{}-", attempt.attempt.0))
             .tempdir_in(&self.work_dir)
             .map_err(|source| Error::Io { operation: "creating the scratch directory", source })?;
-        let inputs = self.download(&selected, scratch.path(), stop).await?;
+        let inputs = crate::fetch::download(self.store.as_ref(), &selected, scratch.path(), stop).await?;
         check_stop(stop)?;
         let output_dir = scratch.path().join("out");
         let job = Rewrite {
@@ -221,30 +221,6 @@ impl Compactor {
         };
         tracing::info!(dataset = %dataset.name, snapshot = committed.snapshot.0, ?outcome, "compaction committed");
         Ok(outcome)
-    }
-
-    /// Downloads the files to compact, each checked against its size and hash.
-    async fn download(&self, files: &[FileRecord], scratch: &Path, stop: &CancellationToken) -> Result<Vec<PathBuf>> {
-        let incoming = scratch.join("incoming");
-        let inputs = scratch.join("in");
-        for dir in [&incoming, &inputs] {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| Error::Io { operation: "creating a scratch directory", source })?;
-        }
-        let mut paths = Vec::with_capacity(files.len());
-        for (index, file) in files.iter().enumerate() {
-            check_stop(stop)?;
-            let target = inputs.join(format!("{index:06}.parquet"));
-            let bytes = u64::try_from(file.bytes).unwrap_or_default();
-            match download_verified(self.store.as_ref(), &file.path, &incoming, &target, bytes, &file.sha256)
-                .await
-                .map_err(Error::storage("downloading a file to compact"))?
-            {
-                Download::Verified => paths.push(target),
-                Download::Mismatch(message) => return Err(Error::InputCorrupt { path: file.path.clone(), message }),
-            }
-        }
-        Ok(paths)
     }
 
     async fn upload(&self, prefix: &str, index: usize, file: &ExportedFile) -> Result<NewFile> {

@@ -16,7 +16,7 @@ use duckmesh_contracts::manifest::{
 use duckmesh_contracts::task::DEFAULT_TARGET_FILE_SIZE_BYTES;
 use duckmesh_core::SnapshotId;
 use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
-use duckmesh_storage::{Download, ObjectStore, download_verified, layout, validate_prefix};
+use duckmesh_storage::{ObjectStore, layout, validate_prefix};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -151,25 +151,7 @@ impl ExportRunner {
             .prefix(&format!("duckmesh-export-{}-", attempt.attempt.0))
             .tempdir_in(&self.work_dir)
             .map_err(|source| Error::Io { operation: "creating the scratch directory", source })?;
-        let incoming = scratch.path().join("incoming");
-        let inputs = scratch.path().join("in");
-        for dir in [&incoming, &inputs] {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| Error::Io { operation: "creating a scratch directory", source })?;
-        }
-        let mut local = Vec::with_capacity(files.len());
-        for (index, file) in files.iter().enumerate() {
-            check_stop(&stop)?;
-            let target = inputs.join(format!("{index:06}.parquet"));
-            let bytes = u64::try_from(file.bytes).unwrap_or_default();
-            match download_verified(self.store.as_ref(), &file.path, &incoming, &target, bytes, &file.sha256)
-                .await
-                .map_err(Error::storage("downloading a file to export"))?
-            {
-                Download::Verified => local.push(target),
-                Download::Mismatch(message) => return Err(Error::InputCorrupt { path: file.path.clone(), message }),
-            }
-        }
+        let local = crate::fetch::download(self.store.as_ref(), &files, scratch.path(), &stop).await?;
         let job = Write {
             relation: Relation { name: "export_input".into(), files: local, schema: dataset.schema.clone() },
             scratch: scratch.path().to_owned(),

@@ -23,6 +23,7 @@ pub mod restore;
 
 mod attempt;
 mod error;
+mod fetch;
 mod runs;
 
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
