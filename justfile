@@ -97,6 +97,15 @@ crds:
 migrate *args:
     cargo run --release -p duckmesh -- migrate {{ args }}
 
+# An archiving private PostgreSQL, real commits through the worker, pg_basebackup, commits before
+# and after a target time, the catalog destroyed, then `duckmesh restore-drill` restores it to the
+# target and checks it; exits non-zero on any inconsistency. With
+# DUCKMESH_RESTORE_DRILL_INTEGRITY_API_URL=… it also checks that API's /v1/integrity.
+# The backup and restore drill, rehearsed on this machine in seconds (prints RPO, RTO, PASS/FAIL).
+restore-drill *args:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo run -q -p duckmesh --locked -- --log "${DUCKMESH_LOG:-warn}" restore-drill --rehearse {{args}}
+
 # The quickstart pipeline on this machine (private PostgreSQL and store under ./.duckmesh).
 dev *args:
     scripts/fetch-duckdb.sh >/dev/null

@@ -7,7 +7,9 @@
 //! [`duckmesh_maintenance::validate_restored_catalog`] against the object store, and the drill
 //! prints the RPO (committed work in the archive that the restore point leaves out: from the
 //! newest recovered commit to the newest commit in the archive) and the RTO (restore start to a
-//! validated catalog). `--rehearse` runs the whole thing on this machine ([`rehearse`]).
+//! validated catalog). `--restored-url` validates a catalog restored elsewhere (a managed
+//! database's point-in-time restore) instead. `--rehearse` runs the whole thing on this machine
+//! ([`rehearse`]).
 //!
 //! Exit codes: 0 consistent, 1 inconsistent (or the integrity API reports damage), 2 the drill
 //! could not run (the error line names a stable code).
@@ -36,13 +38,25 @@ const SEGMENTS_SEARCHED: usize = 64;
 pub struct Args {
     /// The catalog's plain-format base backup (`pg_basebackup -Fp -D DIR`), restored into a
     /// scratch copy (the directory itself is not changed).
-    #[arg(long, value_name = "DIR", required_unless_present = "rehearse")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["rehearse", "restored_url"], requires = "wal_archive")]
     base_backup: Option<PathBuf>,
 
     /// The WAL archive the catalog server's `archive_command` fills (one file per segment);
     /// it must be readable by the scratch server's user (`nobody` when run as root).
-    #[arg(long, value_name = "DIR", required_unless_present = "rehearse")]
+    #[arg(long, value_name = "DIR", requires = "base_backup")]
     wal_archive: Option<PathBuf>,
+
+    /// Validate a catalog already restored elsewhere (a managed database's point-in-time
+    /// restore, never the live catalog: the drill records integrity runs in it) instead of
+    /// restoring a base backup; the RTO then covers the validation only.
+    #[arg(long, value_name = "URL", hide_env_values = true, conflicts_with_all = ["base_backup", "target_time", "scratch_dir"])]
+    restored_url: Option<String>,
+
+    /// The newest commit the restore should have recovered, to measure the RPO against (e.g.
+    /// the damaged catalog's `max(committed_at)` of `snapshots`); default with --base-backup:
+    /// the newest commit in the WAL archive.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    reference_time: Option<DateTime<Utc>>,
 
     /// Recover up to this time (RFC 3339, e.g. 2026-12-02T17:30:00Z); default: everything in
     /// the archive.
@@ -87,7 +101,7 @@ pub struct Args {
     /// the worker into a local store, a base backup, commits before and after a target time,
     /// the catalog destroyed, then restored to the target and checked to hold exactly the
     /// commits before it.
-    #[arg(long, conflicts_with_all = ["base_backup", "wal_archive", "target_time", "scratch_dir"])]
+    #[arg(long, conflicts_with_all = ["base_backup", "wal_archive", "target_time", "scratch_dir", "restored_url", "reference_time"])]
     rehearse: bool,
 
     /// The rehearsal's working directory (kept afterwards); default: a temporary directory
@@ -137,6 +151,11 @@ pub enum DrillError {
         /// How long the drill waited.
         waited: Duration,
     },
+    /// The catalog given with --restored-url is still recovering.
+    #[error(
+        "the server of --restored-url is still in recovery (a standby, or a restore not yet promoted): promote it first"
+    )]
+    NotPromoted,
     /// A catalog call failed.
     #[error("catalog, while {step}: {source}")]
     Catalog {
@@ -206,6 +225,7 @@ impl DrillError {
             Self::ScratchInUse { .. } => "restore_scratch_dir_in_use",
             Self::Server { .. } => "restore_server_failed",
             Self::PromotionTimeout { .. } => "restore_promotion_timeout",
+            Self::NotPromoted => "restore_not_promoted",
             Self::Catalog { source, .. } => source.error_code(),
             Self::SchemaMismatch { .. } => "restore_schema_mismatch",
             Self::Store { source } => source.error_code(),
@@ -237,11 +257,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The drill on a backup given on the command line; true when the restored catalog is
 /// consistent.
 async fn drill_from_backup(args: &Args) -> Result<bool, DrillError> {
-    let (Some(base_backup), Some(wal_archive)) = (&args.base_backup, &args.wal_archive) else {
-        unreachable!("clap requires --base-backup and --wal-archive without --rehearse");
-    };
     let config = args.store.store_config().map_err(|source| DrillError::Store { source })?;
     let store = config.build(Arc::new(StoreCounters::new())).await.map_err(|source| DrillError::Store { source })?;
+    let checks = Checks::from_args(args);
+    if let Some(url) = &args.restored_url {
+        let outcome = drill_restored(url, args.reference_time, store.as_ref(), &checks).await?;
+        say(&outcome.summary())?;
+        return Ok(outcome.passed());
+    }
+    let (Some(base_backup), Some(wal_archive)) = (&args.base_backup, &args.wal_archive) else {
+        unreachable!("clap requires --base-backup and --wal-archive without --rehearse or --restored-url");
+    };
     let plan = RestorePlan {
         base_backup: base_backup.clone(),
         wal_archive: wal_archive.clone(),
@@ -249,8 +275,8 @@ async fn drill_from_backup(args: &Args) -> Result<bool, DrillError> {
         database: args.database.clone(),
         scratch_dir: args.scratch_dir.clone(),
         promotion_timeout: Duration::from_secs(args.promotion_timeout),
+        reference_time: args.reference_time,
     };
-    let checks = Checks::from_args(args);
     let (outcome, restored) = drill(&plan, store.as_ref(), &checks).await?;
     restored.catalog.close().await;
     say(&outcome.summary())?;
@@ -272,6 +298,8 @@ pub struct RestorePlan {
     pub scratch_dir: Option<PathBuf>,
     /// How long the recovery may take.
     pub promotion_timeout: Duration,
+    /// The newest commit to measure the RPO against; `None`: the archive's newest.
+    pub reference_time: Option<DateTime<Utc>>,
 }
 
 /// What to check once restored.
@@ -322,6 +350,8 @@ pub struct Outcome {
     pub rpo: Option<Duration>,
     /// Restore start to a validated catalog.
     pub rto: Duration,
+    /// What the RTO covers.
+    pub rto_scope: &'static str,
 }
 
 impl Outcome {
@@ -334,13 +364,15 @@ impl Outcome {
     pub fn rpo_text(&self) -> String {
         match (self.rpo, self.recovered_until, self.archive_end) {
             (Some(rpo), Some(recovered), Some(end)) => format!(
-                "{:.3} s (newest recovered commit {}, newest commit in the archive {})",
+                "{:.3} s (newest recovered commit {}, newest commit to recover {})",
                 rpo.as_secs_f64(),
                 recovered.to_rfc3339(),
                 end.to_rfc3339()
             ),
             (_, None, _) => "unknown (the restore recovered no transaction)".to_owned(),
-            _ => format!("unknown (no commit in the archive's newest {SEGMENTS_SEARCHED} segments)"),
+            _ => format!(
+                "unknown (no --reference-time, and no commit in the archive's newest {SEGMENTS_SEARCHED} segments)"
+            ),
         }
     }
 
@@ -385,14 +417,58 @@ pub async fn drill(
 ) -> Result<(Outcome, Restored), DrillError> {
     let started = Instant::now();
     check_base_backup(&plan.base_backup)?;
-    let archive_end = {
-        let archive = plan.wal_archive.clone();
-        tokio::task::spawn_blocking(move || newest_archived_commit(&archive))
-            .await
-            .map_err(|error| DrillError::Tool { tool: "pg_waldump", message: error.to_string() })??
+    let archive_end = match plan.reference_time {
+        Some(time) => Some(time),
+        None => {
+            let archive = plan.wal_archive.clone();
+            tokio::task::spawn_blocking(move || newest_archived_commit(&archive))
+                .await
+                .map_err(|error| DrillError::Tool { tool: "pg_waldump", message: error.to_string() })??
+        }
     };
     let restored = restore(plan).await?;
-    let catalog = &restored.catalog;
+    let replayed = restored.status.last_replayed_commit;
+    let scope = "restore start to a validated catalog";
+    let outcome = check(&restored.catalog, store, checks, (started, scope), replayed, archive_end).await?;
+    Ok((outcome, restored))
+}
+
+/// The drill on a catalog restored elsewhere (`url`): validation only.
+async fn drill_restored(
+    url: &str,
+    reference_time: Option<DateTime<Utc>>,
+    store: &dyn ObjectStore,
+    checks: &Checks,
+) -> Result<Outcome, DrillError> {
+    let started = Instant::now();
+    let mut connect = ConnectOptions::new(url);
+    connect.max_connections = 4;
+    connect.acquire_timeout = Duration::from_secs(30);
+    let catalog = Catalog::connect(&connect, CatalogConfig::default())
+        .await
+        .map_err(DrillError::catalog("connecting to the restored catalog"))?;
+    check_schema(&catalog).await?;
+    let status = catalog.recovery_status().await.map_err(DrillError::catalog("reading the recovery status"))?;
+    if status.in_recovery {
+        catalog.close().await;
+        return Err(DrillError::NotPromoted);
+    }
+    let scope = "validation only: the restore itself happened elsewhere";
+    let outcome = check(&catalog, store, checks, (started, scope), status.last_replayed_commit, reference_time).await;
+    catalog.close().await;
+    outcome
+}
+
+/// Validates `catalog` against `store`, asks the integrity API if configured, measures RPO
+/// and RTO (from `clock`'s start, covering what its text says) and prints the report.
+async fn check(
+    catalog: &Catalog,
+    store: &dyn ObjectStore,
+    checks: &Checks,
+    clock: (Instant, &'static str),
+    replayed: Option<DateTime<Utc>>,
+    reference: Option<DateTime<Utc>>,
+) -> Result<Outcome, DrillError> {
     say("restore-drill: validating snapshot consistency against the object store")?;
     let options =
         IntegrityOptions { verify_hashes: checks.verify_hashes, orphan_grace: Duration::ZERO, concurrency: 8 };
@@ -403,15 +479,16 @@ pub async fn drill(
         Some((url, namespace, key)) => unclean_datasets(url, namespace.as_deref(), key.as_deref()).await?,
         None => Vec::new(),
     };
+    let (started, rto_scope) = clock;
     let rto = started.elapsed();
-    let recovered_until = restored.status.last_replayed_commit.or_else(|| report.newest_commit());
-    let rpo = match (recovered_until, archive_end) {
+    let recovered_until = replayed.or_else(|| report.newest_commit());
+    let rpo = match (recovered_until, reference) {
         (Some(recovered), Some(end)) => Some((end - recovered).to_std().unwrap_or_default()),
         _ => None,
     };
-    let outcome = Outcome { report, api_unclean, recovered_until, archive_end, rpo, rto };
+    let outcome = Outcome { report, api_unclean, recovered_until, archive_end: reference, rpo, rto, rto_scope };
     say(&report_text(&outcome, checks.show))?;
-    Ok((outcome, restored))
+    Ok(outcome)
 }
 
 /// Starts a scratch server on the base backup, lets it recover from the archive and promote.
@@ -470,13 +547,19 @@ async fn restore(plan: &RestorePlan) -> Result<Restored, DrillError> {
     let replayed = status.last_replayed_commit.map_or_else(|| "none".to_owned(), |at| at.to_rfc3339());
     say(&format!("restore-drill: recovery finished and the server promoted (last replayed commit: {replayed})"))?;
 
+    check_schema(&catalog).await?;
+    Ok(Restored { catalog, status, _cluster: cluster })
+}
+
+/// Refuses a restored catalog of another schema version than this build's.
+async fn check_schema(catalog: &Catalog) -> Result<(), DrillError> {
     let applied = catalog.applied_migrations().await.map_err(DrillError::catalog("reading the schema version"))?;
     let newest = |migrations: &[(i64, String)]| migrations.iter().map(|(version, _)| *version).max().unwrap_or(0);
     let (restored, expected) = (newest(&applied), newest(&Catalog::known_migrations()));
     if restored != expected {
         return Err(DrillError::SchemaMismatch { restored, expected });
     }
-    Ok(Restored { catalog, status, _cluster: cluster })
+    Ok(())
 }
 
 /// Refuses a directory that is not a plain-format base backup.
@@ -532,7 +615,7 @@ fn report_text(outcome: &Outcome, show: usize) -> String {
         ));
     }
     text.push_str(&format!("\nRPO: {}", outcome.rpo_text()));
-    text.push_str(&format!("\nRTO: {:.3} s (restore start to a validated catalog)", outcome.rto.as_secs_f64()));
+    text.push_str(&format!("\nRTO: {:.3} s ({})", outcome.rto.as_secs_f64(), outcome.rto_scope));
     text
 }
 

@@ -118,6 +118,7 @@ pub async fn run(args: &super::Args) -> Result<bool, DrillError> {
         database: "postgres".into(),
         scratch_dir: None,
         promotion_timeout: Duration::from_secs(60),
+        reference_time: None,
     };
     let checks = Checks {
         verify_hashes: true,
@@ -240,8 +241,8 @@ impl<'a> Rig<'a> {
             .await
             .map_err(DrillError::catalog("reading a snapshot's files"))?;
         say(&format!(
-            "rehearsal: committed {}/{} snapshot {snapshot} ({} files, {} rows)",
-            NAMESPACE, dataset.name, summary.files, summary.rows
+            "rehearsal: committed {NAMESPACE}/{} snapshot {snapshot} (files={}, rows={})",
+            dataset.name, summary.files, summary.rows
         ))?;
         let added = files.into_iter().filter(|file| file.added_in == snapshot).map(|file| file.path);
         Ok(added.chain([summary.manifest_path]).collect())
