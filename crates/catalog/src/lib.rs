@@ -45,7 +45,7 @@ pub use integrity::{
     ProblemKind, SnapshotManifest,
 };
 pub use leases::{ScheduleOptions, Scheduled};
-pub use maintenance_runs::MaintenanceRun;
+pub use maintenance_runs::{MaintenanceRun, MaintenanceState};
 pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};
 pub use outbox::{OutboxMessage, OutboxStats};

@@ -1,8 +1,9 @@
-//! The record of finished maintenance runs (migration 0011): written by whoever ran the run (a
-//! leased task, the CLI), read by the scheduler that serves `/metrics` and turns new rows into
-//! the maintenance counters.
+//! Maintenance bookkeeping: the record of finished maintenance runs (migration 0011), written
+//! by whoever ran the run (a leased task, the CLI) and read by the scheduler that serves
+//! `/metrics`; and what the scheduler needs to carry out Dataset maintenance policies.
 
 use crate::{Catalog, Result};
+use chrono::{DateTime, Utc};
 use duckmesh_core::DatasetId;
 use sqlx::Row;
 
@@ -35,7 +36,65 @@ pub struct MaintenanceRun {
     pub error_code: Option<String>,
 }
 
+/// A dataset as the maintenance scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceState {
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its spec (where the policies are).
+    pub spec: serde_json::Value,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When a `compact` task on it was last created.
+    pub last_compact: Option<DateTime<Utc>>,
+    /// When a `gc` task on it was last created.
+    pub last_gc: Option<DateTime<Utc>>,
+    /// When an `integrity` task on it was last created.
+    pub last_integrity: Option<DateTime<Utc>>,
+    /// Whether a maintenance task (`compact`, `gc`, `integrity`, `export`) on it has not finished.
+    pub busy: bool,
+}
+
 impl Catalog {
+    /// Every dataset with the times its maintenance kinds last ran and whether one is running.
+    pub async fn maintenance_states(&self) -> Result<Vec<MaintenanceState>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.namespace, d.name, d.tenant, d.spec, d.created_at, m.last_compact, m.last_gc, \
+               m.last_integrity, coalesce(m.busy, false) AS busy \
+             FROM datasets d LEFT JOIN LATERAL ( \
+               SELECT max(t.created_at) FILTER (WHERE t.kind = 'compact') AS last_compact, \
+                      max(t.created_at) FILTER (WHERE t.kind = 'gc') AS last_gc, \
+                      max(t.created_at) FILTER (WHERE t.kind = 'integrity') AS last_integrity, \
+                      bool_or(t.phase NOT IN ('Succeeded', 'Failed', 'Cancelled')) AS busy \
+               FROM tasks t WHERE t.output_dataset_id = d.id AND t.kind IN ('compact', 'gc', 'integrity', 'export') \
+             ) m ON true ORDER BY d.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MaintenanceState {
+                    dataset: DatasetId(row.try_get("id")?),
+                    namespace: row.try_get("namespace")?,
+                    name: row.try_get("name")?,
+                    tenant: row.try_get("tenant")?,
+                    spec: row.try_get("spec")?,
+                    created_at: row.try_get("created_at")?,
+                    last_compact: row.try_get("last_compact")?,
+                    last_gc: row.try_get("last_gc")?,
+                    last_integrity: row.try_get("last_integrity")?,
+                    busy: row.try_get("busy")?,
+                })
+            })
+            .collect()
+    }
+
     /// Records a finished run; returns its id.
     pub async fn record_maintenance_run(&self, run: &MaintenanceRun) -> Result<i64> {
         let id = sqlx::query_scalar(

@@ -101,7 +101,7 @@ const PENDING: &[(&str, &str, &str)] = &[];
 /// The only crates the pure crates may use: no runtime, database, network or file system.
 const PURE: &[(&str, &[&str])] = &[
     ("duckmesh-core", &["chrono", "rand", "serde", "serde_json", "thiserror"]),
-    ("duckmesh-contracts", &["chrono", "serde", "serde_json", "thiserror"]),
+    ("duckmesh-contracts", &["chrono", "croner", "serde", "serde_json", "thiserror"]),
 ];
 
 /// Every workspace crate and its normal (non-dev, non-build) dependencies.

@@ -7,10 +7,12 @@
 //! - [`ingest`]: the `POST /v1/ingest` body and the record check, shared by the API and the
 //!   coordinator;
 //! - [`task`]: the task and dataset spec documents a worker reads from the catalog;
-//! - [`quantity`]: Kubernetes resource quantities (memory, CPU).
+//! - [`quantity`]: Kubernetes resource quantities (memory, CPU);
+//! - [`maintenance`]: a Dataset's maintenance policy (which kinds run on which cron schedule).
 
 pub mod commit;
 pub mod ingest;
+pub mod maintenance;
 pub mod manifest;
 pub mod quantity;
 pub mod task;

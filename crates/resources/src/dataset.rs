@@ -55,6 +55,9 @@ pub struct DatasetSpec {
     /// Background compaction of small files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction: Option<CompactionPolicy>,
+    /// The scheduled integrity check of the dataset's files against the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<IntegrityPolicy>,
     /// Settings for records posted to `/v1/ingest/{dataset}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestSettings>,
@@ -84,6 +87,11 @@ pub struct RetentionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3650))]
     pub max_age_days: Option<u32>,
+    /// When garbage collection runs: a cron expression (minute hour day month weekday, UTC;
+    /// default `30 3 * * *`, daily at 03:30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub gc_schedule: Option<String>,
 }
 
 /// Compaction policy.
@@ -98,6 +106,28 @@ pub struct CompactionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 100000))]
     pub min_files: Option<u32>,
+    /// When compaction runs: a cron expression (minute hour day month weekday, UTC; default
+    /// `0 * * * *`, hourly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: Option<String>,
+}
+
+/// The scheduled integrity check (on by default, daily).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrityPolicy {
+    /// Whether integrity tasks are scheduled for this dataset (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// When the check runs: a cron expression (minute hour day month weekday, UTC; default
+    /// `0 4 * * *`, daily at 04:00).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: Option<String>,
+    /// Also download every file and compare its SHA-256 (reads all the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_hashes: Option<bool>,
 }
 
 /// Ingest settings.

@@ -91,6 +91,18 @@ pub fn validate_dataset(name: &str, spec: &DatasetSpec) -> Result<(), Vec<Valida
         }
     }
     check_target_file_size(&mut errors, "spec.targetFileSizeBytes", spec.target_file_size_bytes);
+    let schedules = [
+        ("spec.compaction.schedule", spec.compaction.as_ref().and_then(|policy| policy.schedule.as_deref())),
+        ("spec.retention.gcSchedule", spec.retention.as_ref().and_then(|policy| policy.gc_schedule.as_deref())),
+        ("spec.integrity.schedule", spec.integrity.as_ref().and_then(|policy| policy.schedule.as_deref())),
+    ];
+    for (field, pattern) in schedules {
+        if let Some(pattern) = pattern
+            && let Err(error) = duckmesh_contracts::maintenance::Schedule::parse(field, pattern)
+        {
+            errors.push(ValidationError::new(field, error.message));
+        }
+    }
     if let Some(ingest) = &spec.ingest
         && !known(&ingest.dedupe_key)
     {

@@ -80,6 +80,17 @@ fn dataset_and_task_validation() {
     let duplicate = validate_dataset("d", &dataset("{schema: [{name: id, type: BIGINT}, {name: id, type: INT}]}"));
     assert!(duplicate.expect_err("duplicate").iter().any(|e| e.message.contains("declared twice")));
     assert_eq!(dataset("{}").tenant, "default", "tenant defaults");
+    let scheduled = "{compaction: {enabled: true, schedule: '*/10 * * * *'}, retention: {gcSchedule: '0 2 * * *'}, \
+                     integrity: {schedule: '0 5 * * 1', verifyHashes: true}}";
+    assert!(validate_dataset("d", &dataset(scheduled)).is_ok());
+    let errors = validate_dataset(
+        "d",
+        &dataset("{compaction: {enabled: true, schedule: 'hourly'}, retention: {gcSchedule: '99 * * * *'}}"),
+    )
+    .expect_err("bad cron");
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["spec.compaction.schedule", "spec.retention.gcSchedule"]);
+    assert!(errors[0].message.contains("cron expression"), "{}", errors[0].message);
 
     let task = |spec: &str| -> Task {
         let yaml = format!("apiVersion: duckmesh.io/v1alpha1\nkind: Task\nmetadata: {{name: t}}\nspec: {spec}\n");

@@ -10,6 +10,8 @@ use crate::metrics::{
 };
 use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
+use duckmesh_catalog::{CommitMode, TaskOutput, TaskSpec};
+use duckmesh_contracts::maintenance::{MaintenanceKind, MaintenancePolicy};
 use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId};
 use duckmesh_telemetry::Metrics;
 use duckmesh_telemetry::metrics::StorageMetrics;
@@ -46,12 +48,21 @@ pub struct SchedulerOptions {
     pub global_limit: Option<usize>,
     /// Expired leases reaped per pass at most.
     pub reap_batch: i64,
+    /// How often the Datasets' maintenance policies are looked at (`None`: never).
+    pub maintenance_every: Option<Duration>,
 }
 
 impl SchedulerOptions {
-    /// Defaults: a pass every second, no global cap, 100 reaps per pass.
+    /// Defaults: a pass every second, no global cap, 100 reaps per pass, maintenance policies
+    /// looked at every minute.
     pub fn new(runner: impl Into<String>) -> Self {
-        Self { runner: runner.into(), tick: Duration::from_secs(1), global_limit: None, reap_batch: 100 }
+        Self {
+            runner: runner.into(),
+            tick: Duration::from_secs(1),
+            global_limit: None,
+            reap_batch: 100,
+            maintenance_every: Some(Duration::from_secs(60)),
+        }
     }
 }
 
@@ -66,6 +77,8 @@ pub struct PassReport {
     pub reaped: usize,
     /// Tasks failed because a dependency failed.
     pub upstream_failed: usize,
+    /// Maintenance tasks created from Dataset policies.
+    pub maintenance_created: Vec<TaskId>,
     /// Jobs whose phase changed.
     pub jobs_changed: Vec<(JobId, JobPhase)>,
 }
@@ -98,6 +111,8 @@ pub struct Scheduler<E: Executor> {
     /// The newest maintenance run already counted (`None` until the first pass, which starts
     /// from the newest run so history is not counted again after a restart).
     maintenance_cursor: Mutex<Option<i64>>,
+    /// When the maintenance policies were last looked at.
+    maintenance_planned: Mutex<Option<std::time::Instant>>,
     job_names: Mutex<HashMap<JobId, String>>,
 }
 
@@ -114,6 +129,7 @@ impl<E: Executor> Scheduler<E> {
             metrics,
             maintenance,
             maintenance_cursor: Mutex::new(None),
+            maintenance_planned: Mutex::new(None),
             job_names: Mutex::new(HashMap::new()),
         }
     }
@@ -206,6 +222,8 @@ impl<E: Executor> Scheduler<E> {
             }
             self.count_outcome(kind, &reaped.outcome, RetryReason::LeaseExpired);
         }
+
+        report.maintenance_created = self.plan_maintenance().await?;
 
         let mut options = ScheduleOptions::new(self.options.runner.clone());
         options.global_limit = self.options.global_limit;
@@ -315,6 +333,54 @@ impl<E: Executor> Scheduler<E> {
                     .inc();
             }
         }
+    }
+
+    /// Creates the maintenance tasks the Datasets' policies make due (at most one running per
+    /// dataset), at most every `maintenance_every`; they are then leased and run like any
+    /// task. A dataset whose policy cannot be read is skipped with a warning (the resource is
+    /// validated when applied, so this means the catalog holds a spec from an older build).
+    async fn plan_maintenance(&self) -> Result<Vec<TaskId>, Error> {
+        let Some(every) = self.options.maintenance_every else { return Ok(Vec::new()) };
+        {
+            let Ok(mut planned) = self.maintenance_planned.lock() else { return Ok(Vec::new()) };
+            if planned.is_some_and(|at| at.elapsed() < every) {
+                return Ok(Vec::new());
+            }
+            *planned = Some(std::time::Instant::now());
+        }
+        let now = chrono::Utc::now();
+        let mut created = Vec::new();
+        for state in self.catalog.maintenance_states().await? {
+            if state.busy {
+                continue;
+            }
+            let policy = match MaintenancePolicy::parse(&state.name, &state.spec) {
+                Ok(policy) => policy,
+                Err(error) => {
+                    tracing::warn!(dataset = %state.name, namespace = %state.namespace, message = %error.message, "cannot read the dataset's maintenance policy");
+                    continue;
+                }
+            };
+            let last = |kind| match kind {
+                MaintenanceKind::Compact => state.last_compact,
+                MaintenanceKind::Gc => state.last_gc,
+                MaintenanceKind::Integrity => state.last_integrity,
+            };
+            let Some((kind, spec)) = policy.due(state.created_at, last, now) else { continue };
+            let task = TaskSpec {
+                name: format!("{}-{}-{}", kind.as_str(), state.dataset.0, now.format("%Y%m%d%H%M")),
+                kind: kind.as_str().to_owned(),
+                depends_on: Vec::new(),
+                max_attempts: Some(3),
+                timeout_seconds: None,
+                output: Some(TaskOutput { dataset: state.dataset, mode: CommitMode::Append }),
+                spec,
+            };
+            let id = self.catalog.upsert_standalone_task(&state.namespace, &state.tenant, &task).await?;
+            tracing::info!(dataset = %state.name, namespace = %state.namespace, kind = kind.as_str(), task = %id, "maintenance task scheduled by the dataset's policy");
+            created.push(id);
+        }
+        Ok(created)
     }
 
     /// Counts the maintenance runs recorded since the last pass (by tasks anywhere, or the

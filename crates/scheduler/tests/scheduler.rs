@@ -281,3 +281,68 @@ async fn recorded_maintenance_runs_become_counters() {
         assert!(text.lines().any(|line| line == expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+/// The Datasets' maintenance policies create maintenance tasks when their cron schedules fire,
+/// one running per dataset at a time, with the task spec the policy gives.
+#[tokio::test]
+async fn maintenance_policies_create_tasks_when_due() {
+    let db = TestDatabase::new().await.expect("test database");
+    let catalog = db.catalog().await.expect("catalog");
+    let spec = serde_json::json!({
+        "compaction": {"enabled": true, "minFiles": 3, "schedule": "* * * * *"},
+        "retention": {"gcSchedule": "0 0 1 1 *"},
+        "integrity": {"schedule": "* * * * *", "verifyHashes": true}
+    });
+    let dataset = catalog
+        .upsert_dataset(&duckmesh_catalog::DatasetSpec {
+            namespace: "default".into(),
+            name: "events".into(),
+            uid: "uid-events".into(),
+            generation: 1,
+            tenant: "acme".into(),
+            schema: None,
+            spec,
+        })
+        .await
+        .expect("dataset");
+    let pool = sqlx::PgPool::connect(db.url()).await.expect("pool");
+    sqlx::query("UPDATE datasets SET created_at = now() - interval '10 minutes' WHERE id = $1")
+        .bind(dataset.id.0)
+        .execute(&pool)
+        .await
+        .expect("age the dataset");
+    let (ends, _exits) = mpsc::channel(1);
+    let executor = Arc::new(Scripted {
+        catalog: catalog.clone(),
+        ends,
+        scripts: HashMap::new(),
+        launches: Mutex::new(Vec::new()),
+        stopped: Mutex::new(Vec::new()),
+    });
+    let mut options = SchedulerOptions::new("test");
+    // Look at the policies on every pass, and lease nothing: this test is about planning.
+    options.maintenance_every = Some(Duration::ZERO);
+    options.global_limit = Some(0);
+    let scheduler = Scheduler::new(catalog.clone(), executor, options, None);
+
+    let created = scheduler.pass().await.expect("pass").maintenance_created;
+    assert_eq!(created.len(), 1, "{created:?}");
+    let compact = catalog.task(created[0]).await.expect("task");
+    assert_eq!((compact.kind.as_str(), compact.spec.clone()), ("compact", serde_json::json!({"minFiles": 3})));
+    assert_eq!((compact.namespace.as_str(), compact.tenant.as_str()), ("default", "acme"));
+    assert_eq!(compact.output.map(|output| output.dataset), Some(dataset.id));
+    assert!(scheduler.pass().await.expect("pass").maintenance_created.is_empty(), "one at a time per dataset");
+
+    sqlx::query("UPDATE tasks SET phase = 'Succeeded' WHERE id = $1")
+        .bind(compact.id.0)
+        .execute(&pool)
+        .await
+        .expect("finish");
+    let created = scheduler.pass().await.expect("pass").maintenance_created;
+    assert_eq!(created.len(), 1, "{created:?}");
+    let integrity = catalog.task(created[0]).await.expect("task");
+    assert_eq!(
+        (integrity.kind.as_str(), integrity.spec.clone()),
+        ("integrity", serde_json::json!({"verifyHashes": true}))
+    );
+}
