@@ -17,7 +17,7 @@
 //!
 //! A file is small when it is below the target file size (the task's `targetFileSizeBytes`,
 //! else the dataset's, else 128 MiB); a partition is compacted once it has at least `minFiles`
-//! small files (default 16, the Dataset's `compaction.minFiles`).
+//! small files (default 16; runs scheduled by a Dataset policy take its `compaction.minFiles`).
 
 use crate::attempt::{Leased, check_stop};
 use crate::error::{Error, Result};
