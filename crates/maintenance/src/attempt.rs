@@ -2,7 +2,7 @@
 //! its failure reported — the same protocol as the worker's `sql` attempts.
 
 use crate::error::{Error, Result};
-use duckmesh_catalog::{AttemptRef, Catalog, Failure};
+use duckmesh_catalog::{AttemptRecord, AttemptRef, Catalog, DatasetRecord, Failure, TaskRecord};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,32 @@ impl Leased<'_> {
             }
         }
         result
+    }
+}
+
+/// A maintenance attempt with its task and the dataset the task names as its output.
+pub(crate) struct Maintained {
+    pub attempt: AttemptRecord,
+    pub task: TaskRecord,
+    pub dataset: DatasetRecord,
+}
+
+impl Maintained {
+    /// Reads them, checking the task is of `kind` and names a dataset (`verb` says what the
+    /// task would do to it, for the error).
+    pub async fn read(catalog: &Catalog, attempt: AttemptRef, kind: &str, verb: &str) -> Result<Self> {
+        let record = catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
+        let task = catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
+        if task.kind != kind {
+            return Err(Error::InvalidSpec {
+                message: format!("task {:?} is of kind {:?}, not {kind}", task.name, task.kind),
+            });
+        }
+        let Some(output) = &task.output else {
+            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to {verb}", task.name) });
+        };
+        let dataset = catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
+        Ok(Self { attempt: record, task, dataset })
     }
 }
 

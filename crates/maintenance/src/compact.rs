@@ -19,7 +19,7 @@
 //! else the dataset's, else 128 MiB); a partition is compacted once it has at least `minFiles`
 //! small files (default 16; runs scheduled by a Dataset policy take its `compaction.minFiles`).
 
-use crate::attempt::{Leased, check_stop};
+use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, Committed, CompactionCommit, DatasetRecord, FileRecord, NewFile};
 use duckmesh_contracts::commit::CommitMode;
@@ -139,18 +139,9 @@ impl Compactor {
 
     async fn compact(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<CompactionOutcome> {
         let stop = &stop;
-        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
-        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
-        if task.kind != COMPACT_KIND {
-            return Err(Error::InvalidSpec {
-                message: format!("task {:?} is of kind {:?}, not compact", task.name, task.kind),
-            });
-        }
+        let Maintained { attempt: record, task, dataset } =
+            Maintained::read(&self.catalog, attempt, COMPACT_KIND, "compact").await?;
         let spec = CompactSpec::parse(&task.spec)?;
-        let Some(output) = task.output else {
-            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to compact", task.name) });
-        };
-        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
         let options = DatasetOptions::parse(&dataset.name, &dataset.spec)
             .map_err(|error| Error::InvalidSpec { message: error.message })?;
         let target =

@@ -7,7 +7,7 @@
 //! never overwrite a dataset's files or another namespace's exports; the prefix is checked like
 //! any object key (no `..`, no empty segments).
 
-use crate::attempt::{Leased, check_stop};
+use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, NewFile};
 use duckmesh_contracts::manifest::{
@@ -123,18 +123,9 @@ impl ExportRunner {
     }
 
     async fn export(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<ExportReport> {
-        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
-        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
-        if task.kind != EXPORT_KIND {
-            return Err(Error::InvalidSpec {
-                message: format!("task {:?} is of kind {:?}, not export", task.name, task.kind),
-            });
-        }
+        let Maintained { attempt: record, task, dataset } =
+            Maintained::read(&self.catalog, attempt, EXPORT_KIND, "export").await?;
         let spec = ExportSpec::parse(&task.spec)?;
-        let Some(output) = task.output else {
-            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to export", task.name) });
-        };
-        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
         let snapshot = match spec.snapshot.map(SnapshotId).or(dataset.current_snapshot) {
             Some(snapshot) => snapshot,
             None => {

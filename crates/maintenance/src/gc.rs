@@ -15,7 +15,7 @@
 //! `dry_run` changes nothing and lists what would go. [`collect_exports`] removes query-result
 //! exports older than their retention.
 
-use crate::attempt::{Leased, check_stop};
+use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, DatasetRecord};
 use duckmesh_storage::ObjectStore;
@@ -259,17 +259,7 @@ impl GcRunner {
     }
 
     async fn collect(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<GcReport> {
-        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
-        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
-        if task.kind != GC_KIND {
-            return Err(Error::InvalidSpec {
-                message: format!("task {:?} is of kind {:?}, not gc", task.name, task.kind),
-            });
-        }
-        let Some(output) = task.output else {
-            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to collect", task.name) });
-        };
-        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
+        let Maintained { dataset, .. } = Maintained::read(&self.catalog, attempt, GC_KIND, "collect").await?;
         let report = collect_dataset(&self.catalog, self.store.as_ref(), &dataset, &self.options, &stop).await?;
         check_stop(&stop)?;
         self.catalog.complete_unchanged(attempt, dataset.id).await.map_err(Error::catalog("completing the attempt"))?;

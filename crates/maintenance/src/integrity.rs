@@ -311,20 +311,11 @@ impl IntegrityRunner {
         attempt: duckmesh_catalog::AttemptRef,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<IntegrityReport> {
-        let record = self.catalog.attempt(attempt.attempt).await.map_err(Error::catalog("reading the attempt"))?;
-        let task = self.catalog.task(record.task).await.map_err(Error::catalog("reading the task"))?;
-        if task.kind != INTEGRITY_KIND {
-            return Err(Error::InvalidSpec {
-                message: format!("task {:?} is of kind {:?}, not integrity", task.name, task.kind),
-            });
-        }
+        let crate::attempt::Maintained { task, dataset, .. } =
+            crate::attempt::Maintained::read(&self.catalog, attempt, INTEGRITY_KIND, "check").await?;
         let spec: IntegritySpec = serde_json::from_value(task.spec.clone()).map_err(|error| Error::InvalidSpec {
             message: format!("the task spec does not match the integrity task format: {error}"),
         })?;
-        let Some(output) = task.output else {
-            return Err(Error::InvalidSpec { message: format!("task {:?} names no dataset to check", task.name) });
-        };
-        let dataset = self.catalog.dataset(output.dataset).await.map_err(Error::catalog("reading the dataset"))?;
         let options = IntegrityOptions { verify_hashes: spec.verify_hashes, ..IntegrityOptions::default() };
         let report = check_dataset(&self.catalog, self.store.as_ref(), &dataset, &options).await?;
         crate::attempt::check_stop(&stop)?;
