@@ -19,6 +19,12 @@ command -v cargo-fuzz >/dev/null || { echo "error: cargo-fuzz is missing: cargo 
 export CARGO_TARGET_DIR="${DUCKMESH_FUZZ_TARGET_DIR:-/var/tmp/duckmesh-fuzz-target}"
 cd "$root/fuzz"
 cargo +nightly fuzz build
+# The fuzz workspace has its own lock file: a dependency added to a fuzzed crate changes it.
+# Say so here, rather than leave a changed tracked file for a later step to trip over.
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1 && ! git -C "$root" diff --quiet -- fuzz/Cargo.lock; then
+  echo "fuzz: the build updated fuzz/Cargo.lock (a fuzzed crate's dependencies changed): commit it" >&2
+  exit 1
+fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 for target in $(cargo +nightly fuzz list); do
