@@ -70,7 +70,8 @@ openapi:
 invariants seed="":
     {{ if seed == "" { "" } else { "DUCKMESH_INVARIANT_SEED=" + seed } }} cargo test -p duckmesh-catalog --test invariants -- --nocapture
 
-# Lease + fenced-commit throughput (prints lease_commit_per_sec=… commit_p50_ms=… commit_p95_ms=… runners=…).
+# Lease + fenced-commit throughput, durable, 32 runners leasing 8 tasks per statement with the confirm
+# folded in (prints lease_commit_per_sec=… commit_p50_ms=… commit_p95_ms=… runners=… batch=…).
 bench-catalog:
     cargo bench -p duckmesh-catalog --bench lease_commit
 

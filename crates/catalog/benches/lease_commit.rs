@@ -1,16 +1,22 @@
-//! `just bench-catalog`: lease + confirm + fenced-commit throughput on a real PostgreSQL.
+//! `just bench-catalog`: lease + fenced-commit throughput on a real PostgreSQL.
 //!
-//! Prints one line: `lease_commit_per_sec=<n> commit_p50_ms=<x> commit_p95_ms=<y> runners=<k>`.
+//! Prints one line:
+//! `lease_commit_per_sec=<n> commit_p50_ms=<x> commit_p95_ms=<y> runners=<k> batch=<b>`.
 //!
 //! Uses `DATABASE_URL` when set (the database is created if missing and migrated); otherwise
 //! starts a private cluster with PostgreSQL's durability settings left on (`fsync`,
-//! `synchronous_commit`), so the figure is what a production catalog would sustain on this
-//! machine's disk. Each runner works through its own share of independent tasks: lease,
-//! confirm, commit two files as an append to one of the datasets.
+//! `synchronous_commit`) and the group-commit settings `duckmesh-localpg` gives every durable
+//! cluster, so the figure is what a production catalog would sustain on this machine's disk.
+//! Each runner works through its own share of independent tasks: it leases up to `batch` of
+//! them in one statement with the confirm folded in (`Catalog::lease_batch`), then commits two
+//! files for each as an append to one of the datasets. `DUCKMESH_BENCH_BATCH=1` with
+//! `DUCKMESH_BENCH_SEPARATE_CONFIRM=1` is the old cycle: one lease, one confirm, one commit.
 //!
-//! Options (env): `DUCKMESH_BENCH_RUNNERS` (16), `DUCKMESH_BENCH_TASKS` (8000),
-//! `DUCKMESH_BENCH_DATASETS` (16), `DUCKMESH_BENCH_DURABLE=0` (fsync off, to tell CPU-bound
-//! from fsync-bound).
+//! Options (env): `DUCKMESH_BENCH_RUNNERS` (32), `DUCKMESH_BENCH_TASKS` (16000),
+//! `DUCKMESH_BENCH_DATASETS` (16), `DUCKMESH_BENCH_BATCH` (8),
+//! `DUCKMESH_BENCH_SEPARATE_CONFIRM=1`, `DUCKMESH_BENCH_DURABLE=0` (fsync off, to tell
+//! CPU-bound from fsync-bound), `DUCKMESH_BENCH_PG_SETTINGS` (`name=value,…` passed to the
+//! private server after the defaults, e.g. `commit_delay=0` to compare).
 
 use duckmesh_catalog::*;
 use duckmesh_core::TaskId;
@@ -23,9 +29,11 @@ fn env(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let runners = env("DUCKMESH_BENCH_RUNNERS", 16).max(1);
-    let tasks = env("DUCKMESH_BENCH_TASKS", 8_000).max(runners);
+    let runners = env("DUCKMESH_BENCH_RUNNERS", 32).max(1);
+    let tasks = env("DUCKMESH_BENCH_TASKS", 16_000).max(runners);
     let dataset_count = env("DUCKMESH_BENCH_DATASETS", 16).max(1);
+    let batch = env("DUCKMESH_BENCH_BATCH", 8).max(1);
+    let separate_confirm = std::env::var("DUCKMESH_BENCH_SEPARATE_CONFIRM").is_ok_and(|v| v == "1");
 
     let (_cluster, url) = match std::env::var("DATABASE_URL") {
         Ok(url) => (None, url),
@@ -33,6 +41,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let mut options = ClusterOptions::ephemeral();
             // Durable unless explicitly asked otherwise (to separate CPU from fsync costs).
             options.durable = std::env::var("DUCKMESH_BENCH_DURABLE").map_or(true, |v| v != "0");
+            if let Ok(settings) = std::env::var("DUCKMESH_BENCH_PG_SETTINGS") {
+                for setting in settings.split(',').filter(|s| !s.trim().is_empty()) {
+                    let (name, value) = setting.split_once('=').ok_or("DUCKMESH_BENCH_PG_SETTINGS: name=value,…")?;
+                    options.settings.push((name.trim().to_owned(), value.trim().to_owned()));
+                }
+            }
             let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&options)).await??;
             let url = cluster.url("postgres");
             (Some(cluster), url)
@@ -100,34 +114,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let datasets = datasets.clone();
             tokio::spawn(async move {
                 let mut commit_latencies = Vec::with_capacity(mine.len());
-                for (task, dataset) in mine {
-                    let lease = catalog
-                        .lease_task(task, "bench", Duration::from_secs(120))
-                        .await?
-                        .ok_or("task unexpectedly not leasable")?;
-                    catalog.confirm_attempt(lease.attempt_ref(), Some("bench-runner")).await?;
-                    let files = (0..2)
-                        .map(|n| NewFile {
-                            path: format!(
-                                "bench/{}/attempts/{}/{}/part-{n}.parquet",
-                                datasets[dataset], task, lease.number
-                            ),
-                            bytes: 1 << 20,
-                            rows: 10_000,
-                            sha256: format!("{:064x}", task.0 * 2 + n),
-                            partition: None,
+                let dataset_of: std::collections::HashMap<TaskId, usize> = mine.iter().copied().collect();
+                for window in mine.chunks(batch) {
+                    let candidates: Vec<TaskId> = window.iter().map(|(task, _)| *task).collect();
+                    let leases = catalog
+                        .lease_batch(&BatchLease {
+                            candidates: &candidates,
+                            limit: batch,
+                            runner: "bench-runner",
+                            lease: Duration::from_secs(120),
+                            confirm: !separate_confirm,
                         })
-                        .collect();
-                    let request = CommitRequest {
-                        dataset: datasets[dataset],
-                        mode: CommitMode::Append,
-                        files,
-                        manifest_path: None,
-                        schema: None,
-                    };
-                    let commit_started = Instant::now();
-                    catalog.commit(lease.attempt_ref(), &request).await?;
-                    commit_latencies.push(commit_started.elapsed());
+                        .await?;
+                    if leases.len() != candidates.len() {
+                        return Err(format!("leased {} of {} runnable tasks", leases.len(), candidates.len()).into());
+                    }
+                    for lease in leases {
+                        if separate_confirm {
+                            catalog.confirm_attempt(lease.attempt_ref(), Some("bench-runner")).await?;
+                        }
+                        let (task, dataset) = (lease.task, dataset_of[&lease.task]);
+                        let files = (0..2)
+                            .map(|n| NewFile {
+                                path: format!(
+                                    "bench/{}/attempts/{}/{}/part-{n}.parquet",
+                                    datasets[dataset], task, lease.number
+                                ),
+                                bytes: 1 << 20,
+                                rows: 10_000,
+                                sha256: format!("{:064x}", task.0 * 2 + n),
+                                partition: None,
+                            })
+                            .collect();
+                        let request = CommitRequest {
+                            dataset: datasets[dataset],
+                            mode: CommitMode::Append,
+                            files,
+                            manifest_path: None,
+                            schema: None,
+                        };
+                        let commit_started = Instant::now();
+                        catalog.commit(lease.attempt_ref(), &request).await?;
+                        commit_latencies.push(commit_started.elapsed());
+                    }
                 }
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(commit_latencies)
             })
@@ -144,7 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         latencies[index].as_secs_f64() * 1_000.0
     };
     println!(
-        "lease_commit_per_sec={:.0} commit_p50_ms={:.2} commit_p95_ms={:.2} runners={runners}",
+        "lease_commit_per_sec={:.0} commit_p50_ms={:.2} commit_p95_ms={:.2} runners={runners} batch={batch}",
         latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile(0.50),
         percentile(0.95),

@@ -34,6 +34,21 @@ impl ScheduleOptions {
     }
 }
 
+/// What [`Catalog::lease_batch`] should lease.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLease<'a> {
+    /// The tasks that may be leased, as the caller's runnable decision chose them.
+    pub candidates: &'a [TaskId],
+    /// At most this many leases.
+    pub limit: usize,
+    /// Recorded on each attempt: the scheduler that leased it, or with `confirm` the runner.
+    pub runner: &'a str,
+    /// Lease length.
+    pub lease: Duration,
+    /// The leasing process runs the attempts itself: they start `Running`, confirmed.
+    pub confirm: bool,
+}
+
 /// What one scheduling pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scheduled {
@@ -145,17 +160,65 @@ impl Catalog {
         .bind(f64::from(lease_ms) / 1000.0)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| -> Result<Lease> {
-            let n: i32 = row.try_get("n")?;
-            Ok(Lease {
-                task: TaskId(row.try_get("task_id")?),
-                attempt: AttemptId(row.try_get("id")?),
-                number: n as u32,
-                fence: Fence(row.try_get("fence")?),
-                expires_at: row.try_get("lease_expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    /// Takes leases on up to `batch.limit` of `batch.candidates` in one statement and one
+    /// synchronous commit: the runnable ones (the same conditions as [`Catalog::lease_task`]),
+    /// oldest first, skipping any row another transaction holds locked (`FOR UPDATE SKIP
+    /// LOCKED`) rather than waiting for it. Each leased task gets its own attempt and fencing
+    /// token, exactly as if leased alone; the result is in task order and may be shorter than
+    /// the limit (empty when nothing is runnable or the catalog is read-only).
+    ///
+    /// The candidates are the caller's runnable decision (per-job and global caps applied, as
+    /// [`Catalog::schedule`] does); this call re-checks what the catalog must guarantee itself.
+    /// A skipped task is not lost: it is either being leased by someone else or stays runnable
+    /// for the next pass.
+    ///
+    /// With [`BatchLease::confirm`], the leasing process is the one that runs the attempts, so
+    /// the confirm is folded into the lease: the attempts start `Running` with `confirmed_at`
+    /// and `heartbeat_at` set and `runner` recorded, and no [`Catalog::confirm_attempt`] round
+    /// trip is needed. Everything fenced afterwards (heartbeat, commit, fail, the reaper) is
+    /// unchanged.
+    pub async fn lease_batch(&self, batch: &BatchLease<'_>) -> Result<Vec<Lease>> {
+        if batch.candidates.is_empty() || batch.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease_ms = i32::try_from(batch.lease.as_millis()).unwrap_or(i32::MAX).max(1);
+        let candidates: Vec<i64> = batch.candidates.iter().map(|task| task.0).collect();
+        let limit = i64::try_from(batch.limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "WITH leased AS ( \
+                 UPDATE tasks t SET phase = CASE WHEN $5 THEN 'Running' ELSE 'Leased' END, \
+                     attempts = t.attempts + 1, fence = nextval('fence_seq'), next_retry_at = NULL, \
+                     updated_at = clock_timestamp(), started_at = coalesce(t.started_at, clock_timestamp()) \
+                 WHERE t.id IN ( \
+                     SELECT c.id FROM tasks c \
+                     WHERE c.id = ANY ($1) AND c.phase IN ('Pending', 'Retrying') AND c.attempts < c.max_attempts \
+                       AND (c.next_retry_at IS NULL OR c.next_retry_at <= clock_timestamp()) \
+                       AND NOT duckmesh_read_only() \
+                       AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = ANY (c.depends_on) AND d.phase <> 'Succeeded') \
+                     ORDER BY c.id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                   AND t.phase IN ('Pending', 'Retrying') \
+                 RETURNING t.id, t.attempts, t.fence) \
+             INSERT INTO attempts (task_id, n, fence, state, runner, lease_ms, lease_expires_at, confirmed_at, heartbeat_at) \
+             SELECT l.id, (SELECT coalesce(max(a.n), 0) + 1 FROM attempts a WHERE a.task_id = l.id), l.fence, \
+                 CASE WHEN $5 THEN 'Running' ELSE 'Leased' END, $3, $4, \
+                 clock_timestamp() + $4 * interval '1 millisecond', \
+                 CASE WHEN $5 THEN clock_timestamp() END, CASE WHEN $5 THEN clock_timestamp() END \
+             FROM leased l ORDER BY l.id \
+             RETURNING id, task_id, n, fence, lease_expires_at",
+        )
+        .bind(&candidates)
+        .bind(limit)
+        .bind(batch.runner)
+        .bind(lease_ms)
+        .bind(batch.confirm)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut leases = rows.iter().map(lease_from_row).collect::<Result<Vec<_>>>()?;
+        leases.sort_by_key(|lease| lease.task);
+        Ok(leases)
     }
 
     /// The runner reports that it started: the attempt becomes `Running` (task too), the
@@ -214,4 +277,16 @@ impl Catalog {
             None => Err(self.diagnose(attempt).await),
         }
     }
+}
+
+/// A lease as the lease statements return it.
+fn lease_from_row(row: &sqlx::postgres::PgRow) -> Result<Lease> {
+    let n: i32 = row.try_get("n")?;
+    Ok(Lease {
+        task: TaskId(row.try_get("task_id")?),
+        attempt: AttemptId(row.try_get("id")?),
+        number: n as u32,
+        fence: Fence(row.try_get("fence")?),
+        expires_at: row.try_get("lease_expires_at")?,
+    })
 }

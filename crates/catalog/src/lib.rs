@@ -44,7 +44,7 @@ pub use integrity::{
     INTEGRITY_PROBLEMS_KEPT, INTEGRITY_RUNS_KEPT, IntegrityCounts, IntegrityProblem, IntegrityRun, NewIntegrityRun,
     ProblemKind, SnapshotManifest,
 };
-pub use leases::{ScheduleOptions, Scheduled};
+pub use leases::{BatchLease, ScheduleOptions, Scheduled};
 pub use maintenance_runs::{MaintenanceRun, MaintenanceState};
 pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};

@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use duckmesh_catalog::*;
 use duckmesh_core::schedule::{ConcurrencyLimits, runnable};
-use duckmesh_core::{AttemptId, DatasetId, TaskId};
+use duckmesh_core::{AttemptId, AttemptState, DatasetId, TaskId};
 use duckmesh_testkit::BoxError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,6 +36,7 @@ const DEADLINE: Duration = Duration::from_secs(240);
 #[derive(Default)]
 struct Tally {
     leased: AtomicU64,
+    batch_leased: AtomicU64,
     lost_races: AtomicU64,
     duplicate_wake_ups: AtomicU64,
     crashes: AtomicU64,
@@ -63,14 +64,36 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// How the runners of a run take their leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leasing {
+    /// `lease_task` per task, then `confirm_attempt`.
+    Single,
+    /// Half the runners lease several tasks in one `lease_batch` statement with the confirm
+    /// folded in; the other half lease one at a time, racing them for the same tasks.
+    Batch,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_misbehaving_runners_never_break_the_invariants() -> Result<(), BoxError> {
+    scenario(Leasing::Single).await
+}
+
+/// The same misbehaving run with batch leases (`Catalog::lease_batch`, `FOR UPDATE SKIP
+/// LOCKED LIMIT k`, confirm folded into the lease) racing single leases: the invariants hold
+/// unchanged, and a batch never leases a task twice or a task another runner holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_leases_with_folded_confirms_never_break_the_invariants() -> Result<(), BoxError> {
+    scenario(Leasing::Batch).await
+}
+
+async fn scenario(leasing: Leasing) -> Result<(), BoxError> {
     let seed: u64 = std::env::var("DUCKMESH_INVARIANT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
     println!("invariant seed = {seed} (replay with DUCKMESH_INVARIANT_SEED={seed})");
-    let ctx = format!("[seed {seed}]");
+    let ctx = format!("[{leasing:?} leases, seed {seed}]");
 
     let db = duckmesh_testkit::TestDatabase::new().await?;
     let config = CatalogConfig { lease: LEASE, ..fast_config() };
@@ -129,7 +152,8 @@ async fn concurrent_misbehaving_runners_never_break_the_invariants() -> Result<(
         .map(|index| {
             let (catalog, tally, journal, done) = (catalog.clone(), tally.clone(), journal.clone(), done.clone());
             let rng = StdRng::seed_from_u64(seed.wrapping_add(index as u64 + 1));
-            tokio::spawn(run(index, catalog, rng, tally, journal, done))
+            let batch = leasing == Leasing::Batch && index % 2 == 0;
+            tokio::spawn(run(index, batch, catalog, rng, tally, journal, done))
         })
         .collect();
 
@@ -156,10 +180,11 @@ async fn concurrent_misbehaving_runners_never_break_the_invariants() -> Result<(
     verify(&catalog, &journal, &ctx).await?;
 
     println!(
-        "{ctx} {:?}: leased {} lost-races {} duplicate-wake-ups {} crashes {} stalls {} stale-rejected {} \
+        "{ctx} {:?}: leased {} (batch-leased, confirm folded: {}) lost-races {} duplicate-wake-ups {} crashes {} stalls {} stale-rejected {} \
          retryable {} permanent {} commits {} reaped {}",
         started.elapsed(),
         count(&tally.leased),
+        count(&tally.batch_leased),
         count(&tally.lost_races),
         count(&tally.duplicate_wake_ups),
         count(&tally.crashes),
@@ -180,6 +205,7 @@ async fn concurrent_misbehaving_runners_never_break_the_invariants() -> Result<(
         ("permanent failures", count(&tally.permanent_failures)),
         ("reaped leases", count(&tally.reaped)),
         ("commits", count(&tally.commits)),
+        ("batch leases", if leasing == Leasing::Batch { count(&tally.batch_leased) } else { 1 }),
     ] {
         assert!(value > 0, "{ctx} the run produced no {name}");
     }
@@ -188,6 +214,7 @@ async fn concurrent_misbehaving_runners_never_break_the_invariants() -> Result<(
 
 async fn run(
     index: usize,
+    batch: bool,
     catalog: Catalog,
     mut rng: StdRng,
     tally: Arc<Tally>,
@@ -205,6 +232,58 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(rng.random_range(5..25))).await;
             continue;
         }
+        if batch {
+            // Several of the first few candidates in one statement, so that batches race each
+            // other and the single leases for the same tasks.
+            let candidates: Vec<TaskId> = plan.lease.iter().copied().take(6).collect();
+            let limit = rng.random_range(1..=3);
+            let leases = catalog
+                .lease_batch(&BatchLease { candidates: &candidates, limit, runner: &name, lease: LEASE, confirm: true })
+                .await
+                .expect("batch lease call");
+            assert!(leases.len() <= limit, "a batch of {limit} took {} leases", leases.len());
+            let tasks: HashSet<TaskId> = leases.iter().map(|lease| lease.task).collect();
+            assert_eq!(tasks.len(), leases.len(), "a batch leased a task twice");
+            assert!(tasks.iter().all(|task| candidates.contains(task)), "a batch leased a task it was not offered");
+            if leases.is_empty() {
+                bump(&tally.lost_races);
+                continue;
+            }
+            if rng.random_bool(0.15) {
+                // The same wake-up delivered twice: nothing of ours is leasable again.
+                let mine: Vec<TaskId> = tasks.iter().copied().collect();
+                let again = catalog
+                    .lease_batch(&BatchLease {
+                        candidates: &mine,
+                        limit: 8,
+                        runner: &name,
+                        lease: LEASE,
+                        confirm: true,
+                    })
+                    .await
+                    .expect("batch lease call");
+                assert!(again.is_empty(), "a duplicate wake-up produced second live attempts: {again:?}");
+                bump(&tally.duplicate_wake_ups);
+            }
+            for lease in &leases {
+                // Folded confirm: never `Leased`, already run by this runner (the reaper may
+                // have expired it since on a slow machine).
+                let attempt = catalog.attempt(lease.attempt).await.expect("attempt");
+                assert_ne!(
+                    attempt.state,
+                    AttemptState::Leased,
+                    "a folded confirm left attempt {} Leased",
+                    lease.attempt
+                );
+                assert_eq!(attempt.runner.as_deref(), Some(name.as_str()), "attempt {}", lease.attempt);
+            }
+            for lease in leases {
+                bump(&tally.leased);
+                bump(&tally.batch_leased);
+                work(&name, lease, true, &catalog, &mut rng, &tally, &journal).await;
+            }
+            continue;
+        }
         // Pick among the first few so that runners often race for the same task.
         let task = plan.lease[rng.random_range(0..plan.lease.len().min(4))];
         let Some(lease) = catalog.lease_task(task, &name, LEASE).await.expect("lease call") else {
@@ -218,72 +297,96 @@ async fn run(
             assert!(again.is_none(), "a duplicate wake-up produced a second live attempt for task {task}");
             bump(&tally.duplicate_wake_ups);
         }
-        let task_record = catalog.task(task).await.expect("task");
-        let output = task_record.output.expect("every task has an output");
-        let request = CommitRequest {
-            dataset: output.dataset,
-            mode: output.mode,
-            files: (0..rng.random_range(0..3))
-                .map(|n| file(&format!("ds{}/attempts/{}/{}/part-{n}.parquet", output.dataset, task, lease.number), 10))
-                .collect(),
-            manifest_path: None,
-            schema: None,
-        };
-        let roll: f64 = rng.random();
-        if roll < 0.08 {
-            // Crash: vanish without a word; the reaper must notice.
-            journal.lock().await.doomed.insert(lease.attempt);
-            bump(&tally.crashes);
-            continue;
-        }
-        let confirmed = catalog.confirm_attempt(lease.attempt_ref(), Some(&name)).await;
+        work(&name, lease, false, &catalog, &mut rng, &tally, &journal).await;
+    }
+}
+
+/// One leased attempt, run (or misbehaved with) to its end; `confirmed` when the confirm was
+/// folded into the lease.
+async fn work(
+    name: &str,
+    lease: Lease,
+    confirmed: bool,
+    catalog: &Catalog,
+    rng: &mut StdRng,
+    tally: &Tally,
+    journal: &Mutex<Journal>,
+) {
+    if confirmed && let Err(error) = catalog.heartbeat(lease.attempt_ref()).await {
+        // A runner holding several leases keeps each alive while it works through the others;
+        // one that ran out meanwhile must stop (self-fencing) and can never commit.
+        assert!(error.is_fencing(), "heartbeat failed unexpectedly: {error}");
+        journal.lock().await.doomed.insert(lease.attempt);
+        return;
+    }
+    let task = lease.task;
+    let task_record = catalog.task(task).await.expect("task");
+    let output = task_record.output.expect("every task has an output");
+    let request = CommitRequest {
+        dataset: output.dataset,
+        mode: output.mode,
+        files: (0..rng.random_range(0..3))
+            .map(|n| file(&format!("ds{}/attempts/{}/{}/part-{n}.parquet", output.dataset, task, lease.number), 10))
+            .collect(),
+        manifest_path: None,
+        schema: None,
+    };
+    let roll: f64 = rng.random();
+    if roll < 0.08 {
+        // Crash: vanish without a word; the reaper must notice.
+        journal.lock().await.doomed.insert(lease.attempt);
+        bump(&tally.crashes);
+        return;
+    }
+    if !confirmed {
+        let confirmed = catalog.confirm_attempt(lease.attempt_ref(), Some(name)).await;
         if let Err(error) = &confirmed {
             assert!(error.is_fencing(), "confirm failed unexpectedly: {error}");
             // Slow machine: the lease ran out before we confirmed. Treat as crashed.
             journal.lock().await.doomed.insert(lease.attempt);
-            continue;
+            return;
         }
-        if roll < 0.14 {
-            // Stall past the lease (GC pause, network partition), then try to commit anyway.
-            journal.lock().await.doomed.insert(lease.attempt);
-            bump(&tally.stalls);
-            tokio::time::sleep(LEASE + Duration::from_millis(rng.random_range(100..300))).await;
-            let error = catalog.commit(lease.attempt_ref(), &request).await.expect_err("a stalled attempt committed");
-            assert!(error.is_fencing(), "stalled commit refused for the wrong reason: {error}");
+    }
+    if roll < 0.14 {
+        // Stall past the lease (GC pause, network partition), then try to commit anyway.
+        journal.lock().await.doomed.insert(lease.attempt);
+        bump(&tally.stalls);
+        tokio::time::sleep(LEASE + Duration::from_millis(rng.random_range(100..300))).await;
+        let error = catalog.commit(lease.attempt_ref(), &request).await.expect_err("a stalled attempt committed");
+        assert!(error.is_fencing(), "stalled commit refused for the wrong reason: {error}");
+        bump(&tally.stale_rejected);
+        return;
+    }
+    if roll < 0.28 {
+        let retryable = roll < 0.26;
+        let failure = Failure {
+            code: if retryable { "object_store_unavailable" } else { "sql_error" }.into(),
+            message: format!("{name} failed on purpose"),
+            retryable,
+        };
+        match catalog.fail_attempt(lease.attempt_ref(), &failure).await {
+            Ok(_) if retryable => bump(&tally.retryable_failures),
+            Ok(_) => bump(&tally.permanent_failures),
+            Err(error) => assert!(error.is_fencing(), "fail_attempt failed unexpectedly: {error}"),
+        }
+        return;
+    }
+    // The normal path: a little work, maybe a heartbeat, then the fenced commit.
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..8))).await;
+    if rng.random_bool(0.3)
+        && let Err(error) = catalog.heartbeat(lease.attempt_ref()).await
+    {
+        assert!(error.is_fencing(), "heartbeat failed unexpectedly: {error}");
+        return; // self-fencing: stop at once
+    }
+    match catalog.commit(lease.attempt_ref(), &request).await {
+        Ok(_) => {
+            journal.lock().await.committed.insert(lease.attempt, (task, output.dataset));
+            bump(&tally.commits);
+        }
+        Err(error) => {
+            assert!(error.is_fencing(), "commit failed unexpectedly: {error}");
             bump(&tally.stale_rejected);
-            continue;
-        }
-        if roll < 0.28 {
-            let retryable = roll < 0.26;
-            let failure = Failure {
-                code: if retryable { "object_store_unavailable" } else { "sql_error" }.into(),
-                message: format!("{name} failed on purpose"),
-                retryable,
-            };
-            match catalog.fail_attempt(lease.attempt_ref(), &failure).await {
-                Ok(_) if retryable => bump(&tally.retryable_failures),
-                Ok(_) => bump(&tally.permanent_failures),
-                Err(error) => assert!(error.is_fencing(), "fail_attempt failed unexpectedly: {error}"),
-            }
-            continue;
-        }
-        // The normal path: a little work, maybe a heartbeat, then the fenced commit.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..8))).await;
-        if rng.random_bool(0.3)
-            && let Err(error) = catalog.heartbeat(lease.attempt_ref()).await
-        {
-            assert!(error.is_fencing(), "heartbeat failed unexpectedly: {error}");
-            continue; // self-fencing: stop at once
-        }
-        match catalog.commit(lease.attempt_ref(), &request).await {
-            Ok(_) => {
-                journal.lock().await.committed.insert(lease.attempt, (task, output.dataset));
-                bump(&tally.commits);
-            }
-            Err(error) => {
-                assert!(error.is_fencing(), "commit failed unexpectedly: {error}");
-                bump(&tally.stale_rejected);
-            }
         }
     }
 }
@@ -298,6 +401,7 @@ struct TaskOutcome {
     attempt_state: Option<String>,
     fence_gap: Option<i64>,
     within_lease: Option<bool>,
+    past_lease_ms: Option<f64>,
 }
 
 /// One snapshot's ordering facts.
@@ -333,13 +437,16 @@ async fn verify(catalog: &Catalog, journal: &Journal, ctx: &str) -> Result<(), B
     let rows: Vec<TaskOutcome> = sqlx::query_as(
         "SELECT t.id AS task, t.phase, t.output_snapshot_id AS output_snapshot, s.id AS snapshot, \
                 a.state AS attempt_state, a.fence - t.fence AS fence_gap, \
-                s.committed_at <= a.lease_expires_at AS within_lease \
+                s.committed_at <= a.lease_expires_at AS within_lease, \
+                extract(epoch FROM s.committed_at - a.lease_expires_at)::float8 * 1000 AS past_lease_ms \
          FROM tasks t LEFT JOIN snapshots s ON s.task_id = t.id LEFT JOIN attempts a ON a.id = s.attempt_id",
     )
     .fetch_all(pool)
     .await?;
     let (mut succeeded, mut failed) = (0, 0);
-    for TaskOutcome { task, phase, output_snapshot, snapshot, attempt_state, fence_gap, within_lease } in rows {
+    for TaskOutcome { task, phase, output_snapshot, snapshot, attempt_state, fence_gap, within_lease, past_lease_ms } in
+        rows
+    {
         match phase.as_str() {
             "Succeeded" => {
                 succeeded += 1;
@@ -347,7 +454,11 @@ async fn verify(catalog: &Catalog, journal: &Journal, ctx: &str) -> Result<(), B
                 assert_eq!(output_snapshot, snapshot, "{ctx} task {task} points at its snapshot");
                 assert_eq!(attempt_state.as_deref(), Some("Succeeded"), "{ctx} task {task}");
                 assert_eq!(fence_gap, Some(0), "{ctx} task {task} committed by a non-current attempt");
-                assert_eq!(within_lease, Some(true), "{ctx} task {task} committed after its lease expired");
+                assert_eq!(
+                    within_lease,
+                    Some(true),
+                    "{ctx} task {task} committed {past_lease_ms:?} ms after its lease expired"
+                );
             }
             _ => {
                 failed += 1;

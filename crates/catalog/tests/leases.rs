@@ -398,3 +398,100 @@ async fn one_task_of_a_job_is_found_by_its_node_name() -> Result<(), BoxError> {
     assert_ne!(other_load.id, load.id, "names are scoped to their job");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_batch_lease_takes_only_runnable_candidates_each_with_its_own_fence() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let spec = job_spec(
+        "fan",
+        vec![
+            task("a", &[], None),
+            task("b", &[], None),
+            task("c", &[], None),
+            task("d", &[], None),
+            task("after-a", &["a"], None),
+        ],
+    );
+    let tasks = job(&catalog, &spec).await?;
+    let [a, b, c, d, after_a] = ["a", "b", "c", "d", "after-a"].map(|name| id_of(&tasks, name));
+    let lease = Duration::from_secs(30);
+
+    // `b` is already leased by someone else; `after-a` waits for `a`; the limit takes the oldest.
+    let held = catalog.lease_task(b, "other", lease).await?.expect("b leasable");
+    let candidates = [d, c, b, a, after_a];
+    let leases = catalog
+        .lease_batch(&BatchLease { candidates: &candidates, limit: 2, runner: "sched", lease, confirm: false })
+        .await?;
+    assert_eq!(leases.iter().map(|l| l.task).collect::<Vec<_>>(), [a, c], "oldest runnable first, up to the limit");
+    let mut fences: Vec<Fence> = leases.iter().map(|l| l.fence).collect();
+    fences.push(held.fence);
+    fences.sort();
+    fences.dedup();
+    assert_eq!(fences.len(), 3, "every attempt has its own fence");
+    for lease in &leases {
+        let attempt = catalog.attempt(lease.attempt).await?;
+        assert_eq!(
+            (attempt.state, attempt.number, attempt.runner.as_deref()),
+            (AttemptState::Leased, 1, Some("sched"))
+        );
+        assert_eq!(catalog.task(lease.task).await?.phase, TaskPhase::Leased);
+    }
+    // Not folded: the runner confirms as before.
+    catalog.confirm_attempt(leases[0].attempt_ref(), Some("pod-a")).await?;
+
+    // Again: only `d` is left runnable among the candidates; nothing is leased twice.
+    let again = catalog
+        .lease_batch(&BatchLease { candidates: &candidates, limit: 10, runner: "sched", lease, confirm: true })
+        .await?;
+    assert_eq!(again.iter().map(|l| l.task).collect::<Vec<_>>(), [d]);
+    // Folded confirm: the attempt and task start Running, confirmed, run by the leasing runner.
+    let attempt = catalog.attempt(again[0].attempt).await?;
+    assert_eq!((attempt.state, attempt.runner.as_deref()), (AttemptState::Running, Some("sched")));
+    assert!(attempt.heartbeat_at.is_some());
+    assert_eq!(catalog.task(d).await?.phase, TaskPhase::Running);
+    assert!(catalog.job_summary(catalog.task(d).await?.job.expect("job")).await?.first_run_at.is_some());
+    // The folded attempt is fenced like any other: heartbeat and complete pass, a wrong fence is refused.
+    catalog.heartbeat(again[0].attempt_ref()).await?;
+    let stale = AttemptRef { attempt: again[0].attempt, fence: Fence(again[0].fence.0 - 1) };
+    assert_eq!(catalog.heartbeat(stale).await.expect_err("stale").error_code(), "stale_fence");
+    catalog.complete(again[0].attempt_ref()).await?;
+    assert_eq!(catalog.task(d).await?.phase, TaskPhase::Succeeded);
+
+    // Read-only mode leases nothing; empty candidates or a zero limit lease nothing.
+    catalog.complete(leases[0].attempt_ref()).await?; // `a` succeeded: `after-a` is runnable
+    catalog.set_read_only(true, Some("test"), "test").await?;
+    let none = catalog
+        .lease_batch(&BatchLease { candidates: &[after_a], limit: 1, runner: "sched", lease, confirm: true })
+        .await?;
+    assert!(none.is_empty(), "read-only mode leased {none:?}");
+    catalog.set_read_only(false, None, "test").await?;
+    for (candidates, limit) in [(&[][..], 5), (&[after_a][..], 0)] {
+        let none =
+            catalog.lease_batch(&BatchLease { candidates, limit, runner: "sched", lease, confirm: false }).await?;
+        assert!(none.is_empty());
+    }
+    let last = catalog
+        .lease_batch(&BatchLease { candidates: &[after_a], limit: 1, runner: "sched", lease, confirm: false })
+        .await?;
+    assert_eq!(last.iter().map(|l| l.task).collect::<Vec<_>>(), [after_a], "dependency met");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_folded_attempt_expires_and_retries_like_any_other() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let tasks = job(&catalog, &job_spec("solo", vec![task("only", &[], None)])).await?;
+    let only = id_of(&tasks, "only");
+    let short = Duration::from_millis(200);
+    let leases = catalog
+        .lease_batch(&BatchLease { candidates: &[only], limit: 1, runner: "r", lease: short, confirm: true })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let reaped = catalog.reap_expired_leases(10).await?;
+    assert_eq!(reaped.len(), 1, "the folded attempt's lease ran out: {reaped:?}");
+    assert_eq!(catalog.attempt(leases[0].attempt).await?.state, AttemptState::Expired);
+    let error = catalog.complete(leases[0].attempt_ref()).await.expect_err("expired");
+    assert!(error.is_fencing(), "{error}");
+    assert_eq!(catalog.task(only).await?.phase, TaskPhase::Retrying);
+    Ok(())
+}

@@ -175,13 +175,23 @@ pub fn resolve_state_dir(requested: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(format!("/var/tmp/duckmesh-postgres-{hash:016x}")))
 }
 
+/// `commit_delay` of a durable cluster (microseconds): how long a committing backend waits for
+/// others to join its WAL flush, when at least [`GROUP_COMMIT_SIBLINGS`] other transactions are
+/// open. Measured with `just bench-catalog` (docs/benchmarks.md).
+pub const GROUP_COMMIT_DELAY_US: u32 = 200;
+
+/// `commit_siblings` of a durable cluster: the open transactions needed before a commit waits
+/// [`GROUP_COMMIT_DELAY_US`]; fewer (a quiet catalog) flush at once, without delay.
+pub const GROUP_COMMIT_SIBLINGS: u32 = 4;
+
 /// How to run a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     /// Where the cluster's files live; `None` for a temporary directory removed on stop.
     pub state_dir: Option<PathBuf>,
-    /// Keep PostgreSQL's durability settings (`fsync`, `synchronous_commit`). Off makes
-    /// throwaway test clusters faster; a crash then may lose recent commits.
+    /// Keep PostgreSQL's durability settings (`fsync`, `synchronous_commit`), with group commit
+    /// ([`GROUP_COMMIT_DELAY_US`], [`GROUP_COMMIT_SIBLINGS`]). Off makes throwaway test clusters
+    /// faster; a crash then may lose recent commits.
     pub durable: bool,
     /// `max_connections` for the server.
     pub max_connections: u32,
@@ -298,7 +308,13 @@ impl LocalCluster {
             // Its own process group: a Ctrl-C in the owner's terminal must not shut it down
             // under the owner's feet (the owner stops it, or the watchdog does).
             .process_group(0);
-        if !options.durable {
+        if options.durable {
+            // Group commit: a committing backend that sees enough others in a transaction
+            // waits this long before flushing the WAL, so one flush makes several commits
+            // durable (docs/catalog.md, "PostgreSQL settings").
+            command.args(["-c", &format!("commit_delay={GROUP_COMMIT_DELAY_US}")]);
+            command.args(["-c", &format!("commit_siblings={GROUP_COMMIT_SIBLINGS}")]);
+        } else {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }
         for (name, value) in &options.settings {
