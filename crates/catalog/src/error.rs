@@ -143,6 +143,14 @@ pub enum Error {
         /// What changed underneath it.
         message: String,
     },
+    /// A catalog rebuild was pointed at a catalog that already holds datasets.
+    #[error(
+        "the catalog is not empty ({datasets} dataset(s)): a rebuild restores into a freshly migrated, empty catalog only"
+    )]
+    NotEmpty {
+        /// Datasets found.
+        datasets: i64,
+    },
 }
 
 impl From<UnknownPhase> for Error {
@@ -174,6 +182,7 @@ impl Error {
             Self::ClaimLost { .. } => "claim_lost",
             Self::Corrupt(_) => "catalog_corrupt",
             Self::CompactionConflict { .. } => "compaction_conflict",
+            Self::NotEmpty { .. } => "catalog_not_empty",
         }
     }
 

@@ -26,6 +26,7 @@ mod model;
 mod notify;
 mod outbox;
 mod reads;
+mod rebuild;
 mod specs;
 
 pub use commit::schema_difference;
@@ -50,6 +51,7 @@ pub use model::*;
 pub use notify::{COMMITS_CHANNEL, CommitEvent, CommitListener, TASKS_CHANNEL, Wakeups};
 pub use outbox::{OutboxMessage, OutboxStats};
 pub use reads::BacklogStats;
+pub use rebuild::{RestoreSummary, RestoredDataset};
 pub use specs::{CancelledAttempt, JobUpsert, MAX_ATTEMPTS_LIMIT, SpecBatch, TIMEOUT_LIMIT_SECONDS};
 
 use sqlx::Connection;

@@ -103,6 +103,20 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks delivered rows done, in one statement.
+    pub async fn complete_outbox_batch(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET status = 'Done', done_at = clock_timestamp() WHERE id = ANY ($1) AND status = 'Pending'",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records a failed delivery: the row is offered again after a jittered backoff, or marked
     /// `Failed` once it has used all its deliveries. Returns whether it is now `Failed`.
     pub async fn fail_outbox(&self, id: i64, error: &str) -> Result<bool> {

@@ -8,8 +8,10 @@
 //!   coordinator;
 //! - [`task`]: the task and dataset spec documents a worker reads from the catalog;
 //! - [`quantity`]: Kubernetes resource quantities (memory, CPU);
-//! - [`maintenance`]: a Dataset's maintenance policy (which kinds run on which cron schedule).
+//! - [`maintenance`]: a Dataset's maintenance policy (which kinds run on which cron schedule);
+//! - [`catalog_record`]: the commit records and checkpoints a catalog rebuild reads back.
 
+pub mod catalog_record;
 pub mod commit;
 pub mod ingest;
 pub mod maintenance;

@@ -8,6 +8,7 @@ use crate::metrics::{
     ControlPlaneMetrics, PhaseLabels, RetryReason, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels,
     TerminalPhase,
 };
+use crate::outbox::OutboxDispatcher;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
 use duckmesh_catalog::{CommitMode, TaskOutput, TaskSpec};
@@ -114,6 +115,8 @@ pub struct Scheduler<E: Executor> {
     /// When the maintenance policies were last looked at.
     maintenance_planned: Mutex<Option<std::time::Instant>>,
     job_names: Mutex<HashMap<JobId, String>>,
+    /// Delivers the outbox alongside the passes, when given a store.
+    outbox: Option<OutboxDispatcher>,
 }
 
 impl<E: Executor> Scheduler<E> {
@@ -131,7 +134,15 @@ impl<E: Executor> Scheduler<E> {
             maintenance_cursor: Mutex::new(None),
             maintenance_planned: Mutex::new(None),
             job_names: Mutex::new(HashMap::new()),
+            outbox: None,
         }
+    }
+
+    /// Also runs `dispatcher` (the outbox dispatcher) from [`Scheduler::run`], under the same
+    /// shutdown.
+    pub fn with_outbox(mut self, dispatcher: OutboxDispatcher) -> Self {
+        self.outbox = Some(dispatcher);
+        self
     }
 
     /// The catalog it schedules from.
@@ -141,8 +152,24 @@ impl<E: Executor> Scheduler<E> {
 
     /// Runs passes until `shutdown`: after every wake-up (new tasks, commits, runner ends) and
     /// at least every `tick`. Catalog errors are logged and retried with a growing pause; they
-    /// never end the loop.
-    pub async fn run(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
+    /// never end the loop. The outbox dispatcher ([`Scheduler::with_outbox`]) runs alongside
+    /// and stops with it.
+    pub async fn run(&self, exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
+        let Some(outbox) = &self.outbox else {
+            return self.schedule(exits, shutdown).await;
+        };
+        let stop = shutdown.child_token();
+        tokio::join!(
+            async {
+                self.schedule(exits, shutdown).await;
+                // The loop also ends when the executor shuts down: the dispatcher stops too.
+                stop.cancel();
+            },
+            outbox.run(stop.clone()),
+        );
+    }
+
+    async fn schedule(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
         let mut wakeups = None;
         let mut pauses = failure_pauses(self.options.tick);
         loop {
@@ -286,6 +313,10 @@ impl<E: Executor> Scheduler<E> {
                 .get_or_create(&labels)
                 .set(backlog.oldest_runnable_age_seconds as f64);
             metrics.lease_lag_seconds.set(backlog.max_lease_lag_seconds as f64);
+            let outbox = self.catalog.outbox_stats().await?;
+            metrics.outbox_depth.set(outbox.pending);
+            metrics.outbox_oldest_age_seconds.set(outbox.oldest_pending_age_seconds as f64);
+            metrics.outbox_failed_rows.set(outbox.failed);
         }
         self.count_maintenance_runs().await;
         if report != PassReport::default() {

@@ -134,6 +134,51 @@ pub mod layout {
     pub fn ingest_manifest_key(dataset: &str, fence: i64) -> Result<String> {
         Ok(format!("{}{MANIFEST_FILE}", ingest_prefix(dataset, fence)?))
     }
+
+    /// The root (ending in `/`) of the catalog's own records: commit records and GC
+    /// checkpoints, from which `duckmesh catalog rebuild` restores a lost catalog. No dataset
+    /// can be named `_catalog` (names are DNS labels).
+    pub const CATALOG_ROOT: &str = "_catalog/";
+
+    /// The prefix (ending in `/`) of one dataset's records: `_catalog/<namespace>/<dataset>/`.
+    pub fn catalog_dataset_prefix(namespace: &str, dataset: &str) -> Result<String> {
+        validate_segment(namespace)?;
+        validate_segment(dataset)?;
+        Ok(format!("{CATALOG_ROOT}{namespace}/{dataset}/"))
+    }
+
+    /// The prefix (ending in `/`) of a dataset's commit records:
+    /// `_catalog/<namespace>/<dataset>/snapshots/`.
+    pub fn commit_records_prefix(namespace: &str, dataset: &str) -> Result<String> {
+        Ok(format!("{}snapshots/", catalog_dataset_prefix(namespace, dataset)?))
+    }
+
+    /// The key of snapshot `snapshot`'s commit record, the id zero-padded to 20 digits so keys
+    /// sort by id: `_catalog/<namespace>/<dataset>/snapshots/<id:020>.json`.
+    pub fn commit_record_key(namespace: &str, dataset: &str, snapshot: i64) -> Result<String> {
+        Ok(format!("{}{snapshot:020}.json", commit_records_prefix(namespace, dataset)?))
+    }
+
+    /// The prefix (ending in `/`) of a dataset's GC checkpoints:
+    /// `_catalog/<namespace>/<dataset>/checkpoints/`.
+    pub fn checkpoints_prefix(namespace: &str, dataset: &str) -> Result<String> {
+        Ok(format!("{}checkpoints/", catalog_dataset_prefix(namespace, dataset)?))
+    }
+
+    /// The key of the checkpoint at snapshot `snapshot`:
+    /// `_catalog/<namespace>/<dataset>/checkpoints/<id:020>.json`.
+    pub fn checkpoint_key(namespace: &str, dataset: &str, snapshot: i64) -> Result<String> {
+        Ok(format!("{}{snapshot:020}.json", checkpoints_prefix(namespace, dataset)?))
+    }
+
+    /// The snapshot id a commit record's or checkpoint's key names (`None` for another key).
+    pub fn record_snapshot_id(key: &str) -> Option<i64> {
+        let name = key.rsplit('/').next()?.strip_suffix(".json")?;
+        if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        name.parse().ok()
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +234,21 @@ mod tests {
         assert!(layout::attempt_prefix("a/b", "t", 1).is_err());
         assert!(layout::attempt_prefix("orders", "..", 1).is_err());
         assert!(layout::attempt_prefix("", "t", 1).is_err());
+    }
+
+    #[test]
+    fn layout_builds_catalog_record_keys() {
+        let key = layout::commit_record_key("default", "orders", 42).expect("valid");
+        assert_eq!(key, "_catalog/default/orders/snapshots/00000000000000000042.json");
+        validate_key(&key).expect("a valid object key");
+        assert_eq!(layout::record_snapshot_id(&key), Some(42));
+        let key = layout::checkpoint_key("default", "orders", 7).expect("valid");
+        assert_eq!(key, "_catalog/default/orders/checkpoints/00000000000000000007.json");
+        assert_eq!(layout::record_snapshot_id(&key), Some(7));
+        assert_eq!(layout::record_snapshot_id("_catalog/default/orders/snapshots/42.json"), None);
+        assert_eq!(layout::record_snapshot_id("_catalog/default/orders/snapshots/x"), None);
+        assert!(layout::commit_records_prefix("a/b", "orders").is_err());
+        assert!(layout::checkpoints_prefix("default", "..").is_err());
     }
 
     #[test]
