@@ -271,6 +271,74 @@ async fn a_killed_dev_process_resumes_on_rerun_with_the_same_numbers() {
     }
 }
 
+const MAINTENANCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/maintenance.yaml");
+
+/// The maintenance kinds as Job nodes with their settings from YAML: three loads append small
+/// files, then `compact` (minFiles 2) rewrites them into one snapshot of fewer files with the
+/// same rows, `integrity` (verifyHashes) records a clean run that hashed every file, and
+/// `export` (csv) writes the compacted rows and a manifest under its prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_nodes_of_a_job_compact_check_and_export_with_their_settings() {
+    let dev = Dev::new().await;
+    let (status, stdout, stderr) = dev.run_to_end(MAINTENANCE).await;
+    assert!(status.success(), "exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Job readings-maintenance: Succeeded"), "{stdout}");
+    let job = dev.catalog.job_by_name("default", "readings-maintenance").await.expect("job");
+    let tasks: HashMap<String, TaskRecord> =
+        dev.catalog.tasks_of_job(job.id).await.expect("tasks").into_iter().map(|t| (t.name.clone(), t)).collect();
+    for name in ["load-1", "load-2", "load-3", "compact", "check", "export"] {
+        assert_eq!(tasks[name].phase, TaskPhase::Succeeded, "{name}: {:?}", tasks[name]);
+    }
+    // The settings reached the runners as their specs.
+    assert_eq!(tasks["compact"].spec, serde_json::json!({"minFiles": 2}));
+    assert_eq!(tasks["check"].spec, serde_json::json!({"verifyHashes": true}));
+    assert_eq!(tasks["export"].spec, serde_json::json!({"prefix": "readings/latest", "format": "csv"}));
+
+    // Compacted: three one-file appends became one file in a `compact` snapshot, same rows.
+    let dataset = dev.catalog.dataset_by_name("default", "readings").await.expect("dataset");
+    assert_eq!((dataset.file_count, dataset.row_count), (1, 3000));
+    let snapshots = dev.catalog.snapshots(dataset.id, None, 10).await.expect("snapshots");
+    let kinds: Vec<(&str, i64)> = snapshots.iter().map(|s| (s.kind.as_str(), s.file_count)).collect();
+    assert_eq!(kinds, [("compact", 1), ("append", 3), ("append", 2), ("append", 1)], "newest first");
+    assert_eq!(snapshots[0].task, Some(tasks["compact"].id));
+    assert_eq!(tasks["compact"].output_snapshot, Some(snapshots[0].id));
+    let root = dev.state.path().canonicalize().expect("state dir").join("objects");
+    let files = dev.catalog.snapshot_files(dataset.id, snapshots[0].id).await.expect("files");
+    let duck = duckdb::Connection::open_in_memory().expect("duckdb");
+    let (rows, sum): (i64, f64) = duck
+        .query_row(
+            &format!(
+                "SELECT count(DISTINCT sensor), sum(reading) FROM read_parquet('{}')",
+                root.join(&files[0].path).display()
+            ),
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("compacted rows");
+    assert_eq!((rows, sum), (3000, (0..3000).map(|i| f64::from(i) * 0.5).sum()));
+
+    // Checked: one integrity run, hashes verified, every retained file (3 replaced + 1) clean.
+    let runs = dev.catalog.latest_integrity_runs("default", "default").await.expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].verify_hashes);
+    assert_eq!(runs[0].counts.files_checked, 4, "{runs:?}");
+    assert_eq!(
+        (runs[0].counts.missing_files, runs[0].counts.hash_mismatch_files, runs[0].counts.manifest_problems),
+        (0, 0, 0),
+        "{runs:?}"
+    );
+
+    // Exported: one CSV with a header and every row, and a manifest that lists it.
+    let target = root.join("_exports/default/readings/latest");
+    let csv = std::fs::read_to_string(target.join("part-00000.csv")).expect("the exported CSV");
+    assert_eq!(csv.lines().next(), Some("sensor,reading"));
+    assert_eq!(csv.lines().count(), 3001);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join("manifest.json")).expect("the manifest")).expect("json");
+    assert_eq!(manifest["rows"], 3000, "{manifest}");
+    assert_eq!(manifest["files"][0]["path"], "_exports/default/readings/latest/part-00000.csv", "{manifest}");
+}
+
 #[test]
 fn invalid_files_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -10,7 +10,7 @@
 //! A kind is due when its schedule has fired since its last run (or, never run, since the
 //! dataset was created); the scheduler runs at most one maintenance task per dataset at a time.
 
-use crate::task::SpecError;
+use crate::task::{CompactSpec, IntegritySpec, SpecError};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::str::FromStr;
@@ -132,6 +132,12 @@ fn enabled() -> bool {
     true
 }
 
+/// A task spec as the document stored in `tasks.spec` (plain numbers and flags: serializing
+/// cannot fail).
+fn spec_value(spec: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(spec).unwrap_or_else(|_| serde_json::json!({}))
+}
+
 impl MaintenancePolicy {
     /// The policy of a Dataset's spec (its other fields are ignored here).
     pub fn parse(dataset: &str, spec: &serde_json::Value) -> Result<Self, SpecError> {
@@ -146,11 +152,8 @@ impl MaintenancePolicy {
             Some(compaction) if compaction.enabled => {
                 let pattern = compaction.schedule.as_deref().unwrap_or(DEFAULT_COMPACTION_SCHEDULE);
                 let schedule = Schedule::parse("compaction.schedule", pattern)?;
-                let task = match compaction.min_files {
-                    Some(files) => serde_json::json!({ "minFiles": files }),
-                    None => serde_json::json!({}),
-                };
-                Some((schedule, task))
+                let task = CompactSpec { min_files: compaction.min_files, target_file_size_bytes: None };
+                Some((schedule, spec_value(&task)))
             }
             _ => None,
         };
@@ -165,11 +168,11 @@ impl MaintenancePolicy {
             Some(integrity) => {
                 let pattern = integrity.schedule.as_deref().unwrap_or(DEFAULT_INTEGRITY_SCHEDULE);
                 let schedule = Schedule::parse("integrity.schedule", pattern)?;
-                Some((schedule, serde_json::json!({ "verifyHashes": integrity.verify_hashes })))
+                Some((schedule, spec_value(&IntegritySpec { verify_hashes: integrity.verify_hashes })))
             }
             None => Some((
                 Schedule::parse("integrity.schedule", DEFAULT_INTEGRITY_SCHEDULE)?,
-                serde_json::json!({ "verifyHashes": false }),
+                spec_value(&IntegritySpec::default()),
             )),
         };
         Ok(Self { compaction, gc, integrity })

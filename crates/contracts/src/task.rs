@@ -224,6 +224,137 @@ pub fn parse_cpu(text: &str) -> Result<u64> {
         .ok_or_else(|| invalid(format!("resources.cpu {text:?} is not a CPU quantity such as 500m or 2")))
 }
 
+/// Default of a `compact` task's `minFiles`: small files a partition needs before it is
+/// compacted.
+pub const DEFAULT_MIN_FILES: u32 = 16;
+
+/// The spec of a `compact` task (`tasks.spec`, camelCase), written by the scheduler from a
+/// Task or Job node's `compact` settings, by `duckmesh compact` and by a Dataset's compaction
+/// policy; read by the compaction runner. Absent fields are omitted when written.
+///
+/// ```json
+/// {"minFiles": 8, "targetFileSizeBytes": 134217728}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompactSpec {
+    /// Small files a partition needs before it is compacted (at least 2; default
+    /// [`DEFAULT_MIN_FILES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_files: Option<u32>,
+    /// The size of the files written, and below which a file counts as small (default the
+    /// dataset's, else 128 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_file_size_bytes: Option<u64>,
+}
+
+impl CompactSpec {
+    /// Parses and checks a task spec.
+    pub fn parse(value: &serde_json::Value) -> Result<Self> {
+        let spec: Self = serde_json::from_value(value.clone())
+            .map_err(|error| invalid(format!("the task spec does not match the compact task format: {error}")))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Checks the values: `minFiles` at least 2, `targetFileSizeBytes` at least 1 MiB.
+    pub fn check(&self) -> Result<()> {
+        if self.min_files.is_some_and(|files| files < 2) {
+            return Err(invalid("minFiles must be at least 2".into()));
+        }
+        if let Some(size) = self.target_file_size_bytes {
+            check_file_size("targetFileSizeBytes", size)?;
+        }
+        Ok(())
+    }
+}
+
+/// The spec of an `integrity` task (`tasks.spec`, camelCase).
+///
+/// ```json
+/// {"verifyHashes": true}
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IntegritySpec {
+    /// Download every file and compare its SHA-256 too (default `false`: sizes only).
+    #[serde(default)]
+    pub verify_hashes: bool,
+}
+
+impl IntegritySpec {
+    /// Parses a task spec.
+    pub fn parse(value: &serde_json::Value) -> Result<Self> {
+        serde_json::from_value(value.clone())
+            .map_err(|error| invalid(format!("the task spec does not match the integrity task format: {error}")))
+    }
+}
+
+/// The file format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// ZSTD Parquet, split by target file size.
+    #[default]
+    Parquet,
+    /// One CSV file with a header line.
+    Csv,
+}
+
+/// The longest export prefix accepted, in bytes (it is part of object keys of at most 1024).
+pub const MAX_EXPORT_PREFIX_BYTES: usize = 512;
+
+/// The spec of an `export` task (`tasks.spec`, camelCase).
+///
+/// ```json
+/// {"prefix": "trips/2026-12-02", "format": "csv", "snapshot": 41}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportSpec {
+    /// Where under `_exports/<namespace>/` to write (e.g. `trips/2026-12-02`).
+    pub prefix: String,
+    /// The snapshot to export; the current one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<i64>,
+    /// `parquet` (default) or `csv`.
+    #[serde(default)]
+    pub format: ExportFormat,
+}
+
+impl ExportSpec {
+    /// Parses and checks a task spec; the prefix comes back without leading or trailing `/`.
+    pub fn parse(value: &serde_json::Value) -> Result<Self> {
+        let spec: Self = serde_json::from_value(value.clone())
+            .map_err(|error| invalid(format!("the task spec does not match the export task format: {error}")))?;
+        spec.check()?;
+        Ok(Self { prefix: spec.prefix.trim_matches('/').to_owned(), ..spec })
+    }
+
+    /// Checks the values: the prefix (leading and trailing `/` aside) is a relative path of
+    /// non-empty segments, none `.` or `..`, without control characters, at most
+    /// [`MAX_EXPORT_PREFIX_BYTES`]; the snapshot, when set, is a snapshot id (1 or more).
+    pub fn check(&self) -> Result<()> {
+        let prefix = self.prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Err(invalid("prefix must name a directory under _exports/<namespace>/".into()));
+        }
+        if prefix.len() > MAX_EXPORT_PREFIX_BYTES {
+            return Err(invalid(format!("prefix is longer than {MAX_EXPORT_PREFIX_BYTES} bytes")));
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(invalid(format!("prefix {prefix:?} contains a control character")));
+        }
+        if prefix.split('/').any(|segment| matches!(segment, "" | "." | "..")) {
+            return Err(invalid(format!("prefix {prefix:?} has an empty, '.' or '..' segment")));
+        }
+        if self.snapshot.is_some_and(|snapshot| snapshot < 1) {
+            return Err(invalid("snapshot must be a snapshot id (1 or more)".into()));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +452,41 @@ mod tests {
         {
             let error = DatasetOptions::parse("trips", &bad).expect_err("invalid");
             assert!(error.to_string().contains("trips"), "{error}");
+        }
+    }
+
+    #[test]
+    fn maintenance_specs_round_trip_and_are_checked() {
+        let compact = CompactSpec { min_files: Some(4), target_file_size_bytes: None };
+        assert_eq!(serde_json::to_value(&compact).expect("json"), json!({"minFiles": 4}));
+        assert_eq!(CompactSpec::parse(&json!({"minFiles": 4})).expect("valid"), compact);
+        assert_eq!(CompactSpec::parse(&json!({})).expect("empty"), CompactSpec::default());
+        for bad in [json!({"minFiles": 1}), json!({"targetFileSizeBytes": 10}), json!({"sql": "x"})] {
+            assert_eq!(CompactSpec::parse(&bad).expect_err("invalid").error_code(), "invalid_task_spec", "{bad}");
+        }
+        assert!(IntegritySpec::parse(&json!({"verifyHashes": true})).expect("valid").verify_hashes);
+        assert!(!IntegritySpec::parse(&json!({})).expect("empty").verify_hashes);
+        assert!(IntegritySpec::parse(&json!({"verify": true})).is_err());
+
+        let export = ExportSpec::parse(&json!({"prefix": "/trips/2026-12-02/"})).expect("valid");
+        assert_eq!(
+            (export.prefix.as_str(), export.format, export.snapshot),
+            ("trips/2026-12-02", ExportFormat::Parquet, None)
+        );
+        let csv = ExportSpec { prefix: "x".into(), snapshot: Some(3), format: ExportFormat::Csv };
+        let value = serde_json::to_value(&csv).expect("json");
+        assert_eq!(value, json!({"prefix": "x", "snapshot": 3, "format": "csv"}));
+        assert_eq!(ExportSpec::parse(&value).expect("valid"), csv);
+        for bad in [
+            json!({}),
+            json!({"prefix": "/"}),
+            json!({"prefix": "a//b"}),
+            json!({"prefix": "../escape"}),
+            json!({"prefix": "a/\u{1}"}),
+            json!({"prefix": "x", "snapshot": 0}),
+            json!({"prefix": "x", "format": "json"}),
+        ] {
+            assert_eq!(ExportSpec::parse(&bad).expect_err("invalid").error_code(), "invalid_task_spec", "{bad}");
         }
     }
 }

@@ -26,10 +26,9 @@ use duckmesh_contracts::commit::CommitMode;
 use duckmesh_contracts::manifest::{
     MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
 };
-use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions, MIN_TARGET_FILE_SIZE_BYTES};
+use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions};
 use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
 use duckmesh_storage::{ObjectStore, layout};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,38 +38,7 @@ use tokio_util::sync::CancellationToken;
 /// The task kind this module runs.
 pub const COMPACT_KIND: &str = "compact";
 
-/// Default of `minFiles`: small files a partition needs before it is compacted.
-pub const DEFAULT_MIN_FILES: u32 = 16;
-
-/// A `compact` task's spec.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CompactSpec {
-    /// Small files a partition needs before it is compacted (at least 2).
-    #[serde(default)]
-    pub min_files: Option<u32>,
-    /// The size of the files written, and below which a file counts as small.
-    #[serde(default)]
-    pub target_file_size_bytes: Option<u64>,
-}
-
-impl CompactSpec {
-    /// Parses and checks a task spec.
-    pub fn parse(value: &serde_json::Value) -> Result<Self> {
-        let spec: Self = serde_json::from_value(value.clone()).map_err(|error| Error::InvalidSpec {
-            message: format!("the task spec does not match the compact task format: {error}"),
-        })?;
-        if spec.min_files.is_some_and(|files| files < 2) {
-            return Err(Error::InvalidSpec { message: "minFiles must be at least 2".into() });
-        }
-        if spec.target_file_size_bytes.is_some_and(|bytes| bytes < MIN_TARGET_FILE_SIZE_BYTES) {
-            return Err(Error::InvalidSpec {
-                message: format!("targetFileSizeBytes must be at least {MIN_TARGET_FILE_SIZE_BYTES}"),
-            });
-        }
-        Ok(spec)
-    }
-}
+pub use duckmesh_contracts::task::{CompactSpec, DEFAULT_MIN_FILES};
 
 /// What a compaction attempt did.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +109,7 @@ impl Compactor {
         let stop = &stop;
         let Maintained { attempt: record, task, dataset } =
             Maintained::read(&self.catalog, attempt, COMPACT_KIND, "compact").await?;
-        let spec = CompactSpec::parse(&task.spec)?;
+        let spec = CompactSpec::parse(&task.spec).map_err(Error::spec)?;
         let options = DatasetOptions::parse(&dataset.name, &dataset.spec)
             .map_err(|error| Error::InvalidSpec { message: error.message })?;
         let target =
@@ -319,21 +287,5 @@ mod tests {
         let (selected, _) = select(&live, 1_000, 3);
         assert_eq!(selected.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["e", "f", "g"]);
         assert!(select(&live, 1_000, 4).0.is_empty());
-    }
-
-    #[test]
-    fn specs_are_checked() {
-        assert_eq!(
-            CompactSpec::parse(&serde_json::json!({})).expect("empty"),
-            CompactSpec { min_files: None, target_file_size_bytes: None }
-        );
-        for bad in [
-            serde_json::json!({"minFiles": 1}),
-            serde_json::json!({"targetFileSizeBytes": 10}),
-            serde_json::json!({"sql": "x"}),
-        ] {
-            let error = CompactSpec::parse(&bad).expect_err("invalid");
-            assert_eq!(error.error_code(), "invalid_task_spec", "{bad}: {error}");
-        }
     }
 }

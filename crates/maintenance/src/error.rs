@@ -77,6 +77,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A task spec the runner cannot use (`invalid_task_spec`).
+    pub(crate) fn spec(error: duckmesh_contracts::task::SpecError) -> Self {
+        Self::InvalidSpec { message: error.message }
+    }
+
     /// A stable code for logs, statuses and metric labels.
     pub fn error_code(&self) -> &'static str {
         match self {

@@ -17,7 +17,6 @@ use duckmesh_contracts::task::DEFAULT_TARGET_FILE_SIZE_BYTES;
 use duckmesh_core::SnapshotId;
 use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
 use duckmesh_storage::{ObjectStore, layout, validate_prefix};
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,51 +28,19 @@ pub const EXPORT_KIND: &str = "export";
 /// The root of every export in the bucket.
 pub const EXPORTS_ROOT: &str = "_exports";
 
-/// The file format of an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExportFormat {
-    /// ZSTD Parquet, split by target file size.
-    #[default]
-    Parquet,
-    /// One CSV file with a header line.
-    Csv,
+pub use duckmesh_contracts::task::{ExportFormat, ExportSpec};
+
+/// Checks an `export` task's spec ([`ExportSpec::parse`]) and its prefix as an object key.
+pub fn parse_spec(value: &serde_json::Value) -> Result<ExportSpec> {
+    let spec = ExportSpec::parse(value).map_err(Error::spec)?;
+    validate_prefix(&spec.prefix).map_err(|error| Error::InvalidSpec { message: format!("prefix: {error}") })?;
+    Ok(spec)
 }
 
-/// An `export` task's spec.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExportSpec {
-    /// Where under `_exports/<namespace>/` to write (e.g. `trips/2026-12-02`).
-    pub prefix: String,
-    /// The snapshot to export; the current one when unset.
-    #[serde(default)]
-    pub snapshot: Option<i64>,
-    /// `parquet` (default) or `csv`.
-    #[serde(default)]
-    pub format: ExportFormat,
-}
-
-impl ExportSpec {
-    /// Parses and checks a task spec.
-    pub fn parse(value: &serde_json::Value) -> Result<Self> {
-        let spec: Self = serde_json::from_value(value.clone()).map_err(|error| Error::InvalidSpec {
-            message: format!("the task spec does not match the export task format: {error}"),
-        })?;
-        let prefix = spec.prefix.trim_matches('/');
-        if prefix.is_empty() {
-            return Err(Error::InvalidSpec {
-                message: "prefix must name a directory under _exports/<namespace>/".into(),
-            });
-        }
-        validate_prefix(prefix).map_err(|error| Error::InvalidSpec { message: format!("prefix: {error}") })?;
-        Ok(Self { prefix: prefix.to_owned(), ..spec })
-    }
-
-    /// The full prefix (ending in `/`) in the bucket for a task in `namespace`.
-    pub fn target(&self, namespace: &str) -> String {
-        format!("{EXPORTS_ROOT}/{namespace}/{}/", self.prefix)
-    }
+/// The full prefix (ending in `/`) in the bucket of an export to `prefix` by a task in
+/// `namespace`.
+pub fn target(namespace: &str, prefix: &str) -> String {
+    format!("{EXPORTS_ROOT}/{namespace}/{prefix}/")
 }
 
 /// What an export wrote.
@@ -125,7 +92,7 @@ impl ExportRunner {
     async fn export(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<ExportReport> {
         let Maintained { attempt: record, task, dataset } =
             Maintained::read(&self.catalog, attempt, EXPORT_KIND, "export").await?;
-        let spec = ExportSpec::parse(&task.spec)?;
+        let spec = parse_spec(&task.spec)?;
         let snapshot = match spec.snapshot.map(SnapshotId).or(dataset.current_snapshot) {
             Some(snapshot) => snapshot,
             None => {
@@ -153,7 +120,7 @@ impl ExportRunner {
             .map_err(|error| Error::Task { message: error.to_string() })??;
         check_stop(&stop)?;
 
-        let target = spec.target(&task.namespace);
+        let target = target(&task.namespace, &spec.prefix);
         let mut new_files = Vec::with_capacity(written.len());
         for (index, file) in written.iter().enumerate() {
             let key = match spec.format {
@@ -254,13 +221,13 @@ mod tests {
 
     #[test]
     fn specs_are_checked_and_targets_stay_in_the_namespace() {
-        let spec = ExportSpec::parse(&serde_json::json!({"prefix": "/trips/2026-12-02/"})).expect("valid");
+        let spec = parse_spec(&serde_json::json!({"prefix": "/trips/2026-12-02/"})).expect("valid");
         assert_eq!(
             (spec.prefix.as_str(), spec.format, spec.snapshot),
             ("trips/2026-12-02", ExportFormat::Parquet, None)
         );
-        assert_eq!(spec.target("team-a"), "_exports/team-a/trips/2026-12-02/");
-        let csv = ExportSpec::parse(&serde_json::json!({"prefix": "x", "format": "csv", "snapshot": 3})).expect("csv");
+        assert_eq!(target("team-a", &spec.prefix), "_exports/team-a/trips/2026-12-02/");
+        let csv = parse_spec(&serde_json::json!({"prefix": "x", "format": "csv", "snapshot": 3})).expect("csv");
         assert_eq!((csv.format, csv.snapshot), (ExportFormat::Csv, Some(3)));
         for bad in [
             serde_json::json!({"prefix": ""}),
@@ -270,7 +237,7 @@ mod tests {
             serde_json::json!({"prefix": "x", "sql": "SELECT 1"}),
             serde_json::json!({}),
         ] {
-            let error = ExportSpec::parse(&bad).expect_err("invalid");
+            let error = parse_spec(&bad).expect_err("invalid");
             assert_eq!(error.error_code(), "invalid_task_spec", "{bad}: {error}");
         }
     }

@@ -257,14 +257,7 @@ async fn orphans(
 /// The task kind [`IntegrityRunner`] runs.
 pub const INTEGRITY_KIND: &str = "integrity";
 
-/// An `integrity` task's spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IntegritySpec {
-    /// Download every file and compare its SHA-256 too.
-    #[serde(default)]
-    pub verify_hashes: bool,
-}
+pub use duckmesh_contracts::task::IntegritySpec;
 
 /// Runs leased attempts of `integrity` tasks: the task names its dataset as its output; the
 /// attempt records a run and succeeds without a snapshot, whatever the run found (what it found
@@ -313,9 +306,7 @@ impl IntegrityRunner {
     ) -> Result<IntegrityReport> {
         let crate::attempt::Maintained { task, dataset, .. } =
             crate::attempt::Maintained::read(&self.catalog, attempt, INTEGRITY_KIND, "check").await?;
-        let spec: IntegritySpec = serde_json::from_value(task.spec.clone()).map_err(|error| Error::InvalidSpec {
-            message: format!("the task spec does not match the integrity task format: {error}"),
-        })?;
+        let spec = IntegritySpec::parse(&task.spec).map_err(Error::spec)?;
         let options = IntegrityOptions { verify_hashes: spec.verify_hashes, ..IntegrityOptions::default() };
         let report = check_dataset(&self.catalog, self.store.as_ref(), &dataset, &options).await?;
         crate::attempt::check_stop(&stop)?;

@@ -16,7 +16,10 @@ pub use dataset::{
     CompactionPolicy, Dataset, DatasetSpec, DatasetStatus, IngestSettings, RetentionPolicy, SchemaColumn,
 };
 pub use job::{Job, JobSpec, JobStatus, PhaseCounts};
-pub use task::{InputRef, OutputMode, OutputRef, Resources, Task, TaskKind, TaskSpec, TaskStatus, TaskTemplate};
+pub use task::{
+    CompactSettings, ExportFormat, ExportSettings, InputRef, IntegritySettings, OutputMode, OutputRef, Resources, Task,
+    TaskKind, TaskSpec, TaskStatus, TaskTemplate,
+};
 pub use validate::{ValidationError, validate_dataset, validate_job, validate_task};
 pub use yaml::{Document, Problem, Resource, YamlError, YamlErrorKind, parse_documents, read_documents};
 

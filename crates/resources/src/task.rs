@@ -82,6 +82,61 @@ pub struct Resources {
     pub cpu: Option<String>,
 }
 
+/// Settings of a `compact` task (its dataset is `output.dataset`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactSettings {
+    /// Compact a partition once it has at least this many files smaller than the target size
+    /// (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 100000))]
+    pub min_files: Option<u32>,
+    /// Size of the files written, and below which a file counts as small (default the
+    /// Dataset's `targetFileSizeBytes`, else 128 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576, max = 17179869184u64))]
+    pub target_file_size_bytes: Option<u64>,
+}
+
+/// Settings of an `integrity` task (its dataset is `output.dataset`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegritySettings {
+    /// Also download every file and compare its SHA-256 (reads all the data; default false:
+    /// presence and sizes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_hashes: Option<bool>,
+}
+
+/// The file format of an export.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// ZSTD Parquet files of about the Dataset's target size.
+    #[default]
+    Parquet,
+    /// One CSV file with a header line.
+    Csv,
+}
+
+/// Settings of an `export` task (its dataset is `output.dataset`; the dataset is read, never
+/// changed).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportSettings {
+    /// Where to write, under `_exports/<namespace>/` of the bucket (e.g. `trips/2026-12-02`):
+    /// `/`-separated segments, none empty, `.` or `..`. An export already there is overwritten.
+    #[schemars(length(min = 1, max = 512))]
+    pub prefix: String,
+    /// `parquet` (default) or `csv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ExportFormat>,
+    /// The snapshot to export (default the dataset's current snapshot when the task runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub snapshot: Option<i64>,
+}
+
 /// One task: a node of a Job, or the spec of a standalone Task.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -89,7 +144,9 @@ pub struct TaskTemplate {
     /// The task's name, unique in its Job (a DNS label: lower-case letters, digits, `-`).
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
-    /// `sql` (default), `compact`, `gc`, `integrity` or `export`.
+    /// `sql` (default), `compact`, `gc`, `integrity` or `export`. A maintenance kind works
+    /// on the dataset named by `output.dataset`, with the settings of its kind (`compact`,
+    /// `integrity`, `export`; `gc` takes its retention from the Dataset).
     #[serde(default)]
     pub kind: TaskKind,
     /// The query for `sql` tasks. Inputs are tables named after their datasets.
@@ -118,10 +175,19 @@ pub struct TaskTemplate {
     /// Memory and CPU per attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
-    /// Target size of each Parquet file written (overrides the dataset's).
+    /// Target size of each Parquet file an `sql` task writes (overrides the dataset's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1048576, max = 17179869184u64))]
     pub target_file_size_bytes: Option<u64>,
+    /// Settings of a `compact` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<CompactSettings>,
+    /// Settings of an `integrity` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<IntegritySettings>,
+    /// Settings of an `export` task (required for that kind: it names the prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportSettings>,
 }
 
 /// One unit of work leased to a worker pod. Created by the operator for each node of a Job

@@ -4,9 +4,10 @@
 
 use crate::dataset::DatasetSpec;
 use crate::job::JobSpec;
-use crate::task::{TaskKind, TaskSpec, TaskTemplate};
+use crate::task::{OutputMode, TaskKind, TaskSpec, TaskTemplate};
 use crate::{MAX_TARGET_FILE_SIZE_BYTES, MAX_TASKS_PER_JOB, MIN_TARGET_FILE_SIZE_BYTES};
 use duckmesh_contracts::quantity::{cpu_millis, memory_bytes};
+use duckmesh_contracts::task::ExportSpec;
 use std::collections::HashSet;
 
 /// One problem with a resource, located by a JSON-path-like field name.
@@ -169,10 +170,10 @@ fn validate_template(errors: &mut Vec<ValidationError>, field: &str, task: &Task
         if task.output.is_none() {
             errors.push(ValidationError::new(format!("{field}.output"), "an sql task needs an output dataset"));
         }
-    } else if task.sql.is_some() {
-        errors
-            .push(ValidationError::new(format!("{field}.sql"), format!("a {} task takes no sql", task.kind.as_str())));
+    } else {
+        validate_maintenance(errors, field, task);
     }
+    validate_settings(errors, field, task);
     let mut inputs = HashSet::new();
     for (i, input) in task.inputs.iter().enumerate() {
         check_name(errors, &format!("{field}.inputs[{i}].dataset"), &input.dataset);
@@ -209,6 +210,81 @@ fn validate_template(errors: &mut Vec<ValidationError>, field: &str, task: &Task
                 format!("{field}.resources.cpu"),
                 format!("{cpu:?} is not a CPU quantity of at most 4096 cores (e.g. 500m, 2)"),
             ));
+        }
+    }
+}
+
+/// The fields only an `sql` task takes, refused on a maintenance kind, and the dataset a
+/// maintenance kind needs (`output.dataset`: the dataset it compacts, collects, checks or
+/// exports).
+fn validate_maintenance(errors: &mut Vec<ValidationError>, field: &str, task: &TaskTemplate) {
+    let kind = task.kind.as_str();
+    match &task.output {
+        None => errors.push(ValidationError::new(
+            format!("{field}.output.dataset"),
+            format!("a {kind} task needs the dataset it works on as output.dataset"),
+        )),
+        Some(output) if output.mode == OutputMode::Overwrite => errors.push(ValidationError::new(
+            format!("{field}.output.mode"),
+            format!("a {kind} task never overwrites its dataset; remove mode"),
+        )),
+        Some(_) => {}
+    }
+    let sql_only = [
+        ("sql", task.sql.is_some()),
+        ("inputs", !task.inputs.is_empty()),
+        ("resources", task.resources.is_some()),
+        ("targetFileSizeBytes", task.target_file_size_bytes.is_some()),
+    ];
+    for (name, _) in sql_only.into_iter().filter(|(_, set)| *set) {
+        let hint = match (name, task.kind) {
+            ("targetFileSizeBytes", TaskKind::Compact) => " (set compact.targetFileSizeBytes)",
+            _ => "",
+        };
+        errors.push(ValidationError::new(
+            format!("{field}.{name}"),
+            format!("a {kind} task takes no {name}: only sql tasks do{hint}"),
+        ));
+    }
+    if task.kind == TaskKind::Export && task.export.is_none() {
+        errors.push(ValidationError::new(
+            format!("{field}.export.prefix"),
+            "an export task needs export.prefix: where under _exports/<namespace>/ to write",
+        ));
+    }
+}
+
+/// Each kind's settings: only on a task of that kind, and with values its runner accepts.
+fn validate_settings(errors: &mut Vec<ValidationError>, field: &str, task: &TaskTemplate) {
+    let settings = [
+        ("compact", TaskKind::Compact, task.compact.is_some()),
+        ("integrity", TaskKind::Integrity, task.integrity.is_some()),
+        ("export", TaskKind::Export, task.export.is_some()),
+    ];
+    for (name, kind, set) in settings {
+        if set && task.kind != kind {
+            errors.push(ValidationError::new(
+                format!("{field}.{name}"),
+                format!(
+                    "{name} settings are only for tasks of kind {name}; this task is of kind {}",
+                    task.kind.as_str()
+                ),
+            ));
+        }
+    }
+    if let Some(compact) = &task.compact {
+        if compact.min_files.is_some_and(|files| !(2..=100_000).contains(&files)) {
+            errors.push(ValidationError::new(format!("{field}.compact.minFiles"), "must be between 2 and 100000"));
+        }
+        check_target_file_size(errors, &format!("{field}.compact.targetFileSizeBytes"), compact.target_file_size_bytes);
+    }
+    if let Some(export) = &task.export {
+        let spec = ExportSpec { prefix: export.prefix.clone(), snapshot: None, format: Default::default() };
+        if let Err(error) = spec.check() {
+            errors.push(ValidationError::new(format!("{field}.export.prefix"), error.message));
+        }
+        if export.snapshot.is_some_and(|snapshot| snapshot < 1) {
+            errors.push(ValidationError::new(format!("{field}.export.snapshot"), "must be a snapshot id (1 or more)"));
         }
     }
 }

@@ -166,7 +166,7 @@ fn unknown_fields_are_errors_at_every_level() {
     let cases: &[(&str, &str)] = &[
         (
             "apiVersion: duckmesh.io/v1alpha1\nkind: Job\nmetadata: {name: nightly}\nspec:\n  tasks:\n    - {name: a, sql: 'SELECT 1', output: {dataset: d}}\n    - {name: b, dependOn: [a], sql: 'SELECT 1', output: {dataset: d}}\n",
-            "x.yaml: document 2 (Job/nightly): spec.tasks[1]: unknown field \"dependOn\" (did you mean \"dependsOn\"?), expected one of `dependsOn`, ",
+            "x.yaml: document 2 (Job/nightly): spec.tasks[1]: unknown field \"dependOn\" (did you mean \"dependsOn\"?), expected one of `compact`, `dependsOn`, ",
         ),
         (
             "apiVersion: duckmesh.io/v1alpha1\nkind: Job\nmetadata: {name: j}\nspec:\n  maxParalel: 2\n  tasks: [{name: a, sql: 'SELECT 1', output: {dataset: d}}]\n",
@@ -424,4 +424,107 @@ fn integer_formats_are_ones_the_api_server_knows() {
     let total = &job["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["counts"]
         ["properties"]["total"];
     assert_eq!((total["format"].as_str(), total["minimum"].as_f64()), (Some("int64"), Some(0.0)), "{total}");
+}
+
+/// Maintenance kinds: the dataset is `output.dataset`, the settings are those of the task's
+/// own kind, and the fields only `sql` tasks use are refused, each at its path.
+#[test]
+fn maintenance_task_validation_table() {
+    let good = job(&format!(
+        "{HEADER}    - {{name: load, sql: 'SELECT 1', output: {{dataset: d}}}}\n\
+         \x20   - {{name: compact, kind: compact, dependsOn: [load], output: {{dataset: d}}, compact: {{minFiles: 2, targetFileSizeBytes: 1048576}}}}\n\
+         \x20   - {{name: check, kind: integrity, dependsOn: [compact], output: {{dataset: d}}, integrity: {{verifyHashes: true}}}}\n\
+         \x20   - {{name: gc, kind: gc, dependsOn: [check], output: {{dataset: d}}}}\n\
+         \x20   - {{name: export, kind: export, dependsOn: [gc], output: {{dataset: d}}, export: {{prefix: d/today, format: csv, snapshot: 3}}}}\n\
+         \x20   - {{name: defaults, kind: compact, output: {{dataset: d}}}}\n"
+    ));
+    assert_eq!(
+        validate_job("etl", &good.spec).expect("valid"),
+        vec!["load", "defaults", "compact", "check", "gc", "export"]
+    );
+    let export = good.spec.tasks[4].export.as_ref().expect("export settings");
+    assert_eq!((export.prefix.as_str(), export.format, export.snapshot), ("d/today", Some(ExportFormat::Csv), Some(3)));
+
+    let cases: &[(&str, &str, &str)] = &[
+        ("{name: a, kind: compact}", "spec.tasks[0].output.dataset", "needs the dataset it works on"),
+        ("{name: a, kind: gc, output: {dataset: d, mode: overwrite}}", "spec.tasks[0].output.mode", "never overwrites"),
+        ("{name: a, kind: export, output: {dataset: d}}", "spec.tasks[0].export.prefix", "needs export.prefix"),
+        (
+            "{name: a, kind: export, output: {dataset: d}, export: {prefix: ../up}}",
+            "spec.tasks[0].export.prefix",
+            "'..'",
+        ),
+        (
+            "{name: a, kind: export, output: {dataset: d}, export: {prefix: 'a//b'}}",
+            "spec.tasks[0].export.prefix",
+            "empty",
+        ),
+        (
+            "{name: a, kind: export, output: {dataset: d}, export: {prefix: /}}",
+            "spec.tasks[0].export.prefix",
+            "must name a directory",
+        ),
+        (
+            "{name: a, kind: export, output: {dataset: d}, export: {prefix: x, snapshot: 0}}",
+            "spec.tasks[0].export.snapshot",
+            "snapshot id",
+        ),
+        (
+            "{name: a, kind: compact, output: {dataset: d}, compact: {minFiles: 1}}",
+            "spec.tasks[0].compact.minFiles",
+            "between 2",
+        ),
+        (
+            "{name: a, kind: compact, output: {dataset: d}, compact: {targetFileSizeBytes: 10}}",
+            "spec.tasks[0].compact.targetFileSizeBytes",
+            "1 MiB",
+        ),
+        (
+            "{name: a, kind: compact, output: {dataset: d}, targetFileSizeBytes: 1048576}",
+            "spec.tasks[0].targetFileSizeBytes",
+            "set compact.targetFileSizeBytes",
+        ),
+        ("{name: a, kind: integrity, output: {dataset: d}, sql: 'SELECT 1'}", "spec.tasks[0].sql", "takes no sql"),
+        (
+            "{name: a, kind: integrity, output: {dataset: d}, inputs: [{dataset: x}]}",
+            "spec.tasks[0].inputs",
+            "takes no inputs",
+        ),
+        (
+            "{name: a, kind: gc, output: {dataset: d}, resources: {memory: 1Gi}}",
+            "spec.tasks[0].resources",
+            "takes no resources",
+        ),
+        (
+            "{name: a, kind: integrity, output: {dataset: d}, compact: {minFiles: 2}}",
+            "spec.tasks[0].compact",
+            "only for tasks of kind compact",
+        ),
+        (
+            "{name: a, kind: gc, output: {dataset: d}, integrity: {verifyHashes: true}}",
+            "spec.tasks[0].integrity",
+            "only for tasks of kind integrity",
+        ),
+        (
+            "{name: a, sql: 'SELECT 1', output: {dataset: d}, export: {prefix: x}}",
+            "spec.tasks[0].export",
+            "of kind sql",
+        ),
+    ];
+    for (task, field, expected) in cases {
+        let job = job(&format!("{HEADER}    - {task}\n"));
+        let errors = validate_job("etl", &job.spec).expect_err(task);
+        assert!(
+            errors.iter().any(|error| error.field == *field && error.message.contains(expected)),
+            "{task}: expected {field}: …{expected}… in {errors:?}"
+        );
+    }
+
+    // A standalone Task is checked the same way, under spec.template.
+    let task: Task = serde_yaml_ng::from_str(
+        "apiVersion: duckmesh.io/v1alpha1\nkind: Task\nmetadata: {name: t}\nspec:\n  template: {name: t, kind: export, output: {dataset: d}}\n",
+    )
+    .expect("a Task");
+    let errors = validate_task("t", &task.spec).expect_err("no prefix");
+    assert_eq!(errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["spec.template.export.prefix"]);
 }

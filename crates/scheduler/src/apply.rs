@@ -7,9 +7,11 @@
 //! `cross_tenant_dataset` before anything is stored.
 
 use duckmesh_catalog::{Catalog, CommitMode, JobUpsert, SpecBatch, TaskOutput};
-use duckmesh_contracts::task::{self, InputSpec, Quantity, SqlTaskSpec};
+use duckmesh_contracts::task::{
+    self, CompactSpec, ExportFormat, ExportSpec, InputSpec, IntegritySpec, Quantity, SqlTaskSpec,
+};
 use duckmesh_core::{DatasetId, TaskId};
-use duckmesh_resources::{self as resources, OutputMode, TaskTemplate, ValidationError};
+use duckmesh_resources::{self as resources, OutputMode, TaskKind, TaskTemplate, ValidationError};
 use serde_json::{Map, Value};
 
 /// The identity of a resource: where it lives and which incarnation and generation it is.
@@ -256,10 +258,41 @@ pub fn task_spec(
     })
 }
 
-/// The kind-specific document a worker reads from `tasks.spec`: for a `sql` task, the
-/// [`SqlTaskSpec`] the worker parses (docs/worker.md), absent fields omitted; for a task without
-/// SQL, an empty document.
+/// The kind-specific document a worker reads from `tasks.spec`, absent fields omitted: for a
+/// `sql` task the [`SqlTaskSpec`] the worker parses (docs/worker.md); for `compact`,
+/// `integrity` and `export` the [`CompactSpec`], [`IntegritySpec`] and [`ExportSpec`] their
+/// runners parse (docs/maintenance.md), from the template's settings of that kind; for `gc`
+/// (its retention is the Dataset's), an empty document.
 pub fn runner_spec(template: &TaskTemplate) -> Value {
+    match template.kind {
+        TaskKind::Sql => sql_spec(template),
+        TaskKind::Compact => {
+            let settings = template.compact.clone().unwrap_or_default();
+            document(&CompactSpec {
+                min_files: settings.min_files,
+                target_file_size_bytes: settings.target_file_size_bytes,
+            })
+        }
+        TaskKind::Integrity => document(&IntegritySpec {
+            verify_hashes: template.integrity.as_ref().and_then(|settings| settings.verify_hashes).unwrap_or(false),
+        }),
+        // Validation requires the settings; without them the runner reports the missing prefix.
+        TaskKind::Export => match &template.export {
+            Some(settings) => document(&ExportSpec {
+                prefix: settings.prefix.clone(),
+                snapshot: settings.snapshot,
+                format: match settings.format.unwrap_or_default() {
+                    resources::ExportFormat::Parquet => ExportFormat::Parquet,
+                    resources::ExportFormat::Csv => ExportFormat::Csv,
+                },
+            }),
+            None => Value::Object(Map::new()),
+        },
+        TaskKind::Gc => Value::Object(Map::new()),
+    }
+}
+
+fn sql_spec(template: &TaskTemplate) -> Value {
     let Some(sql) = &template.sql else {
         return Value::Object(Map::new());
     };
@@ -271,7 +304,7 @@ pub fn runner_spec(template: &TaskTemplate) -> Value {
             cpu: resources.cpu.clone().map(Quantity::Text),
         })
         .filter(|resources| resources.memory.is_some() || resources.cpu.is_some());
-    let spec = SqlTaskSpec {
+    document(&SqlTaskSpec {
         sql: sql.clone(),
         inputs: template
             .inputs
@@ -280,8 +313,11 @@ pub fn runner_spec(template: &TaskTemplate) -> Value {
             .collect(),
         resources,
         target_file_size_bytes: template.target_file_size_bytes,
-    };
-    // Plain strings and numbers: serializing cannot fail.
+    })
+}
+
+/// A spec as a JSON document. Plain strings and numbers: serializing cannot fail.
+fn document(spec: &impl serde::Serialize) -> Value {
     serde_json::to_value(spec).unwrap_or_else(|_| Value::Object(Map::new()))
 }
 
@@ -412,7 +448,7 @@ fn dataset_names<'a>(templates: impl Iterator<Item = &'a TaskTemplate>) -> Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duckmesh_resources::{InputRef, OutputRef, Resources, TaskKind};
+    use duckmesh_resources::{InputRef, OutputRef, Resources};
     use serde_json::json;
 
     fn object(name: &str) -> ObjectRef {
@@ -435,6 +471,9 @@ mod tests {
             timeout_seconds: None,
             resources: None,
             target_file_size_bytes: None,
+            compact: None,
+            integrity: None,
+            export: None,
         }
     }
 
@@ -461,6 +500,41 @@ mod tests {
         let read = SqlTaskSpec::parse(&runner_spec(&t)).expect("the worker reads it");
         assert_eq!(read.inputs[1], InputSpec { dataset: "dim".into(), snapshot: Some(7) });
         assert_eq!(read.limits().expect("limits").memory_limit_bytes, Some((1 << 30) / 5 * 4));
+    }
+
+    #[test]
+    fn maintenance_settings_become_the_specs_their_runners_read() {
+        let maintenance = |kind: TaskKind| TaskTemplate { kind, sql: None, ..template("m") };
+        let compact = TaskTemplate {
+            compact: Some(resources::CompactSettings { min_files: Some(4), target_file_size_bytes: Some(2 << 20) }),
+            ..maintenance(TaskKind::Compact)
+        };
+        assert_eq!(runner_spec(&compact), json!({"minFiles": 4, "targetFileSizeBytes": 2097152}));
+        assert_eq!(
+            CompactSpec::parse(&runner_spec(&compact)).expect("the compactor reads it"),
+            CompactSpec { min_files: Some(4), target_file_size_bytes: Some(2 << 20) }
+        );
+        assert_eq!(runner_spec(&maintenance(TaskKind::Compact)), json!({}));
+
+        let integrity = TaskTemplate {
+            integrity: Some(resources::IntegritySettings { verify_hashes: Some(true) }),
+            ..maintenance(TaskKind::Integrity)
+        };
+        assert!(IntegritySpec::parse(&runner_spec(&integrity)).expect("read").verify_hashes);
+        assert_eq!(runner_spec(&maintenance(TaskKind::Integrity)), json!({"verifyHashes": false}));
+
+        let export = TaskTemplate {
+            export: Some(resources::ExportSettings {
+                prefix: "out/today".into(),
+                format: Some(resources::ExportFormat::Csv),
+                snapshot: Some(3),
+            }),
+            ..maintenance(TaskKind::Export)
+        };
+        assert_eq!(runner_spec(&export), json!({"prefix": "out/today", "format": "csv", "snapshot": 3}));
+        let read = ExportSpec::parse(&runner_spec(&export)).expect("the exporter reads it");
+        assert_eq!((read.format, read.snapshot), (ExportFormat::Csv, Some(3)));
+        assert_eq!(runner_spec(&maintenance(TaskKind::Gc)), json!({}));
     }
 
     #[test]
