@@ -244,19 +244,10 @@ impl Catalog {
         self.notify_relaxed(COMMITS_CHANNEL, &payload.to_string()).await;
     }
 
-    /// Sends one wake-up on `channel` without waiting for its WAL flush (see above).
+    /// Sends one wake-up on `channel` without waiting for its WAL flush (see above), in one
+    /// transaction with the other wake-ups this process sends meanwhile (`wakeup_batch.rs`).
     pub(crate) async fn notify_relaxed(&self, channel: &str, payload: &str) {
-        let sent = sqlx::query(
-            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
-             SELECT pg_notify($1, $2) FROM relaxed",
-        )
-        .bind(channel)
-        .bind(payload)
-        .execute(&self.pool)
-        .await;
-        if let Err(error) = sent {
-            tracing::warn!(%error, channel, "could not send a wake-up notification");
-        }
+        self.wakeups.notify(&self.pool, channel, payload).await;
     }
 }
 

@@ -28,6 +28,7 @@ mod outbox;
 mod reads;
 mod rebuild;
 mod specs;
+mod wakeup_batch;
 
 pub use commit::schema_difference;
 pub use compaction::CompactionCommit;
@@ -67,6 +68,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Catalog {
     pool: PgPool,
     config: CatalogConfig,
+    /// Wake-up notifications of this handle and its clones, sent in batches.
+    wakeups: std::sync::Arc<wakeup_batch::WakeupBatch>,
 }
 
 /// How to connect.
@@ -107,12 +110,12 @@ impl Catalog {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(Self { pool, config })
+        Ok(Self::from_pool(pool, config))
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool, config: CatalogConfig) -> Self {
-        Self { pool, config }
+        Self { pool, config, wakeups: std::sync::Arc::default() }
     }
 
     /// Applies any pending migrations. Safe to run concurrently from several processes

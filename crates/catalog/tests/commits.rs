@@ -202,6 +202,40 @@ async fn commits_wake_listeners() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Concurrent commits of one process share notification transactions; every commit still
+/// wakes the listener, and each commit call returns only once its own wake-up was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_each_wake_listeners() -> Result<(), BoxError> {
+    let (_db, catalog) = setup().await?;
+    let datasets = [dataset(&catalog, "a").await?, dataset(&catalog, "b").await?];
+    let tasks: Vec<TaskSpec> = (0..24).map(|i| task(&format!("t{i}"), &[], Some(datasets[i % 2]))).collect();
+    let ids = job(&catalog, &job_spec("many", tasks)).await?;
+    let mut listener = catalog.listen_commits().await?;
+    let commits: Vec<_> = (0..24)
+        .map(|i| {
+            let catalog = catalog.clone();
+            let (task, ds) = (id_of(&ids, &format!("t{i}")), datasets[i % 2]);
+            tokio::spawn(async move {
+                let l = lease(&catalog, task).await.expect("lease");
+                catalog.commit(l.attempt_ref(), &append(ds, vec![file(&format!("c/{i}.parquet"), 1)])).await
+            })
+        })
+        .collect();
+    let mut expected = HashSet::new();
+    for commit in commits {
+        let committed = commit.await??;
+        expected.insert((committed.dataset, committed.snapshot, committed.visibility_token));
+    }
+    // Every call has returned, so every wake-up was sent: all of them are waiting already.
+    let mut seen = HashSet::new();
+    while seen.len() < expected.len() {
+        let event = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
+        seen.insert((event.dataset, event.snapshot, event.visibility_token));
+    }
+    assert_eq!(seen, expected);
+    Ok(())
+}
+
 #[tokio::test]
 async fn outbox_rows_are_claimed_once_retried_with_backoff_then_failed() -> Result<(), BoxError> {
     let (_db, catalog) = setup().await?;
