@@ -28,6 +28,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use duckmesh_scheduler::{OutboxDispatcher, OutboxOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
@@ -196,9 +197,29 @@ impl Coordinator {
     /// every poll interval, refreshes the backlog gauges, and claims and commits batches until
     /// none is left. A batch in hand when `stop` fires is finished first. Failures are logged
     /// and followed by a growing pause; only an unusable work directory ends the loop early.
+    ///
+    /// Alongside, it runs the catalog's outbox dispatcher (`duckmesh_scheduler::outbox`): every
+    /// coordinator has the store the commit records go to, in a cluster and in `duckmesh dev`
+    /// alike, and any number of dispatchers may run.
     pub async fn run(&self, stop: CancellationToken) -> Result<()> {
         let work_dir = &self.inner.config.work_dir;
         std::fs::create_dir_all(work_dir).map_err(|error| Error::io("creating the work directory", work_dir, error))?;
+        let dispatcher =
+            OutboxDispatcher::new(self.inner.catalog.clone(), Arc::clone(&self.inner.store), OutboxOptions::default());
+        let outbox_stop = stop.child_token();
+        let dispatching = tokio::spawn({
+            let stop = outbox_stop.clone();
+            async move { dispatcher.run(stop).await }
+        });
+        self.claim_loop(&stop).await;
+        outbox_stop.cancel();
+        if let Err(error) = dispatching.await {
+            tracing::warn!(%error, "the outbox dispatcher stopped unexpectedly");
+        }
+        Ok(())
+    }
+
+    async fn claim_loop(&self, stop: &CancellationToken) {
         let mut listener = self.listen().await;
         let mut backoff = pauses();
         tracing::info!(coordinator = %self.inner.config.identity, "ingest coordinator started");
@@ -231,7 +252,7 @@ impl Coordinator {
                     () = tokio::time::sleep(pause) => continue,
                 }
             }
-            match self.wait(&mut listener, &stop).await {
+            match self.wait(&mut listener, stop).await {
                 Wake::Stopped => break,
                 Wake::Timeout => {}
                 Wake::Notified => {
@@ -247,7 +268,6 @@ impl Coordinator {
             }
         }
         tracing::info!(coordinator = %self.inner.config.identity, "ingest coordinator stopped");
-        Ok(())
     }
 
     /// Claims and processes exactly one batch; `None` when nothing is pending or read-only

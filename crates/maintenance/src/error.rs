@@ -71,6 +71,45 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A catalog rebuild cannot restore a dataset faithfully from the bucket.
+    #[error("cannot rebuild dataset {dataset}, snapshot {snapshot}: {message}")]
+    Rebuild {
+        /// What is wrong.
+        kind: RebuildFailure,
+        /// `<namespace>/<name>`.
+        dataset: String,
+        /// The snapshot concerned.
+        snapshot: i64,
+        /// Details.
+        message: String,
+    },
+}
+
+/// Why a rebuild refused a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildFailure {
+    /// A commit record or checkpoint cannot be read (`rebuild_record_unreadable`).
+    RecordUnreadable,
+    /// A commit's manifest is missing or unreadable (`rebuild_manifest_missing`).
+    ManifestMissing,
+    /// Replaying a commit does not give the files, rows or bytes its record states
+    /// (`rebuild_mismatch`).
+    Mismatch,
+    /// A snapshot between the checkpoint and a later commit record has no record
+    /// (`rebuild_gap`).
+    Gap,
+}
+
+impl RebuildFailure {
+    /// The stable error code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RecordUnreadable => "rebuild_record_unreadable",
+            Self::ManifestMissing => "rebuild_manifest_missing",
+            Self::Mismatch => "rebuild_mismatch",
+            Self::Gap => "rebuild_gap",
+        }
+    }
 }
 
 /// `Result` with the maintenance [`Error`].
@@ -94,6 +133,7 @@ impl Error {
             Self::Fenced { .. } => "fenced",
             Self::Task { .. } => "maintenance_internal_error",
             Self::Io { .. } => "maintenance_io_error",
+            Self::Rebuild { kind, .. } => kind.as_str(),
         }
     }
 
@@ -102,7 +142,7 @@ impl Error {
         match self {
             Self::Catalog { source, .. } => source.is_retryable(),
             Self::Storage { source, .. } => source.is_retryable(),
-            Self::InvalidSpec { .. } | Self::InputCorrupt { .. } | Self::Fenced { .. } => false,
+            Self::InvalidSpec { .. } | Self::InputCorrupt { .. } | Self::Fenced { .. } | Self::Rebuild { .. } => false,
             Self::Engine { source } => !source.is_sql_fault(),
             Self::RowCountMismatch { .. } | Self::Task { .. } | Self::Io { .. } => true,
         }

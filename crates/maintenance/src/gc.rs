@@ -12,8 +12,13 @@
 //! 4. **Delete uncommitted staging**: objects under the dataset's prefix that nothing in the
 //!    catalog references, older than 7 days (attempts that never committed, abandoned batches).
 //!
-//! `dry_run` changes nothing and lists what would go. [`collect_exports`] removes query-result
-//! exports older than their retention.
+//! Before anything is deleted, a **checkpoint** of the oldest retained snapshot is written to
+//! the bucket and the commit records it supersedes are deleted ([`crate::checkpoint`]), so a
+//! catalog rebuild never needs a file GC deleted. After the dataset, the query API's result
+//! exports of the dataset's tenant (`_query-exports/<tenant>/`) older than 7 days are deleted
+//! ([`collect_exports`]); the `export` kind's output (`_exports/`) is the user's and is kept.
+//!
+//! `dry_run` changes nothing and lists what would go.
 
 use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
@@ -35,6 +40,8 @@ pub const DEFAULT_MAX_AGE_DAYS: u32 = 7;
 pub const STAGING_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default grace between a snapshot's expiry and the deletion of its files.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+/// Where the query API writes result exports (`<root>/<tenant>/<query id>.parquet`).
+pub const QUERY_EXPORTS_ROOT: &str = "_query-exports";
 
 /// How to collect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +52,18 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Age past which unreferenced staging objects are deleted.
     pub staging_retention: Duration,
+    /// Age past which the query API's result exports are deleted.
+    pub export_retention: Duration,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        Self { dry_run: false, grace: DEFAULT_GRACE, staging_retention: STAGING_RETENTION }
+        Self {
+            dry_run: false,
+            grace: DEFAULT_GRACE,
+            staging_retention: STAGING_RETENTION,
+            export_retention: STAGING_RETENTION,
+        }
     }
 }
 
@@ -104,6 +118,12 @@ pub struct GcReport {
     pub manifests: Vec<String>,
     /// Unreferenced staging objects deleted.
     pub staging: Vec<String>,
+    /// The checkpoint written before anything was deleted (`None`: none needed).
+    pub checkpoint: Option<String>,
+    /// Commit records and checkpoints the new checkpoint superseded, deleted.
+    pub records: Vec<String>,
+    /// Query result exports of the dataset's tenant past their retention, deleted.
+    pub exports: Vec<String>,
     /// Bytes of the deleted data files and staging objects.
     pub bytes: u64,
 }
@@ -127,6 +147,12 @@ pub async fn collect_dataset(
         expired_snapshots: expired.iter().map(|id| id.0).collect(),
         ..GcReport::default()
     };
+    check_stop(stop)?;
+    let checkpoint =
+        crate::checkpoint::checkpoint_dataset(catalog, store, dataset, &report.expired_snapshots, options.dry_run)
+            .await?;
+    report.checkpoint = checkpoint.checkpoint;
+    report.records = checkpoint.deleted;
 
     let files = catalog.collectable_files(dataset.id, options.grace).await.map_err(Error::catalog("finding files"))?;
     for file in &files {
@@ -176,6 +202,9 @@ pub async fn collect_dataset(
         report.bytes += object.size;
         report.staging.push(object.key);
     }
+    check_stop(stop)?;
+    let exports = format!("{QUERY_EXPORTS_ROOT}/{}/", dataset.tenant);
+    report.exports = collect_exports(store, &exports, options.export_retention, options.dry_run).await?;
     tracing::info!(
         dataset = %dataset.name,
         namespace = %dataset.namespace,
@@ -184,6 +213,8 @@ pub async fn collect_dataset(
         files = report.files.len(),
         manifests = report.manifests.len(),
         staging = report.staging.len(),
+        records = report.records.len(),
+        exports = report.exports.len(),
         bytes = report.bytes,
         "garbage collection finished"
     );
@@ -212,7 +243,7 @@ pub async fn collect_exports(
 }
 
 /// Deletes one object; one already gone is fine.
-async fn delete(store: &dyn ObjectStore, key: &str) -> Result<()> {
+pub(crate) async fn delete(store: &dyn ObjectStore, key: &str) -> Result<()> {
     match store.delete(key).await {
         Ok(()) | Err(duckmesh_storage::Error::NotFound { .. }) => Ok(()),
         Err(error) => Err(Error::storage("deleting an object")(error)),

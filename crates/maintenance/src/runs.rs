@@ -52,13 +52,18 @@ pub(crate) fn compaction(dataset: Option<DatasetId>, outcome: &CompactionOutcome
 /// A collection's record.
 pub(crate) fn gc(dataset: Option<DatasetId>, report: &GcReport) -> MaintenanceRun {
     let count = |items: &[String]| i64::try_from(items.len()).unwrap_or(i64::MAX);
-    let deleted = report.files.len() + report.manifests.len() + report.staging.len();
+    let deleted = report.files.len()
+        + report.manifests.len()
+        + report.staging.len()
+        + report.exports.len()
+        + report.records.len();
     MaintenanceRun {
         dataset,
         kind: "gc".into(),
         result: if deleted == 0 && report.expired_snapshots.is_empty() { "noop" } else { "succeeded" }.into(),
         unreferenced_deleted: count(&report.files) + count(&report.manifests),
         staging_deleted: count(&report.staging),
+        exports_deleted: count(&report.exports),
         ..MaintenanceRun::default()
     }
 }

@@ -2,20 +2,33 @@
 //! the real worker: retention expires old snapshots; a query that pinned one before it expired
 //! reads every file to the end; only after the grace are the files no retained snapshot
 //! references deleted; live files never are, even while a commit races the collection;
-//! uncommitted staging goes after its retention; a dry run changes nothing.
+//! uncommitted staging and query exports go after their retention; a checkpoint of the oldest
+//! retained snapshot is written before anything is deleted; a dry run changes nothing.
 
 mod common;
 
 use bytes::Bytes;
 use common::Harness;
 use duckmesh_catalog::DatasetRecord;
+use duckmesh_contracts::catalog_record::Checkpoint;
 use duckmesh_core::TaskPhase;
 use duckmesh_maintenance::{
     CompactionOutcome, Compactor, GcOptions, GcRunner, IntegrityOptions, check_dataset, collect_dataset,
     collect_exports,
 };
+use duckmesh_storage::layout;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Collects with no grace and no retention for staging and exports.
+fn zero() -> GcOptions {
+    GcOptions {
+        dry_run: false,
+        grace: Duration::ZERO,
+        staging_retention: Duration::ZERO,
+        export_retention: Duration::ZERO,
+    }
+}
 
 async fn compact(harness: &Harness, dataset: &DatasetRecord) {
     let lease = harness.maintenance_task(dataset, "compact", "compact", serde_json::json!({"minFiles": 2})).await;
@@ -50,12 +63,16 @@ async fn gc_deletes_only_what_no_retained_snapshot_or_running_query_needs() {
 
     // Dry run: lists the expiry, deletes nothing.
     let stop = CancellationToken::new();
-    let dry = GcOptions { dry_run: true, grace: Duration::ZERO, staging_retention: Duration::ZERO };
+    let dry = GcOptions { dry_run: true, grace: Duration::ZERO, ..zero() };
     let report =
         collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &dry, &stop).await.expect("dry run");
     assert_eq!(report.expired_snapshots, [1, 2, 3], "{report:?}");
     assert_eq!(report.staging, [stray], "{report:?}");
     assert!(harness.catalog.snapshot(events.id, old).await.is_ok(), "a dry run expired a snapshot");
+    // It names the checkpoint it would write (past the snapshots it would expire), unwritten.
+    let checkpoint = layout::checkpoint_key("default", "events", current.0).expect("key");
+    assert_eq!(report.checkpoint.as_deref(), Some(checkpoint.as_str()), "{report:?}");
+    assert!(harness.store.head(&checkpoint).await.is_err(), "a dry run wrote a checkpoint");
 
     // GC with the default grace: the old snapshots expire, but no file goes while a query that
     // pinned one may still be reading — and fresh staging stays too.
@@ -64,6 +81,17 @@ async fn gc_deletes_only_what_no_retained_snapshot_or_running_query_needs() {
         .expect("gc");
     assert_eq!(report.expired_snapshots, [1, 2, 3], "{report:?}");
     assert!(report.files.is_empty() && report.manifests.is_empty() && report.staging.is_empty(), "{report:?}");
+    // Before anything could go, the oldest retained snapshot was checkpointed whole.
+    assert_eq!(report.checkpoint.as_deref(), Some(checkpoint.as_str()), "{report:?}");
+    let written = Checkpoint::parse(&harness.store.get(&checkpoint).await.expect("checkpoint")).expect("parses");
+    assert_eq!(written.snapshot.id, current.0);
+    assert_eq!(written.snapshot.kind, "compact");
+    let live = harness.catalog.snapshot_files(events.id, current).await.expect("live files");
+    assert_eq!(
+        written.files.iter().map(|file| file.path.as_str()).collect::<Vec<_>>(),
+        live.iter().map(|file| file.path.as_str()).collect::<Vec<_>>()
+    );
+    assert_eq!(written.dataset.id, events.id.0);
     let error = harness.catalog.snapshot(events.id, old).await.expect_err("expired");
     assert_eq!(error.error_code(), "not_found");
     for file in &pinned {
@@ -76,7 +104,7 @@ async fn gc_deletes_only_what_no_retained_snapshot_or_running_query_needs() {
 
     // Past the grace (zero here), racing a new commit: the replaced files and their manifests
     // go, the stray staging goes, and every live file stays.
-    let gc = GcOptions { dry_run: false, grace: Duration::ZERO, staging_retention: Duration::ZERO };
+    let gc = zero();
     let collect = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &gc, &stop);
     let commit = harness.commit(&events, "late", "SELECT 99 AS id");
     let (report, ()) = tokio::join!(collect, commit);
@@ -123,12 +151,33 @@ async fn gc_runs_as_a_leased_task_and_exports_expire() {
     assert_eq!(error.error_code(), "invalid_task_spec");
     assert_eq!(harness.catalog.task(lease.task).await.expect("task").phase, TaskPhase::Failed);
 
+    // A collection deletes its tenant's query exports past their retention (listed when dry);
+    // other tenants' are left to their own datasets' collections, and task exports are kept.
+    for key in ["_query-exports/default/q1.parquet", "_query-exports/other/q2.parquet", "_exports/default/t/a.parquet"]
+    {
+        harness.store.put(key, Bytes::from_static(b"x")).await.expect("export");
+    }
+    let stop = CancellationToken::new();
+    let dry = GcOptions { dry_run: true, ..zero() };
+    let report = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &dry, &stop).await.expect("dry");
+    assert_eq!(report.exports, ["_query-exports/default/q1.parquet"], "{report:?}");
+    harness.store.head("_query-exports/default/q1.parquet").await.expect("a dry run keeps it");
+    let fresh = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &GcOptions::default(), &stop)
+        .await
+        .expect("gc");
+    assert!(fresh.exports.is_empty(), "exports younger than 7 days stay: {fresh:?}");
+    let report = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &zero(), &stop).await.expect("gc");
+    assert_eq!(report.exports, ["_query-exports/default/q1.parquet"], "{report:?}");
+    assert!(harness.store.head("_query-exports/default/q1.parquet").await.is_err());
+    harness.store.head("_query-exports/other/q2.parquet").await.expect("another tenant's export stays");
+    harness.store.head("_exports/default/t/a.parquet").await.expect("task exports stay");
+
     harness.store.put("_query-exports/abc/result.parquet", Bytes::from_static(b"x")).await.expect("export");
     let kept = collect_exports(harness.store.as_ref(), "_query-exports", Duration::from_secs(3600), false)
         .await
         .expect("exports");
     assert!(kept.is_empty());
     let gone = collect_exports(harness.store.as_ref(), "_query-exports", Duration::ZERO, false).await.expect("exports");
-    assert_eq!(gone, ["_query-exports/abc/result.parquet"]);
+    assert_eq!(gone, ["_query-exports/abc/result.parquet", "_query-exports/other/q2.parquet"]);
     assert!(harness.store.head("_query-exports/abc/result.parquet").await.is_err());
 }

@@ -57,13 +57,18 @@ impl Harness {
 
     /// Commits `sql` to `dataset` through the real worker.
     pub async fn commit(&self, dataset: &DatasetRecord, name: &str, sql: &str) {
+        self.commit_with(dataset, name, sql, CommitMode::Append).await;
+    }
+
+    /// Commits `sql` to `dataset` through the real worker, appending or overwriting.
+    pub async fn commit_with(&self, dataset: &DatasetRecord, name: &str, sql: &str, mode: CommitMode) {
         let task = TaskSpec {
             name: name.into(),
             kind: "sql".into(),
             depends_on: vec![],
             max_attempts: Some(1),
             timeout_seconds: None,
-            output: Some(TaskOutput { dataset: dataset.id, mode: CommitMode::Append }),
+            output: Some(TaskOutput { dataset: dataset.id, mode }),
             spec: serde_json::json!({ "sql": sql }),
         };
         let task = self.catalog.upsert_standalone_task("default", "default", &task).await.expect("task");
