@@ -85,6 +85,13 @@ bench-query:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh-query --bench query
 
+# The 22 TPC-H queries through the query API (POST /v1/query over HTTP) against raw DuckDB on the same
+# Parquet files at scale factor SCALE (default 1; tables generated with tpchgen and committed through the
+# catalog), alternating: per-query medians, then scale=… api_total_s=… duckdb_total_s=… ratio_vs_duckdb=… max_query_ms=….
+bench-tpch scale="1":
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh-query --bench tpch -- {{scale}}
+
 # Ingest end to end (HTTP acks, coordinator, durable catalog) at a fixed offered load: one line.
 bench-ingest:
     scripts/fetch-duckdb.sh >/dev/null
