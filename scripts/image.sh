@@ -146,8 +146,9 @@ stage_rootfs() {
 
   # The binary finds libduckdb.so through its rpath's $ORIGIN (crates/engine/build.rs): both
   # live in one directory, and PATH reaches the binary through a symlink ($ORIGIN is the
-  # resolved path). The release profile keeps line tables for backtraces: drop them here,
-  # keep the symbols (function names in panics' backtraces).
+  # resolved path). The release binary comes without debug sections (Cargo.toml's
+  # `[profile.release.package.duckmesh] strip`); the test profile's (image-ci) keeps line tables:
+  # drop any here, keep the symbols (function names in panics' backtraces).
   objcopy --strip-debug "$binary" "$rootfs/usr/local/lib/duckmesh/duckmesh"
   cp "$duckdb_dir/libduckdb.so" "$rootfs/usr/local/lib/duckmesh/libduckdb.so"
   ln -s ../lib/duckmesh/duckmesh "$rootfs/usr/local/bin/duckmesh"
