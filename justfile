@@ -97,6 +97,13 @@ bench-ingest:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh-coordinator --bench ingest
 
+# A fan-out/fan-in Job (source → N-2 middle tasks → sink, maxParallel 2) run by `duckmesh dev` on a
+# fresh state directory, for each size N (default 100 and 1000; at most 10000): prints
+# tasks=… wall_s=… per_task_ms=… tasks_per_sec=… peak_rss_mb=… max_cr_status_bytes=….
+bench-dag *sizes:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh --bench dag -- {{sizes}}
+
 # Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
 crds:
     DUCKMESH_BLESS=1 cargo test -p duckmesh-resources --test crds
