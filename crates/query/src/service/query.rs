@@ -4,7 +4,7 @@
 //! those files — inline, or exported as Parquet behind a presigned URL when the result is over
 //! the caps. A query is interrupted at its deadline or when its request is dropped.
 
-use super::pool::PooledEngine;
+use super::pool::{PooledEngine, PooledView};
 use super::{QueryService, invalid};
 use crate::auth::Principal;
 use crate::engine::{Body, Caps, DatasetView, EngineSettings, Outcome, Sandbox};
@@ -169,20 +169,29 @@ impl QueryService {
         let _slot = self.inner.admission.admit(deadline).await?;
         let settings = EngineSettings { threads: config.threads, memory_limit_bytes: config.memory_limit_bytes };
         let caps = Caps { max_rows: config.inline_max_rows, max_bytes: config.inline_max_bytes };
-        let key = engine_key(&principal.tenant, &views, &all_files, &view_files);
-        let (engine, files_downloaded) = match self.inner.engines.get(&key) {
+        let scope = format!("{}\n{namespace}", principal.tenant);
+        let wanted = pooled_views(views, &all_files, &view_files);
+        let (engine, files_downloaded) = match self.inner.engines.find(&scope, &wanted) {
             Some(engine) => (engine, 0),
             None => {
+                // A new database also takes over the views of the tenant's most recent one.
+                let mut pooled = wanted;
+                pooled.extend(self.inner.engines.companions(&scope, &pooled));
+                let files: Vec<FileRecord> = pooled.iter().flat_map(|view| view.files.iter().cloned()).collect();
                 let held = tokio::time::timeout_at(
                     deadline,
-                    self.inner.cache.fetch_all(self.inner.store.as_ref(), &all_files, config.download_concurrency),
+                    self.inner.cache.fetch_all(self.inner.store.as_ref(), &files, config.download_concurrency),
                 )
                 .await
                 .map_err(|_| Error::QueryTimeout { limit_ms: millis(timeout) })??;
                 let mut paths = held.paths.iter();
-                for (view, count) in views.iter_mut().zip(view_files) {
-                    view.files = paths.by_ref().take(count).cloned().collect();
-                }
+                let views: Vec<DatasetView> = pooled
+                    .iter()
+                    .map(|view| DatasetView {
+                        files: paths.by_ref().take(view.files.len()).cloned().collect(),
+                        ..view.view.clone()
+                    })
+                    .collect();
                 let work = tempfile::Builder::new()
                     .prefix("duckmesh-query-")
                     .tempdir_in(&config.work_dir)
@@ -192,7 +201,9 @@ impl QueryService {
                     .await
                     .map_err(|error| Error::Internal { message: format!("the engine thread failed: {error}") })??;
                 let downloaded = held.downloaded;
-                let engine = Arc::new(PooledEngine { sandbox: Mutex::new(sandbox), _files: held, work });
+                let key = engine_key(&scope, &pooled);
+                let engine =
+                    Arc::new(PooledEngine { sandbox: Mutex::new(sandbox), scope, views: pooled, _files: held, work });
                 self.inner.engines.put(key, Arc::clone(&engine));
                 (engine, downloaded)
             }
@@ -399,22 +410,30 @@ impl QueryService {
 
 /// The identity of a database's views: tenant, then each view's name with its files' hashes
 /// (or its declared schema when it has no files).
-fn engine_key(tenant: &str, views: &[DatasetView], files: &[FileRecord], counts: &[usize]) -> String {
-    let mut key = format!("{tenant}\n");
+/// The query's views with their files and what identifies them: the files' hashes, or the
+/// schema of a dataset without files.
+fn pooled_views(views: Vec<DatasetView>, files: &[FileRecord], counts: &[usize]) -> Vec<PooledView> {
     let mut files = files.iter();
-    for (view, count) in views.iter().zip(counts) {
-        key.push_str(&view.name);
-        key.push('=');
-        for file in files.by_ref().take(*count) {
-            key.push_str(&file.sha256);
-            key.push(',');
-        }
-        if *count == 0 {
-            key.push_str(&serde_json::to_string(&view.schema).unwrap_or_default());
-        }
-        key.push('\n');
-    }
-    key
+    views
+        .into_iter()
+        .zip(counts)
+        .map(|(view, count)| {
+            let files: Vec<FileRecord> = files.by_ref().take(*count).cloned().collect();
+            let signature = if files.is_empty() {
+                serde_json::to_string(&view.schema).unwrap_or_default()
+            } else {
+                files.iter().map(|file| file.sha256.as_str()).collect::<Vec<_>>().join(",")
+            };
+            PooledView { view, files, signature }
+        })
+        .collect()
+}
+
+/// The pool key of a database of `scope` with `views` (unique per set of views and files).
+fn engine_key(scope: &str, views: &[PooledView]) -> String {
+    let mut parts: Vec<String> = views.iter().map(|view| format!("{}={}", view.view.name, view.signature)).collect();
+    parts.sort();
+    format!("{scope}\n{}", parts.join("\n"))
 }
 
 fn millis(duration: Duration) -> u64 {
