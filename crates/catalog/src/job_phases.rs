@@ -4,7 +4,6 @@
 use crate::{Catalog, Result};
 use duckmesh_core::{JobId, JobPhase, TaskId, TaskPhase};
 use serde_json::json;
-use std::collections::HashMap;
 
 impl Catalog {
     /// Fails tasks that can never run because a dependency failed or was cancelled.
@@ -26,21 +25,42 @@ impl Catalog {
 
     /// Records the phase of every unfinished job from its tasks' phases; returns the jobs
     /// whose phase changed. A job that reaches a terminal phase gets a `job_finished` outbox row.
+    ///
+    /// Runs on every scheduling pass, so its cost must not grow with the size of a job: a job's
+    /// phase needs only whether some task is unfinished, some has started, some failed and some
+    /// was cancelled (`JobPhase::from_task_counts`), and each of those is one probe of the
+    /// `(job_id, phase)` index, never a count over the job's tasks.
     pub async fn refresh_jobs(&self) -> Result<Vec<(JobId, JobPhase)>> {
-        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT j.id, j.phase, t.phase, count(*) FROM jobs j JOIN tasks t ON t.job_id = j.id \
-             WHERE j.phase NOT IN ('Succeeded', 'Failed', 'Cancelled') GROUP BY j.id, j.phase, t.phase ORDER BY j.id",
+        let rows: Vec<(i64, String, bool, bool, bool, bool)> = sqlx::query_as(
+            "SELECT j.id, j.phase, \
+                 EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id \
+                         AND t.phase IN ('Pending', 'Retrying', 'Leased', 'Running')) AS unfinished, \
+                 EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id \
+                         AND t.phase IN ('Retrying', 'Leased', 'Running', 'Succeeded', 'Failed', 'Cancelled')) AS started, \
+                 EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.phase = 'Failed') AS failed, \
+                 EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.phase = 'Cancelled') AS cancelled \
+             FROM jobs j \
+             WHERE j.phase NOT IN ('Succeeded', 'Failed', 'Cancelled') \
+               AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id) \
+             ORDER BY j.id",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut per_job: HashMap<i64, (String, Vec<(TaskPhase, u64)>)> = HashMap::new();
-        for (job, job_phase, task_phase, count) in rows {
-            let entry = per_job.entry(job).or_insert_with(|| (job_phase, Vec::new()));
-            entry.1.push((task_phase.parse()?, count as u64));
+        let mut per_job: Vec<(i64, String, JobPhase)> = Vec::with_capacity(rows.len());
+        for (job, stored, unfinished, started, failed, cancelled) in rows {
+            // One task standing for each kind present is enough for the phase rule.
+            let present = [
+                (TaskPhase::Pending, unfinished),
+                (TaskPhase::Running, unfinished && started),
+                (TaskPhase::Succeeded, !unfinished || started),
+                (TaskPhase::Failed, failed),
+                (TaskPhase::Cancelled, cancelled),
+            ];
+            let phase = JobPhase::from_task_counts(present.into_iter().filter(|(_, here)| *here).map(|(p, _)| (p, 1)));
+            per_job.push((job, stored, phase));
         }
         let mut changed = Vec::new();
-        for (job, (stored, counts)) in per_job {
-            let phase = JobPhase::from_task_counts(counts.iter().copied());
+        for (job, stored, phase) in per_job {
             if phase.as_str() == stored {
                 continue;
             }

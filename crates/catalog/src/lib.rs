@@ -81,12 +81,19 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// How long a call waits for a free connection (or for an unreachable server).
     pub acquire_timeout: Duration,
+    /// Open one direct connection before the pool, so that an unreachable server is reported at
+    /// once with its real cause (refused, DNS, authentication…), where a pool that cannot connect
+    /// retries until `acquire_timeout` and reports only "pool timed out". Without it (a
+    /// short-lived process such as a worker, which saves a connection per run) the pool's first
+    /// connection is the check, and the direct connection is made only after it failed, to tell
+    /// why.
+    pub probe: bool,
 }
 
 impl ConnectOptions {
-    /// Defaults for `url`: 10 connections, 10 s acquire timeout.
+    /// Defaults for `url`: 10 connections, 10 s acquire timeout, a probe connection first.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), max_connections: 10, acquire_timeout: Duration::from_secs(10) }
+        Self { url: url.into(), max_connections: 10, acquire_timeout: Duration::from_secs(10), probe: true }
     }
 }
 
@@ -98,19 +105,29 @@ impl Catalog {
         let target =
             format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or("postgres"));
         // A pool reports an unreachable server only as "pool timed out"; one direct connection
-        // first surfaces the real cause (refused, DNS, authentication…).
-        let probe = tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect)).await;
-        match probe {
-            Ok(Ok(connection)) => connection.close().await?,
-            Ok(Err(source)) => return Err(Error::Unreachable { target, source }),
-            Err(_) => return Err(Error::Unreachable { target, source: sqlx::Error::PoolTimedOut }),
+        // surfaces the real cause (refused, DNS, authentication…): first, or after the pool failed.
+        let probe =
+            async || match tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect)).await {
+                Ok(Ok(connection)) => connection.close().await.map_err(Error::from),
+                Ok(Err(source)) => Err(Error::Unreachable { target: target.clone(), source }),
+                Err(_) => Err(Error::Unreachable { target: target.clone(), source: sqlx::Error::PoolTimedOut }),
+            };
+        if options.probe {
+            probe().await?;
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await?;
-        Ok(Self::from_pool(pool, config))
+            .connect_with(connect.clone())
+            .await;
+        match pool {
+            Ok(pool) => Ok(Self::from_pool(pool, config)),
+            Err(error) if !options.probe => {
+                probe().await?;
+                Err(Error::Unreachable { target, source: error })
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Wraps an existing pool.

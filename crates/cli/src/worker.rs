@@ -70,6 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut options = ConnectOptions::new(args.database_url);
     options.max_connections = 4;
     options.acquire_timeout = Duration::from_secs(15);
+    // One connection per run, not two: an unreachable catalog is still reported with its cause.
+    options.probe = false;
     let catalog = match Catalog::connect(&options, catalog_config).await {
         Ok(catalog) => catalog,
         Err(error) => {
