@@ -395,8 +395,22 @@ async fn wait_for_interrupt(mut interrupts: watch::Receiver<u32>) {
     }
 }
 
+/// How often the jobs' phases are looked at (one row per job).
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// The task list of a job is read in full at most this often per task it holds, within
+/// [`WATCH_EVERY`] and [`PROGRESS_EVERY_MAX`]: the progress display's reads cost the same per
+/// task however large the job (a 10,000-task job's list is read every 2.5 s, not 4 times a
+/// second).
+const PROGRESS_EVERY_PER_TASK: Duration = Duration::from_micros(250);
+/// The longest pause between two reads of the task lists.
+const PROGRESS_EVERY_MAX: Duration = Duration::from_secs(5);
+
 /// Follows the jobs until they end. The first Ctrl-C stops leasing and lets running workers
 /// finish; the second stops them (each records its attempt as retryable).
+///
+/// Whether the jobs are done is read from the jobs' phases (one row each, which the scheduler
+/// keeps current) every [`WATCH_EVERY`]; the tasks shown as progress are read less often for
+/// large jobs, and once more at the end.
 async fn watch_jobs(
     catalog: &Catalog,
     applied: &Applied,
@@ -410,16 +424,30 @@ async fn watch_jobs(
     if applied.jobs.is_empty() && applied.tasks.is_empty() {
         return Ok(DevOutcome::Succeeded);
     }
+    let mut shown: Option<std::time::Instant> = None;
+    let mut progress_every = WATCH_EVERY;
     loop {
-        match read_state(catalog, applied).await {
-            Ok((views, standalone)) => {
+        match read_phases(catalog, applied).await {
+            Ok((jobs, standalone)) => {
                 failing_since = None;
-                for view in &views {
-                    progress.update(view);
+                let done = jobs.iter().all(|p| p.is_terminal()) && standalone.iter().all(|p| p.is_terminal());
+                if done || shown.is_none_or(|at| at.elapsed() >= progress_every) {
+                    match read_views(catalog, applied).await {
+                        Ok(views) => {
+                            for view in &views {
+                                progress.update(view);
+                            }
+                            let tasks: u32 = views.iter().map(|v| v.tasks.len() as u32).sum();
+                            progress_every = (PROGRESS_EVERY_PER_TASK * tasks).clamp(WATCH_EVERY, PROGRESS_EVERY_MAX);
+                            shown = Some(std::time::Instant::now());
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, error_code = error.error_code(), "cannot read the jobs' tasks")
+                        }
+                    }
                 }
-                let done = views.iter().all(|v| v.phase.is_terminal()) && standalone.iter().all(|p| p.is_terminal());
                 if done {
-                    let succeeded = views.iter().all(|v| v.phase == JobPhase::Succeeded)
+                    let succeeded = jobs.iter().all(|p| *p == JobPhase::Succeeded)
                         && standalone.iter().all(|p| *p == TaskPhase::Succeeded);
                     return Ok(if succeeded { DevOutcome::Succeeded } else { DevOutcome::Failed });
                 }
@@ -450,25 +478,35 @@ async fn watch_jobs(
             return Ok(DevOutcome::Interrupted);
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = tokio::time::sleep(WATCH_EVERY) => {}
             _ = interrupts.changed() => {}
         }
     }
 }
 
-async fn read_state(
+/// The phase of every job (as the scheduler last recorded it) and standalone task.
+async fn read_phases(
     catalog: &Catalog,
     applied: &Applied,
-) -> Result<(Vec<JobView>, Vec<TaskPhase>), duckmesh_catalog::Error> {
-    let mut views = Vec::new();
+) -> Result<(Vec<JobPhase>, Vec<TaskPhase>), duckmesh_catalog::Error> {
+    let mut jobs = Vec::with_capacity(applied.jobs.len());
     for (id, _, _) in &applied.jobs {
-        views.push(JobView::read(catalog, *id).await?);
+        jobs.push(catalog.job(*id).await?.phase);
     }
-    let mut standalone = Vec::new();
+    let mut standalone = Vec::with_capacity(applied.tasks.len());
     for (id, _) in &applied.tasks {
         standalone.push(catalog.task(*id).await?.phase);
     }
-    Ok((views, standalone))
+    Ok((jobs, standalone))
+}
+
+/// Every job with its tasks, for the progress display.
+async fn read_views(catalog: &Catalog, applied: &Applied) -> Result<Vec<JobView>, duckmesh_catalog::Error> {
+    let mut views = Vec::with_capacity(applied.jobs.len());
+    for (id, _, _) in &applied.jobs {
+        views.push(JobView::read(catalog, *id).await?);
+    }
+    Ok(views)
 }
 
 async fn print_summary(catalog: &Catalog, applied: &Applied, outcome: DevOutcome, api_url: &str) {

@@ -3,7 +3,7 @@
 //! record themselves. Every decision is the catalog's (fenced, row-locked), so any number of
 //! passes — duplicate wake-ups, a second scheduler — lease nothing twice.
 
-use crate::executor::{Executor, Launch, RunnerEnded, failure_for, runner_failure};
+use crate::executor::{Executor, Launch, RunnerEnded, RunnerExit, failure_for, runner_failure};
 use crate::metrics::{
     ControlPlaneMetrics, PhaseLabels, RetryReason, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels,
     TerminalPhase,
@@ -13,7 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
 use duckmesh_catalog::{CommitMode, TaskOutput, TaskSpec};
 use duckmesh_contracts::maintenance::{MaintenanceKind, MaintenancePolicy};
-use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId};
+use duckmesh_core::{AttemptId, JobId, JobPhase, RunnerFailure, TaskId, exit};
 use duckmesh_telemetry::Metrics;
 use duckmesh_telemetry::metrics::StorageMetrics;
 use duckmesh_telemetry::metrics::storage::{GcKind, GcKindLabels, RunResult, RunResultLabels};
@@ -115,6 +115,8 @@ pub struct Scheduler<E: Executor> {
     /// When the maintenance policies were last looked at.
     maintenance_planned: Mutex<Option<std::time::Instant>>,
     job_names: Mutex<HashMap<JobId, String>>,
+    /// When the backlog gauges were last refreshed.
+    gauges_refreshed: Mutex<Option<std::time::Instant>>,
     /// Delivers the outbox alongside the passes, when given a store.
     outbox: Option<OutboxDispatcher>,
 }
@@ -134,6 +136,7 @@ impl<E: Executor> Scheduler<E> {
             maintenance_cursor: Mutex::new(None),
             maintenance_planned: Mutex::new(None),
             job_names: Mutex::new(HashMap::new()),
+            gauges_refreshed: Mutex::new(None),
             outbox: None,
         }
     }
@@ -172,6 +175,11 @@ impl<E: Executor> Scheduler<E> {
     async fn schedule(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
         let mut wakeups = None;
         let mut pauses = failure_pauses(self.options.tick);
+        // The next pass may be skipped only when nothing but committed workers' exits woke the
+        // loop (their commits' wake-ups run the passes that reuse their slots); one still runs at
+        // least every `pause`.
+        let mut pass_due = true;
+        let mut next_pass = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -190,16 +198,20 @@ impl<E: Executor> Scheduler<E> {
                     }
                 }
             }
-            let pause = match self.pass().await {
-                Ok(_) => {
-                    pauses = failure_pauses(self.options.tick);
-                    self.options.tick
-                }
-                Err(error) => {
-                    tracing::error!(%error, error_code = error.error_code(), "scheduling pass failed; retrying");
-                    pauses.next().unwrap_or(FAILURE_PAUSE_MAX)
-                }
-            };
+            if pass_due || tokio::time::Instant::now() >= next_pass {
+                let pause = match self.pass().await {
+                    Ok(_) => {
+                        pauses = failure_pauses(self.options.tick);
+                        self.options.tick
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, error_code = error.error_code(), "scheduling pass failed; retrying");
+                        pauses.next().unwrap_or(FAILURE_PAUSE_MAX)
+                    }
+                };
+                next_pass = tokio::time::Instant::now() + pause;
+            }
+            pass_due = true;
             let wakeup = async {
                 match wakeups.as_mut() {
                     Some(listener) => listener.recv().await,
@@ -214,12 +226,18 @@ impl<E: Executor> Scheduler<E> {
                 () = shutdown.cancelled() => return,
                 ended = exits.recv() => match ended {
                     Some(ended) => {
+                        let mut committed = ended.exit == RunnerExit::Exited(i32::from(exit::COMMITTED));
                         self.record_end(ended).await;
                         while !shutdown.is_cancelled()
                             && let Ok(more) = exits.try_recv()
                         {
+                            committed &= more.exit == RunnerExit::Exited(i32::from(exit::COMMITTED));
                             self.record_end(more).await;
                         }
+                        // A worker that committed sent a wake-up after its commit, and the pass
+                        // it runs reuses the slot: its exit needs no pass of its own (a lost
+                        // wake-up costs one `pause`, as any).
+                        pass_due = !(committed && wakeups.is_some());
                     }
                     // Every sender is gone: the executor shut down.
                     None => return,
@@ -228,7 +246,7 @@ impl<E: Executor> Scheduler<E> {
                     tracing::warn!(%error, "lost the wake-up connection; reconnecting");
                     wakeups = None;
                 },
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep_until(next_pass) => {}
             }
         }
     }
@@ -305,6 +323,12 @@ impl<E: Executor> Scheduler<E> {
                     metrics.job_duration_seconds.get_or_create(&PhaseLabels { phase: terminal }).observe(seconds);
                 }
             }
+        }
+        // The backlog gauges read every runnable task: at most once per tick, not on every
+        // wake-up (a pass runs after every commit), so their cost does not grow per task.
+        if let Some(metrics) = &self.metrics
+            && self.gauges_due()
+        {
             let backlog = self.catalog.backlog_stats().await?;
             let labels = TaskKindLabels { task_kind: TaskKind::Sql };
             metrics.task_backlog_depth.get_or_create(&labels).set(backlog.runnable);
@@ -444,6 +468,16 @@ impl<E: Executor> Scheduler<E> {
         if let Ok(mut cursor) = self.maintenance_cursor.lock() {
             *cursor = Some(last);
         }
+    }
+
+    /// Whether the backlog gauges are due (at most once per tick); marks them refreshed.
+    fn gauges_due(&self) -> bool {
+        let Ok(mut refreshed) = self.gauges_refreshed.lock() else { return true };
+        if refreshed.is_some_and(|at| at.elapsed() < self.options.tick) {
+            return false;
+        }
+        *refreshed = Some(std::time::Instant::now());
+        true
     }
 
     async fn task_kind(&self, task: TaskId) -> TaskKind {
