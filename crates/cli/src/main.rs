@@ -2,6 +2,7 @@
 //! over to the libraries.
 
 mod api;
+mod catalog_cmd;
 mod configuration;
 mod connect;
 mod coordinator;
@@ -116,8 +117,9 @@ enum Command {
     Compact(maintain::CompactArgs),
 
     /// Expire snapshots by the dataset's retention and delete the files no retained snapshot
-    /// references (after a grace), and staging older than 7 days. Runs as a leased task;
-    /// --dry-run lists what would go. See docs/maintenance.md.
+    /// references (after a grace), and staging and the tenant's query exports older than 7
+    /// days; first checkpoints the oldest retained snapshot to the bucket (for `catalog
+    /// rebuild`). Runs as a leased task; --dry-run lists what would go. See docs/maintenance.md.
     Gc(maintain::GcArgs),
 
     /// Export a dataset as of a snapshot (default: the current one) as Parquet or CSV under
@@ -131,6 +133,10 @@ enum Command {
     /// machine. Exits 0 consistent, 1 inconsistent, 2 when the drill cannot run. See
     /// docs/runbooks/restore-from-backup.md.
     RestoreDrill(Box<restore_drill::Args>),
+
+    /// Operations on the catalog as a whole: `catalog rebuild` restores a lost catalog from the
+    /// bucket (the last resort when there is no backup). See docs/maintenance.md.
+    Catalog(catalog_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -183,6 +189,7 @@ fn main() -> ExitCode {
             Command::Gc(args) => maintain::gc(args).await,
             Command::Export(args) => maintain::export(args).await,
             Command::RestoreDrill(args) => restore_drill::run(*args).await,
+            Command::Catalog(args) => catalog_cmd::run(args).await,
         }
     });
     // The command is done. A blocking read of stdin may still be parked (tokio reads stdin on a
@@ -220,6 +227,7 @@ fn init_telemetry(cli: &Cli, log_flag: bool) -> anyhow::Result<duckmesh_telemetr
         Command::Gc(_) => "gc",
         Command::Export(_) => "export",
         Command::RestoreDrill(_) => "restore-drill",
+        Command::Catalog(_) => "catalog",
     };
     let mut config = cli.telemetry.clone().into_config(&format!("duckmesh-{role}"))?;
     if log_flag {

@@ -318,16 +318,29 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
 fn gc_lines(dataset: &DatasetRecord, report: &GcReport) -> String {
     let verb = if report.dry_run { "would" } else { "did" };
     let mut text = format!(
-        "{}: {verb} expire {} snapshots, delete {} files, {} manifests and {} staging objects ({})",
+        "{}: {verb} expire {} snapshots, delete {} files, {} manifests, {} staging objects ({}), {} superseded catalog records and {} query exports",
         dataset.name,
         report.expired_snapshots.len(),
         report.files.len(),
         report.manifests.len(),
         report.staging.len(),
-        indicatif::HumanBytes(report.bytes)
+        indicatif::HumanBytes(report.bytes),
+        report.records.len(),
+        report.exports.len(),
     );
+    if let Some(checkpoint) = &report.checkpoint {
+        let verb = if report.dry_run { "would write" } else { "wrote" };
+        text.push_str(&format!("\n  {verb} checkpoint {checkpoint}"));
+    }
     if report.dry_run {
-        for key in report.files.iter().chain(&report.manifests).chain(&report.staging) {
+        for key in report
+            .files
+            .iter()
+            .chain(&report.manifests)
+            .chain(&report.staging)
+            .chain(&report.records)
+            .chain(&report.exports)
+        {
             text.push_str(&format!("\n  {key}"));
         }
     }
@@ -388,7 +401,7 @@ async fn waited(catalog: &Catalog, dataset: &DatasetRecord, id: TaskId) -> anyho
 }
 
 /// The store of `--database-url`'s installation, or the dev instance's local store.
-async fn store(args: &StoreArgs, target: &CatalogArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
+pub(crate) async fn store(args: &StoreArgs, target: &CatalogArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let config = match args.store_config() {
         Ok(config) => config,
         Err(_) if target.database_url.is_none() => StoreConfig::Local { root: target.state_dir.join("objects") },
