@@ -226,6 +226,126 @@ async fn a_worker_killed_mid_upload_commits_nothing_and_the_retry_commits_exactl
     assert_eq!(files.iter().map(|f| f.rows).sum::<i64>(), 600_000);
 }
 
+/// Every row of `files` (downloaded from `store`), sorted: the dataset's row multiset.
+async fn rows_of(store: &S3Store, files: &[duckmesh_catalog::FileRecord]) -> Vec<(i64, String, f64)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut paths = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let path = dir.path().join(format!("{index}.parquet"));
+        std::fs::write(&path, store.get(&file.path).await.expect("a committed file")).expect("write");
+        paths.push(format!("'{}'", path.display()));
+    }
+    let duck = duckdb::Connection::open_in_memory().expect("duckdb");
+    let sql = format!("SELECT id, h::VARCHAR, r FROM read_parquet([{}]) ORDER BY ALL", paths.join(", "));
+    let mut statement = duck.prepare(&sql).expect("prepare");
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+/// A `compact` attempt SIGKILLed while it uploads its new files leaves no visible change; once
+/// its lease runs out and is reaped, a second attempt finishes the compaction, and the rows
+/// read at the new snapshot are exactly those read before.
+#[tokio::test]
+async fn a_compaction_killed_mid_upload_changes_nothing_and_the_retry_finishes_it() {
+    let server = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
+    let proxy = FaultProxy::start(server.endpoint(), FaultConfig::default()).await.expect("proxy");
+    let s3 = server.config_via(&proxy.endpoint());
+    let store =
+        S3Store::new(server.config().with_prefix(s3.prefix.clone().expect("scoped prefix"))).await.expect("store");
+    let setup = setup().await;
+    let events = setup.dataset("events").await;
+    let load = setup
+        .task(
+            "load",
+            events.id,
+            json!({
+                "sql": "SELECT i AS id, hash(i) AS h, random() AS r FROM range(400000) t(i)",
+                "targetFileSizeBytes": 1048576
+            }),
+        )
+        .await;
+    // Loads and the retry talk to moto directly; only the killed attempt goes through the proxy.
+    let direct = server.config().with_prefix(s3.prefix.clone().expect("scoped prefix"));
+    let lease =
+        setup.catalog.lease_task(load, "test", Duration::from_secs(60)).await.expect("lease").expect("runnable");
+    let loaded = setup.worker(&lease, &direct).output().expect("run");
+    assert_eq!(loaded.status.code(), Some(0), "{}", text(&loaded));
+    let before = setup.catalog.dataset(events.id).await.expect("dataset");
+    let live_before = setup.catalog.live_files(events.id).await.expect("files");
+    assert!(live_before.len() >= 2, "several small files to compact: {live_before:?}");
+    let rows_before = rows_of(&store, &live_before).await;
+    assert_eq!(rows_before.len(), 400_000);
+
+    // Every upload now waits 1.5 s in the proxy, so the compaction is caught uploading.
+    proxy.set_config(FaultConfig {
+        latency_rate: 1.0,
+        latency: Duration::from_millis(1500),
+        only_method: Some(http_put()),
+        ..FaultConfig::default()
+    });
+    let delayed_before = proxy.stats().delayed;
+    let compact = setup
+        .task_of_kind("compact", "compact-events", events.id, json!({"minFiles": 2, "targetFileSizeBytes": 67108864}))
+        .await;
+    let first =
+        setup.catalog.lease_task(compact, "test", Duration::from_secs(3)).await.expect("lease").expect("runnable");
+    let mut child = setup.worker(&first, &s3).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.stats().delayed == delayed_before {
+        assert!(Instant::now() < deadline, "the compaction never started uploading; proxy {:?}", proxy.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    let killed = wait_for(child).await;
+    assert!(!killed.status.success(), "{}", text(&killed));
+    assert!(!text(&killed).contains("compacted"), "killed before it finished: {}", text(&killed));
+
+    // Nothing visible changed: the same snapshot, files and rows; no manifest was written.
+    let after_kill = setup.catalog.dataset(events.id).await.expect("dataset");
+    assert_eq!(
+        (after_kill.current_snapshot, after_kill.visibility_token, after_kill.file_count, after_kill.row_count),
+        (before.current_snapshot, before.visibility_token, before.file_count, before.row_count)
+    );
+    assert_eq!(setup.catalog.live_files(events.id).await.expect("files"), live_before);
+    let staged = store.list(&format!("events/attempts/{compact}/1/")).await.expect("list");
+    assert!(staged.iter().all(|object| !object.key.ends_with("manifest.json")), "{staged:?}");
+
+    // The lease runs out, the reaper retires the attempt, and the second attempt compacts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reaped = setup.catalog.reap_expired_leases(10).await.expect("reap");
+        if reaped.iter().any(|r| r.attempt == first.attempt) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed compaction's lease never expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(setup.catalog.task(compact).await.expect("task").phase, TaskPhase::Retrying);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second =
+        setup.catalog.lease_task(compact, "test", Duration::from_secs(60)).await.expect("lease").expect("runnable");
+    assert_eq!(second.number, 2);
+    let retry =
+        wait_for(setup.worker(&second, &direct).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"))
+            .await;
+    assert_eq!(retry.status.code(), Some(0), "{}", text(&retry));
+    assert!(text(&retry).contains(&format!("compacted {} files", live_before.len())), "{}", text(&retry));
+    let record = setup.catalog.task(compact).await.expect("task");
+    assert_eq!((record.phase, record.attempts), (TaskPhase::Succeeded, 2));
+
+    let after = setup.catalog.dataset(events.id).await.expect("dataset");
+    let snapshot = setup.catalog.latest_snapshot(events.id).await.expect("read").expect("a snapshot");
+    assert_eq!((snapshot.kind.as_str(), snapshot.attempt), ("compact", Some(second.attempt)));
+    assert_eq!(after.current_snapshot, Some(snapshot.id));
+    assert!(after.file_count < before.file_count, "{} files, {} before", after.file_count, before.file_count);
+    assert_eq!(after.row_count, before.row_count);
+    let live_after = setup.catalog.snapshot_files(events.id, snapshot.id).await.expect("files");
+    for file in &live_after {
+        assert!(file.path.starts_with(&format!("events/attempts/{compact}/2/")), "{}", file.path);
+    }
+    assert_eq!(rows_of(&store, &live_after).await, rows_before, "the same row multiset");
+}
+
 #[tokio::test]
 async fn exit_codes_tell_a_permanent_failure_from_a_missing_identity() {
     let server = MotoServer::shared().await.expect("S3 test server (moto_server on PATH)");
