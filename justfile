@@ -104,6 +104,12 @@ bench-dag *sizes:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh --bench dag -- {{sizes}}
 
+# Compaction of ~400 small Parquet files (~10 M rows) through the real code path vs raw DuckDB COPY of
+# the same files, alternating (prints files and bytes before/after, then files_before=… … ratio_vs_duckdb=…).
+bench-compact:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh-maintenance --bench compact
+
 # Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
 crds:
     DUCKMESH_BLESS=1 cargo test -p duckmesh-resources --test crds
