@@ -39,7 +39,7 @@ check-observability:
 # What CI runs: lints, tests, 10 s of each fuzz target, the API contract, then the
 # observability kit's checks, the Helm chart's checks, its install on the test bed, and the
 # container image (built twice from the test profile's binary, digests compared, smoke-run).
-ci: lint test (fuzz "10") api-contract check-observability chart e2e-helm image-ci
+ci: lint test (drills "--skip" "postgres_paused" "--skip" "object_store") (chaos "20") (fuzz "10") api-contract check-observability chart e2e-helm image-ci
 
 # Every cargo-fuzz target in fuzz/ for SECONDS each, from its committed corpus (nightly +
 # cargo-fuzz; sanitizer builds in /var/tmp/duckmesh-fuzz-target). A crash fails the recipe.
@@ -104,11 +104,21 @@ bench-dag *sizes:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh --bench dag -- {{sizes}}
 
-# Compaction of ~400 small Parquet files (~10 M rows) through the real code path vs raw DuckDB COPY of
-# the same files, alternating (prints files and bytes before/after, then files_before=… … ratio_vs_duckdb=…).
-bench-compact:
+# Failure drills (docs/drills.md): each scenario a test running real duckmesh processes, one
+# failure injected (SIGKILL, PostgreSQL paused, object-store 503s and outage, poison, read-only,
+# lock contention, duplicate wake-ups), the metric checked on /metrics, then the history checker.
+# Prints the table; a full run (no filter) writes docs/drills.md. Non-zero on any violation.
+drills *filter:
     scripts/fetch-duckdb.sh >/dev/null
-    cargo bench -p duckmesh-maintenance --bench compact
+    scripts/drills.sh {{filter}}
+
+# kill -9 chaos run (benches/chaos.rs): api, coordinator and duckmesh dev under open-loop ingest
+# and a stream of Jobs; a random worker, the coordinator, the API or dev killed every 3 s and
+# restarted; then the history checker. Prints kills=… acked_records=… visible_exactly_once=…
+# duplicate_outputs=… stale_commits=… violations=… and exits 1 on any violation.
+chaos kills="20":
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh --bench chaos --profile dev --locked -- {{kills}}
 
 # Regenerate crds/duckmesh.io.yaml from the resource types (a test fails when it drifts).
 crds:

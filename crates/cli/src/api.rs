@@ -45,9 +45,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let catalog =
         crate::connect::service_catalog(args.database_url, args.db_connections.max(2), args.catalog.into_config()?)
             .await?;
-    let store =
-        args.store.store_config()?.build(Arc::new(StoreCounters::new())).await.context("opening the object store")?;
+    let counters = Arc::new(StoreCounters::new());
+    let store = args.store.store_config()?.build(Arc::clone(&counters)).await.context("opening the object store")?;
     let metrics = crate::metrics::every_component();
+    crate::metrics::follow_store(&metrics, counters);
     let service = QueryService::new(catalog.clone(), store, metrics, config).context("starting the query service")?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
