@@ -104,6 +104,12 @@ bench-dag *sizes:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh --bench dag -- {{sizes}}
 
+# Compaction of ~400 small Parquet files (~10 M rows) through the real code path vs raw DuckDB COPY of
+# the same files, alternating (prints files and bytes before/after, then files_before=… … ratio_vs_duckdb=…).
+bench-compact:
+    scripts/fetch-duckdb.sh >/dev/null
+    cargo bench -p duckmesh-maintenance --bench compact
+
 # Failure drills (docs/drills.md): each scenario a test running real duckmesh processes, one
 # failure injected (SIGKILL, PostgreSQL paused, object-store 503s and outage, poison, read-only,
 # lock contention, duplicate wake-ups), the metric checked on /metrics, then the history checker.
