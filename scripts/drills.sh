@@ -44,7 +44,7 @@ These SPEC §9 scenarios have no drill yet and are not counted as passing:
 | Postgres fast restart under load | not yet built (the pause drill exists; `LocalCluster` picks a new port on every start, so a restart in place needs `pg_ctl restart` or a fixed port) |
 | Poison ingest payload | not yet built: the API refuses records whose JSON type does not fit the column (400 invalid_record), so the drill needs a value that passes the API and fails conversion (an impossible DATE, as crates/cli/tests/ingest.rs does); no `/metrics` family counts dead letters yet |
 | Read-only switched on and off under load | not yet passing: under 4 open-loop producers the query during read-only got 503 `catalog_unavailable` (the API's catalog pool timed out) — under investigation; crates/cli/tests/ingest.rs checks read-only without load |
-| Outbox delivery failing until max attempts | not yet built (the outbox dispatcher, crates/scheduler/src/outbox.rs, is being written) |
+| Outbox delivery failing until max attempts | not yet built (the dispatcher exists, crates/coordinator/src/outbox.rs; its failure path is tested in crates/coordinator/tests/outbox.rs, not yet as a drill) |
 | Compaction interrupted mid-run | covered by `a_compaction_killed_mid_upload_changes_nothing_and_the_retry_finishes_it` in crates/cli/tests/worker.rs, not yet a drill with the history checker |
 | Worker killed between upload and commit | covered by crates/cli/tests/worker.rs (`a_worker_killed_mid_upload_…`); the drill kills mid-query |
 TAIL

@@ -4,7 +4,7 @@
 //! the restore, which `duckmesh integrity` finds clean; a second rebuild is refused.
 
 use duckmesh_catalog::{CommitMode, DatasetSpec, TaskOutput, TaskSpec};
-use duckmesh_scheduler::{OutboxDispatcher, OutboxOptions};
+use duckmesh_coordinator::{OutboxDispatcher, OutboxOptions};
 use duckmesh_storage::testing::MotoServer;
 use duckmesh_storage::{ObjectStore, S3Config, S3Store};
 use duckmesh_testkit::TestDatabase;

@@ -14,6 +14,7 @@ use crate::manifest::{INGEST_MANIFEST_FORMAT, IngestManifest, ManifestEvents};
 use crate::metrics::{
     ClaimRetryLabels, ClaimRetryReason, CoordinatorMetrics, PublishFailureLabels, PublishFailureReason,
 };
+use crate::outbox::{OutboxDispatcher, OutboxOptions};
 use duckmesh_catalog::{
     Catalog, ClaimOptions, ClaimedBatch, DatasetRecord, IngestCommit, IngestCommitted, NewFile, PoisonEvent,
 };
@@ -28,7 +29,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use duckmesh_scheduler::{OutboxDispatcher, OutboxOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
@@ -198,7 +198,7 @@ impl Coordinator {
     /// none is left. A batch in hand when `stop` fires is finished first. Failures are logged
     /// and followed by a growing pause; only an unusable work directory ends the loop early.
     ///
-    /// Alongside, it runs the catalog's outbox dispatcher (`duckmesh_scheduler::outbox`): every
+    /// Alongside, it runs the catalog's outbox dispatcher ([`crate::outbox`]): every
     /// coordinator has the store the commit records go to, in a cluster and in `duckmesh dev`
     /// alike, and any number of dispatchers may run.
     pub async fn run(&self, stop: CancellationToken) -> Result<()> {

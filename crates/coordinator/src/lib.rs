@@ -20,6 +20,7 @@ mod error;
 mod health;
 mod manifest;
 pub mod metrics;
+pub mod outbox;
 
 pub use config::{CoordinatorArgs, CoordinatorConfig};
 pub use convert::{CONVERSION_FAILED, INVALID_DATASET_SPEC, INVALID_SCHEMA, SCHEMA_MISSING};
@@ -27,3 +28,4 @@ pub use coordinator::{BatchReport, Coordinator};
 pub use error::{ConfigError, Error, Result};
 pub use health::{health_router, serve};
 pub use manifest::{INGEST_MANIFEST_FORMAT, IngestManifest, ManifestEvents};
+pub use outbox::{DispatchReport, OutboxDispatcher, OutboxOptions};

@@ -10,13 +10,13 @@ mod common;
 
 use common::Harness;
 use duckmesh_catalog::{Catalog, CommitMode, DatasetRecord};
+use duckmesh_coordinator::{OutboxDispatcher, OutboxOptions};
 use duckmesh_core::SnapshotId;
 use duckmesh_engine::{Database, Limits, Relation};
 use duckmesh_maintenance::{
     CompactionOutcome, Compactor, GcOptions, IntegrityOptions, RebuildOptions, check_dataset, collect_dataset,
     rebuild_catalog,
 };
-use duckmesh_scheduler::{OutboxDispatcher, OutboxOptions};
 use duckmesh_storage::layout;
 use duckmesh_testkit::TestDatabase;
 use std::collections::BTreeMap;

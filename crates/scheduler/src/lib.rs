@@ -3,13 +3,11 @@
 //! ([`Scheduler`]) leases runnable tasks and hands each attempt to an [`Executor`] — worker
 //! Pods in a cluster, child processes on one machine. The rules themselves live in
 //! `duckmesh-core` (pure) and the catalog (fenced transactions); this crate imports no
-//! Kubernetes client. The [`outbox`] dispatcher delivers the catalog's outbox (commit records
-//! to the bucket) alongside the loop.
+//! Kubernetes client.
 
 pub mod apply;
 pub mod executor;
 pub mod metrics;
-pub mod outbox;
 pub mod runtime;
 
 pub use apply::{
@@ -17,5 +15,4 @@ pub use apply::{
     apply_task,
 };
 pub use executor::{Executor, ExecutorError, Launch, RunnerEnded, RunnerExit, failure_for, runner_failure};
-pub use outbox::{DispatchReport, OutboxDispatcher, OutboxOptions};
 pub use runtime::{PassReport, Scheduler, SchedulerOptions};

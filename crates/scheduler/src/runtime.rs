@@ -8,7 +8,6 @@ use crate::metrics::{
     ControlPlaneMetrics, PhaseLabels, RetryReason, TaskKind, TaskKindLabels, TaskPhaseLabels, TaskRetryLabels,
     TerminalPhase,
 };
-use crate::outbox::OutboxDispatcher;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use duckmesh_catalog::{Catalog, ScheduleOptions};
 use duckmesh_catalog::{CommitMode, TaskOutput, TaskSpec};
@@ -117,8 +116,6 @@ pub struct Scheduler<E: Executor> {
     job_names: Mutex<HashMap<JobId, String>>,
     /// When the backlog gauges were last refreshed.
     gauges_refreshed: Mutex<Option<std::time::Instant>>,
-    /// Delivers the outbox alongside the passes, when given a store.
-    outbox: Option<OutboxDispatcher>,
 }
 
 impl<E: Executor> Scheduler<E> {
@@ -137,15 +134,7 @@ impl<E: Executor> Scheduler<E> {
             maintenance_planned: Mutex::new(None),
             job_names: Mutex::new(HashMap::new()),
             gauges_refreshed: Mutex::new(None),
-            outbox: None,
         }
-    }
-
-    /// Also runs `dispatcher` (the outbox dispatcher) from [`Scheduler::run`], under the same
-    /// shutdown.
-    pub fn with_outbox(mut self, dispatcher: OutboxDispatcher) -> Self {
-        self.outbox = Some(dispatcher);
-        self
     }
 
     /// The catalog it schedules from.
@@ -155,24 +144,8 @@ impl<E: Executor> Scheduler<E> {
 
     /// Runs passes until `shutdown`: after every wake-up (new tasks, commits, runner ends) and
     /// at least every `tick`. Catalog errors are logged and retried with a growing pause; they
-    /// never end the loop. The outbox dispatcher ([`Scheduler::with_outbox`]) runs alongside
-    /// and stops with it.
-    pub async fn run(&self, exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
-        let Some(outbox) = &self.outbox else {
-            return self.schedule(exits, shutdown).await;
-        };
-        let stop = shutdown.child_token();
-        tokio::join!(
-            async {
-                self.schedule(exits, shutdown).await;
-                // The loop also ends when the executor shuts down: the dispatcher stops too.
-                stop.cancel();
-            },
-            outbox.run(stop.clone()),
-        );
-    }
-
-    async fn schedule(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
+    /// never end the loop.
+    pub async fn run(&self, mut exits: mpsc::Receiver<RunnerEnded>, shutdown: CancellationToken) {
         let mut wakeups = None;
         let mut pauses = failure_pauses(self.options.tick);
         // The next pass may be skipped only when nothing but committed workers' exits woke the
