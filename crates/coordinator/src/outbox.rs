@@ -28,6 +28,21 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The longest pause after failed rounds.
+const FAILURE_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// The pauses after failed rounds: twice the poll, doubling to 32 polls or 30 s, whichever is
+/// less, for ever (`backon`; a successful round starts a fresh series).
+fn failure_pauses(poll: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(poll.saturating_mul(2).min(FAILURE_PAUSE_MAX))
+        .with_max_delay(poll.saturating_mul(32).min(FAILURE_PAUSE_MAX))
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 /// The kind of the rows that become commit records.
 pub const SNAPSHOT_COMMITTED: &str = "snapshot_committed";
 
@@ -91,14 +106,14 @@ impl OutboxDispatcher {
     /// otherwise. A catalog failure is logged and retried after a growing pause (at most 30 s).
     /// A round in progress finishes (its writes are bounded by the store's timeouts).
     pub async fn run(&self, shutdown: CancellationToken) {
-        let mut failures = 0_u32;
+        let mut failures = failure_pauses(self.options.poll);
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let pause = match self.dispatch_once().await {
                 Ok(report) => {
-                    failures = 0;
+                    failures = failure_pauses(self.options.poll);
                     if report.claimed >= usize::try_from(self.options.batch).unwrap_or(usize::MAX) {
                         Duration::ZERO
                     } else {
@@ -106,9 +121,8 @@ impl OutboxDispatcher {
                     }
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
                     tracing::warn!(%error, error_code = error.error_code(), "outbox round failed; retrying");
-                    self.options.poll.saturating_mul(2_u32.saturating_pow(failures.min(5))).min(Duration::from_secs(30))
+                    failures.next().unwrap_or(FAILURE_PAUSE_MAX)
                 }
             };
             tokio::select! {
@@ -213,4 +227,20 @@ async fn write_record(
         .map_err(|error| error.to_string())?;
     let body = serde_json::to_vec_pretty(record).map_err(|error| error.to_string())?;
     store.put(&key, body.into()).await.map_err(|error| format!("writing {key}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_pauses_double_from_two_polls_to_32_polls_or_30_seconds() {
+        let millis = |poll: Duration| -> Vec<u64> {
+            // backon computes in f32 seconds: compare whole milliseconds.
+            failure_pauses(poll).take(7).map(|pause| (pause.as_secs_f64() * 1000.0).round() as u64).collect()
+        };
+        assert_eq!(millis(Duration::from_secs(1)), [2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+        assert_eq!(millis(Duration::from_millis(10)), [20, 40, 80, 160, 320, 320, 320]);
+        assert_eq!(millis(Duration::from_secs(20)), [30_000; 7]);
+    }
 }
