@@ -380,6 +380,9 @@ impl Replay {
     }
 }
 
+/// The coarsest timestamp an object store reports (S3's `Last-Modified` is in whole seconds).
+const STORE_TIMESTAMP_PRECISION: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Manifests under `<name>/attempts/` and `<name>/ingest/` that no restored snapshot names and
 /// that are newer than their dataset's starting point (every dataset of the bucket; a name
 /// without records at all reports all of its manifests).
@@ -399,8 +402,10 @@ async fn unconfirmed(
         if confirmed.is_some_and(|set| set.contains(&key)) {
             continue;
         }
+        // Stores keep whole seconds (S3's `Last-Modified`): skip only a manifest certainly
+        // written before the starting point, never one of the same second.
         if let (Some(start), Some(modified)) = (start, last_modified)
-            && modified <= start
+            && modified + STORE_TIMESTAMP_PRECISION <= start
         {
             continue;
         }
