@@ -3,7 +3,11 @@
 
 use duckmesh_dev::source::{SourceError, apply, load};
 use duckmesh_testkit::{BoxError, TestDatabase};
+use sqlx::Connection;
 use std::time::Duration;
+
+/// The advisory lock every upsert of Job default/nightly takes.
+const JOB_LOCK: &str = "hashtextextended('duckmesh:job:default/nightly', 0)";
 
 const FILE: &str = "\
 apiVersion: duckmesh.io/v1alpha1
@@ -31,12 +35,13 @@ async fn a_connection_lost_part_way_through_stores_nothing() -> Result<(), BoxEr
     std::fs::write(&path, FILE)?;
     let declared = load(std::slice::from_ref(&path))?;
 
-    // Another session holds the lock every upsert of Job default/nightly takes.
+    // Another session holds the lock every upsert of Job default/nightly takes. It is a
+    // connection of its own, not a pool's: it is closed explicitly below, and only that
+    // releases the lock (a pool closed while the connection is on its way back can leave it
+    // open, and the lock held).
     let blocker = sqlx::PgPool::connect(db.url()).await?;
-    let mut holder = blocker.acquire().await?;
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('duckmesh:job:default/nightly', 0))")
-        .execute(&mut *holder)
-        .await?;
+    let mut holder = sqlx::PgConnection::connect(db.url()).await?;
+    sqlx::query(&format!("SELECT pg_advisory_lock({JOB_LOCK})")).execute(&mut holder).await?;
     let applying = tokio::spawn({
         let catalog = catalog.clone();
         async move { apply(&catalog, &declared).await }
@@ -65,8 +70,11 @@ async fn a_connection_lost_part_way_through_stores_nothing() -> Result<(), BoxEr
         .expect_err("the apply lost its connection");
     assert!(matches!(error, SourceError::Apply { .. }), "{error}");
     assert!(error.to_string().contains("Job/nightly"), "the failing document is named: {error}");
-    // The lock is the session's: closing the blocker's connections releases it.
-    drop(holder);
+    // The lock is the session's: unlocking it and closing the session releases it.
+    let unlocked: bool =
+        sqlx::query_scalar(&format!("SELECT pg_advisory_unlock({JOB_LOCK})")).fetch_one(&mut holder).await?;
+    assert!(unlocked, "the holder still held the Job's lock");
+    holder.close().await?;
     blocker.close().await;
 
     let datasets = catalog.datasets(None).await?;
@@ -74,7 +82,9 @@ async fn a_connection_lost_part_way_through_stores_nothing() -> Result<(), BoxEr
     assert!(catalog.job_by_name("default", "nightly").await.is_err(), "no job stored");
 
     let declared = load(std::slice::from_ref(&path))?;
-    let applied = apply(&catalog, &declared).await?;
+    let applied = tokio::time::timeout(Duration::from_secs(60), apply(&catalog, &declared))
+        .await
+        .expect("the second apply finds the Job's lock free")?;
     assert_eq!(applied.datasets, ["out"]);
     assert_eq!(
         applied.jobs.iter().map(|(_, name, created)| (name.as_str(), *created)).collect::<Vec<_>>(),
