@@ -240,7 +240,7 @@ impl Stack {
 
     fn command(&self, role: Role) -> Command {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_duckmesh"));
+        let mut command = Command::new(duckmesh_binary());
         command
             .arg(role.as_str())
             .env("DUCKMESH_LOG", "info")
@@ -279,7 +279,7 @@ impl Stack {
     /// Runs a `duckmesh` command on the stack's catalog to its end; its stdout (panics when
     /// it fails).
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_duckmesh"))
+        let output = Command::new(duckmesh_binary())
             .args(args)
             .env("DUCKMESH_DATABASE_URL", &self.url)
             .env("DUCKMESH_LOG", "warn")
@@ -638,4 +638,13 @@ impl DrillResult {
         }
         assert!(self.report.is_clean(), "{line}\n{}", self.report);
     }
+}
+
+/// The `duckmesh` binary the stack runs: `DUCKMESH_DRILLS_BINARY` when set (a copy that a
+/// rebuild of the work tree cannot replace half-way through a long chaos run), else the one
+/// cargo built for this test.
+fn duckmesh_binary() -> PathBuf {
+    std::env::var_os("DUCKMESH_DRILLS_BINARY")
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_duckmesh")), PathBuf::from)
 }
