@@ -161,10 +161,11 @@ impl Catalog {
     /// Restores `datasets` — with their ids, snapshots (ids, parents, visibility tokens, kinds,
     /// fences, counts, commit times; no task or attempt links) and files — and sets each
     /// dataset's current snapshot and counters from its newest snapshot, all in one
-    /// transaction. The id sequence and `fence_seq` are advanced past everything restored, so
-    /// no fence is ever granted twice. Refuses (`catalog_not_empty`, nothing written) a catalog
-    /// that already holds a dataset.
-    pub async fn restore_datasets(&self, datasets: &[RestoredDataset]) -> Result<RestoreSummary> {
+    /// transaction. The id sequence and `fence_seq` are advanced past everything restored and
+    /// past `fence_floor` (fences in use that no snapshot records, such as an unrestored ingest
+    /// batch's directory), so no fence is ever granted twice. Refuses (`catalog_not_empty`,
+    /// nothing written) a catalog that already holds a dataset.
+    pub async fn restore_datasets(&self, datasets: &[RestoredDataset], fence_floor: i64) -> Result<RestoreSummary> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("LOCK TABLE datasets IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
         let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM datasets").fetch_one(&mut *tx).await?;
@@ -172,7 +173,7 @@ impl Catalog {
             return Err(Error::NotEmpty { datasets: existing });
         }
         let mut summary = RestoreSummary::default();
-        let mut max_fence = 0_i64;
+        let mut max_fence = fence_floor.max(0);
         for restored in datasets {
             let Some(current) = restored.snapshots.last() else { continue };
             let identity = &restored.dataset;

@@ -15,7 +15,10 @@
 //!    ([`RebuildFailure::Mismatch`]); a missing manifest is [`RebuildFailure::ManifestMissing`].
 //! 3. Restore everything in one catalog transaction ([`Catalog::restore_datasets`]): same
 //!    dataset ids, snapshot ids, parents, visibility tokens, kinds and commit times; files
-//!    with the snapshots that added and retired them; `fence_seq` past every fence.
+//!    with the snapshots that added and retired them; `fence_seq` past every fence restored
+//!    and every fence that names an ingest batch's directory in the bucket
+//!    (`<dataset>/ingest/<fence>/`): a batch committed after the recovery point, or never,
+//!    keeps its objects, and no new batch is written over them.
 //!
 //! Commit records are written by the outbox dispatcher shortly *after* each commit; a commit
 //! whose record was not written yet is not restored (the rebuild's recovery point). The report
@@ -104,6 +107,9 @@ pub struct RebuildReport {
     pub restored: Option<RestoreSummary>,
     /// The fencing sequence's value afterwards (`None` when dry).
     pub fence_seq: Option<i64>,
+    /// The highest fence naming an ingest batch's directory in the bucket
+    /// (`<dataset>/ingest/<fence>/`), restored or not; `fence_seq` is moved past it too.
+    pub ingest_fence: Option<i64>,
 }
 
 /// The records of one dataset found in the bucket.
@@ -163,9 +169,14 @@ pub async fn rebuild_catalog(
         report.datasets.push(summary);
         restored.push(dataset);
     }
-    report.unconfirmed = unconfirmed(store, &starts).await?;
+    let (unconfirmed, ingest_fence) = unconfirmed(store, &starts).await?;
+    report.unconfirmed = unconfirmed;
+    report.ingest_fence = ingest_fence;
     if !options.dry_run {
-        let summary = catalog.restore_datasets(&restored).await.map_err(Error::catalog("restoring datasets"))?;
+        let summary = catalog
+            .restore_datasets(&restored, ingest_fence.unwrap_or(0))
+            .await
+            .map_err(Error::catalog("restoring datasets"))?;
         report.fence_seq = Some(summary.fence_seq);
         report.restored = Some(summary);
     }
@@ -385,16 +396,24 @@ const STORE_TIMESTAMP_PRECISION: std::time::Duration = std::time::Duration::from
 
 /// Manifests under `<name>/attempts/` and `<name>/ingest/` that no restored snapshot names and
 /// that are newer than their dataset's starting point (every dataset of the bucket; a name
-/// without records at all reports all of its manifests).
+/// without records at all reports all of its manifests), and the highest fence naming an
+/// ingest batch's directory (`<name>/ingest/<fence>/`, whatever became of the batch).
 async fn unconfirmed(
     store: &dyn ObjectStore,
     starts: &HashMap<String, (Option<SystemTime>, HashSet<String>)>,
-) -> Result<Vec<Unconfirmed>> {
+) -> Result<(Vec<Unconfirmed>, Option<i64>)> {
     let mut found = Vec::new();
+    let mut ingest_fence = None;
     for object in store.list("").await.map_err(Error::storage("listing the bucket"))? {
         let ObjectMeta { key, last_modified, .. } = object;
         let mut parts = key.split('/');
         let (Some(name), Some(area)) = (parts.next(), parts.next()) else { continue };
+        if !name.starts_with('_')
+            && area == "ingest"
+            && let Some(fence) = parts.next().and_then(|fence| fence.parse::<i64>().ok())
+        {
+            ingest_fence = ingest_fence.max(Some(fence));
+        }
         if name.starts_with('_') || !matches!(area, "attempts" | "ingest") || !key.ends_with(layout::MANIFEST_FILE) {
             continue;
         }
@@ -412,7 +431,7 @@ async fn unconfirmed(
         found.push(Unconfirmed { key, last_modified });
     }
     found.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(found)
+    Ok((found, ingest_fence))
 }
 
 async fn read(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>> {

@@ -5,12 +5,20 @@
 //! row, files and query results, integrity is clean and the fencing sequence moved past every
 //! fence. A commit whose record was never written is reported, not restored; a missing record
 //! in the middle is refused, naming the snapshot.
+//!
+//! Ingest snapshots (records posted through the catalog's ingest API and committed by the real
+//! coordinator, poison records dead-lettered) mixed with task appends replay through their
+//! ingest manifests, a GC checkpoint at an ingest snapshot included: after the rebuild every
+//! read-your-writes token acked for a restored commit is still satisfied, and the next batch
+//! gets a fence no earlier batch used.
 
 mod common;
 
 use common::Harness;
-use duckmesh_catalog::{Catalog, CommitMode, DatasetRecord};
-use duckmesh_coordinator::{OutboxDispatcher, OutboxOptions};
+use duckmesh_catalog::{
+    Catalog, Column, CommitMode, DatasetRecord, DatasetSpec, IngestAck, IngestRecord, IngestRequest,
+};
+use duckmesh_coordinator::{BatchReport, Coordinator, CoordinatorConfig, OutboxDispatcher, OutboxOptions};
 use duckmesh_core::SnapshotId;
 use duckmesh_engine::{Database, Limits, Relation};
 use duckmesh_maintenance::{
@@ -18,6 +26,7 @@ use duckmesh_maintenance::{
     rebuild_catalog,
 };
 use duckmesh_storage::layout;
+use duckmesh_telemetry::Metrics;
 use duckmesh_testkit::TestDatabase;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -271,4 +280,192 @@ async fn a_missing_manifest_or_a_record_that_does_not_replay_is_refused() {
     assert_eq!(error.error_code(), "rebuild_manifest_missing");
     assert!(error.to_string().contains("snapshot 1"), "{error}");
     assert_eq!(empty.dataset_count().await.expect("count"), 0);
+}
+
+/// A dataset with the schema ingest needs (`id BIGINT, label VARCHAR`, what the sql loads write).
+async fn ingest_dataset(harness: &Harness, name: &str, spec: serde_json::Value) -> DatasetRecord {
+    let columns = [("id", "BIGINT"), ("label", "VARCHAR")]
+        .iter()
+        .map(|(name, data_type)| Column { name: (*name).into(), data_type: (*data_type).into() })
+        .collect();
+    let spec = DatasetSpec {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        generation: 1,
+        tenant: "default".into(),
+        schema: Some(columns),
+        spec,
+    };
+    harness.catalog.upsert_dataset(&spec).await.expect("upsert dataset")
+}
+
+/// Posts records `ids` (label `in-<id>`, keyed by id) through the catalog's ingest API, as the
+/// query API does; a `None` label posts an id DuckDB cannot convert (dead-lettered).
+async fn post(catalog: &Catalog, dataset: &DatasetRecord, ids: &[(i64, bool)]) -> IngestAck {
+    let records: Vec<IngestRecord> = ids
+        .iter()
+        .map(|(id, good)| IngestRecord {
+            key: format!("k{id}"),
+            payload: if *good {
+                serde_json::json!({"id": id, "label": format!("in-{id}")})
+            } else {
+                serde_json::json!({"id": format!("not-a-number-{id}"), "label": "poison"})
+            },
+        })
+        .collect();
+    let request = IngestRequest {
+        dataset: dataset.id,
+        tenant: "default",
+        records: &records,
+        traceparent: None,
+        max_pending: None,
+    };
+    catalog.ingest(request).await.expect("ingest")
+}
+
+fn new_coordinator(harness: &Harness, catalog: &Catalog) -> Coordinator {
+    let config = CoordinatorConfig {
+        linger: Duration::from_millis(10),
+        poll_interval: Duration::from_millis(50),
+        work_dir: harness.dir.path().join("coordinator"),
+        identity: "test-coordinator".into(),
+        ..CoordinatorConfig::default()
+    };
+    Coordinator::new(catalog.clone(), harness.store.clone(), Metrics::new(), config)
+}
+
+/// Commits every pending event of the catalog as ingest batches; returns their reports.
+async fn commit_pending(coordinator: &Coordinator) -> Vec<BatchReport> {
+    let mut reports = Vec::new();
+    while let Some(report) = coordinator.run_once().await.expect("coordinator batch") {
+        reports.push(report);
+    }
+    reports
+}
+
+#[tokio::test]
+async fn ingest_snapshots_replay_through_their_manifests_and_acked_tokens_stay_satisfied() {
+    let harness = Harness::new().await;
+    let retention = serde_json::json!({"retention": {"keepSnapshots": 3, "maxAgeDays": 0}});
+    let clicks = ingest_dataset(&harness, "clicks", retention).await;
+    let coordinator = new_coordinator(&harness, &harness.catalog);
+    let load = |index: i64| format!("SELECT {index}::BIGINT AS id, 'task-{index}' AS label");
+    let good = |ids: std::ops::Range<i64>| ids.map(|id| (id, true)).collect::<Vec<_>>();
+
+    // 1 ingest, 2 task append, 3 ingest (a poison record dead-lettered), 4 task append.
+    let mut acks = vec![post(&harness.catalog, &clicks, &good(1..6)).await];
+    let batches = commit_pending(&coordinator).await;
+    assert_eq!(batches.iter().map(|b| b.snapshot).collect::<Vec<_>>(), [Some(SnapshotId(1))]);
+    harness.commit(&clicks, "t2", &load(100)).await;
+    let mut mixed = good(6..10);
+    mixed.push((10, false));
+    acks.push(post(&harness.catalog, &clicks, &mixed).await);
+    let batches = commit_pending(&coordinator).await;
+    assert_eq!((batches.len(), batches[0].committed, batches[0].dead_lettered), (1, 4, 1), "{batches:?}");
+    // A retried request stores nothing again; its ack names the first copies' snapshot.
+    let retried = post(&harness.catalog, &clicks, &good(6..8)).await;
+    assert_eq!((retried.accepted, retried.duplicates, retried.visibility_token), (0, 2, 3));
+    acks.push(retried);
+    harness.commit(&clicks, "t4", &load(101)).await;
+    // The store keeps whole seconds: the manifests before the checkpointed snapshot (5) are a
+    // second older than it (the rebuild reports younger ones as unconfirmed).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // 5 ingest (two requests, one batch), 6 task append, 7 ingest.
+    acks.push(post(&harness.catalog, &clicks, &good(11..14)).await);
+    acks.push(post(&harness.catalog, &clicks, &good(14..16)).await);
+    let batches = commit_pending(&coordinator).await;
+    assert_eq!(batches.iter().map(|b| b.snapshot).collect::<Vec<_>>(), [Some(SnapshotId(5))]);
+    harness.commit(&clicks, "t6", &load(102)).await;
+    acks.push(post(&harness.catalog, &clicks, &good(16..20)).await);
+    commit_pending(&coordinator).await;
+    dispatch_all(&harness).await;
+
+    // GC keeps 5, 6 and 7 and checkpoints the ingest snapshot 5; 1 to 4 stay as expired anchors
+    // of the files 5 still holds, and their records are superseded.
+    let clicks = harness.catalog.dataset(clicks.id).await.expect("dataset");
+    let gc = GcOptions { grace: Duration::ZERO, ..GcOptions::default() };
+    let report = collect_dataset(&harness.catalog, harness.store.as_ref(), &clicks, &gc, &CancellationToken::new())
+        .await
+        .expect("gc");
+    assert_eq!(report.expired_snapshots, [1, 2, 3, 4], "{report:?}");
+    assert!(report.files.is_empty(), "appends only: every file is still live {report:?}");
+    assert_eq!(report.checkpoint, Some(layout::checkpoint_key("default", "clicks", 5).expect("key")));
+    assert_eq!(report.records.len(), 4, "{report:?}");
+
+    // 8 ingest after the checkpoint, recorded; 9 ingest committed but never recorded (the
+    // dispatcher lags); and one request acked but not committed when the catalog is lost.
+    acks.push(post(&harness.catalog, &clicks, &good(20..23)).await);
+    commit_pending(&coordinator).await;
+    dispatch_all(&harness).await;
+    let lost_ack = post(&harness.catalog, &clicks, &good(23..25)).await;
+    let lost = commit_pending(&coordinator).await.remove(0);
+    assert_eq!(lost.snapshot, Some(SnapshotId(9)));
+    let lost_manifest = lost.manifest_path.clone().expect("manifest");
+    let lost_manifest_bytes = harness.store.get(&lost_manifest).await.expect("manifest");
+    let pending_ack = post(&harness.catalog, &clicks, &good(25..27)).await;
+
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM snapshots WHERE dataset_id = $1 ORDER BY id")
+        .bind(clicks.id.0)
+        .fetch_all(harness.catalog.pool())
+        .await
+        .expect("kinds");
+    assert_eq!(kinds, ["ingest", "append", "ingest", "append", "ingest", "append", "ingest", "ingest", "ingest"]);
+    for ack in &acks {
+        assert!(harness.catalog.visible_at(clicks.id, ack.visibility_token).await.expect("visible"), "{ack:?}");
+    }
+    assert!(!harness.catalog.visible_at(clicks.id, pending_ack.visibility_token).await.expect("visible"));
+    let mut before = seen(&harness, &harness.catalog, "clicks").await;
+    before.remove(&9);
+    assert_eq!(before.keys().copied().collect::<Vec<_>>(), [5, 6, 7, 8]);
+    let rows_at_8: Vec<Option<String>> = before[&8].rows.iter().map(|row| row[0].clone()).collect();
+    let expected: Vec<i64> = (1..10).chain(11..23).chain(100..103).collect();
+    assert_eq!(rows_at_8, expected.iter().map(|id| Some(id.to_string())).collect::<Vec<_>>());
+    let table_before = rows_table(&harness.catalog, "clicks", 9).await;
+
+    let db = TestDatabase::new().await.expect("test database");
+    let rebuilt = db.catalog().await.expect("catalog");
+    let report =
+        rebuild_catalog(&rebuilt, harness.store.as_ref(), &RebuildOptions::default(), &|_| {}).await.expect("rebuild");
+    let dataset = &report.datasets[0];
+    assert_eq!((dataset.checkpoint, dataset.current, dataset.visibility_token), (Some(5), 8, 8), "{report:?}");
+    let unconfirmed: Vec<&str> = report.unconfirmed.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(unconfirmed, [lost_manifest.as_str()], "{report:?}");
+    assert_eq!(report.ingest_fence, Some(lost.fence.0));
+    assert!(report.fence_seq >= Some(lost.fence.0), "{report:?}");
+
+    // Every retained snapshot reads the same rows from the same files, with the same tokens
+    // and parents; expired anchors and retired files are restored as they were.
+    assert_eq!(seen(&harness, &rebuilt, "clicks").await, before);
+    assert_eq!(rows_table(&rebuilt, "clicks", 9).await, table_before);
+    let restored = rebuilt.dataset_by_name("default", "clicks").await.expect("clicks");
+    assert_eq!(
+        (restored.id, restored.current_snapshot, restored.visibility_token),
+        (clicks.id, Some(SnapshotId(8)), 8)
+    );
+    assert_eq!(restored.schema, clicks.schema);
+    // Every token acked for a commit restored is still satisfied; the lost commit's is not (the
+    // recovery point), nor is the request still pending (the ingest buffer is not restored).
+    for ack in &acks {
+        assert!(rebuilt.visible_at(clicks.id, ack.visibility_token).await.expect("visible"), "{ack:?}");
+    }
+    assert_eq!(lost_ack.visibility_token, 9);
+    assert!(!rebuilt.visible_at(clicks.id, lost_ack.visibility_token).await.expect("visible"));
+    let integrity = IntegrityOptions { verify_hashes: true, ..IntegrityOptions::default() };
+    let check = check_dataset(&rebuilt, harness.store.as_ref(), &restored, &integrity).await.expect("integrity");
+    assert!(check.is_clean() && check.counts.files_checked > 0, "{check:#?}");
+
+    // Ingest goes on in the rebuilt catalog: the next batch is snapshot 9 again, under a fence
+    // no earlier batch used, so the unrecorded batch's objects stay as they were for recovery.
+    let after = post(&rebuilt, &restored, &good(30..33)).await;
+    assert_eq!(after.visibility_token, 9);
+    let next = commit_pending(&new_coordinator(&harness, &rebuilt)).await.remove(0);
+    assert_eq!(next.snapshot, Some(SnapshotId(9)));
+    assert!(next.fence.0 > lost.fence.0, "fence {} granted again after the rebuild", next.fence.0);
+    assert_ne!(next.manifest_path.as_deref(), Some(lost_manifest.as_str()));
+    assert_eq!(harness.store.get(&lost_manifest).await.expect("manifest"), lost_manifest_bytes);
+    assert!(rebuilt.visible_at(clicks.id, after.visibility_token).await.expect("visible"));
+    let restored = rebuilt.dataset(clicks.id).await.expect("clicks");
+    let check = check_dataset(&rebuilt, harness.store.as_ref(), &restored, &integrity).await.expect("integrity");
+    assert!(check.is_clean(), "{check:#?}");
 }
