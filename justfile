@@ -36,10 +36,12 @@ e2e *args:
 check-observability:
     scripts/check-observability.sh
 
-# What CI runs: lints, tests, 10 s of each fuzz target, the API contract, then the
-# observability kit's checks, the Helm chart's checks, its install on the test bed, and the
-# container image (built twice from the test profile's binary, digests compared, smoke-run).
-ci: lint test (drills "--skip" "postgres_paused" "--skip" "object_store") (chaos "20") (fuzz "10") api-contract check-observability chart e2e-helm image-ci
+# What CI runs: lints, tests (the Helm chart's checks and its install on the test bed are test
+# suites of `cargo test --workspace`, so `chart` and `e2e-helm` are not run twice), the drills
+# but the two outage drills, 20 chaos kills, 10 s of each fuzz target, the API contract, the
+# observability kit's checks, and the container image (built twice from the test profile's
+# binary, digests compared, smoke-run).
+ci: lint test (drills "--skip" "postgres_paused" "--skip" "object_store") (chaos "20") (fuzz "10") api-contract check-observability image-ci
 
 # Every cargo-fuzz target in fuzz/ for SECONDS each, from its committed corpus (nightly +
 # cargo-fuzz; sanitizer builds in /var/tmp/duckmesh-fuzz-target). A crash fails the recipe.
