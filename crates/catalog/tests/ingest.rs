@@ -229,6 +229,38 @@ async fn read_only_mode_refuses_ingest_and_every_commit_until_turned_off() -> Re
     Ok(())
 }
 
+/// A refused ingest gives its connection back before anything else: it once looked up the
+/// switch's reason on a second pooled connection while its transaction still held the first,
+/// so a burst of refused posts as large as the pool held every connection and waited for one
+/// more (the drill's queries during read-only then failed with `catalog_unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_ingest_bursts_do_not_hold_the_pool_and_reads_go_on() -> Result<(), BoxError> {
+    let (db, setup_catalog) = setup().await?;
+    let ds = dataset(&setup_catalog, "events").await?;
+    let mut options = ConnectOptions::new(db.url());
+    options.max_connections = 2;
+    options.acquire_timeout = Duration::from_secs(3);
+    let catalog = Catalog::connect(&options, fast_config()).await?;
+    catalog.set_read_only(true, Some("drill"), "test").await?;
+
+    let burst: Vec<_> = (0..64)
+        .map(|n| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move { ingest(&catalog, ds, &[&format!("k{n}")]).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let read = catalog.dataset(ds).await.map_err(|error| format!("a read during the burst: {error}"))?;
+    assert_eq!(read.current_snapshot, None);
+    for refused in burst {
+        let error = refused.await?.expect_err("read-only");
+        assert_eq!(error.error_code(), "read_only", "{error}");
+        assert!(error.to_string().contains("drill"), "the refusal names the reason: {error}");
+    }
+    assert!(event_states(&catalog, ds).await?.is_empty(), "nothing was stored");
+    Ok(())
+}
+
 #[tokio::test]
 async fn read_only_refusals_do_not_use_up_attempts_and_no_task_starts_meanwhile() -> Result<(), BoxError> {
     let (_db, catalog) = setup().await?;

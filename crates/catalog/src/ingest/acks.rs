@@ -51,6 +51,7 @@ impl Catalog {
         let limit = request.max_pending.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let head = sqlx::query(
             "SELECT d.visibility_token, duckmesh_read_only() AS read_only, \
+                    (SELECT reason FROM catalog_switches WHERE name = 'read_only') AS read_only_reason, \
                     CASE WHEN $2::bigint IS NULL THEN 0 ELSE (SELECT count(*) FROM (SELECT 1 FROM ingest_events e \
                         WHERE e.dataset_id = d.id AND e.snapshot_id IS NULL AND e.dead_letter_id IS NULL \
                         LIMIT $2) p) END AS pending \
@@ -61,8 +62,11 @@ impl Catalog {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::NotFound { what: format!("dataset {}", request.dataset) })?;
+        // The refusal's reason comes with the head row: looking it up on a second pooled
+        // connection while this transaction holds one let a burst of refused posts as large as
+        // the pool hold every connection and wait for one more, starving every other caller.
         if head.try_get::<bool, _>("read_only")? {
-            return Err(self.read_only_error().await);
+            return Err(Error::ReadOnly { reason: head.try_get("read_only_reason")? });
         }
         let pending: i64 = head.try_get("pending")?;
         let incoming = i64::try_from(request.records.len()).unwrap_or(i64::MAX);

@@ -54,7 +54,8 @@ impl Catalog {
         self.read_only().await
     }
 
-    /// The `read_only` refusal, carrying the reason the switch was turned on with.
+    /// The `read_only` refusal, carrying the reason the switch was turned on with. It takes a
+    /// pooled connection of its own: never call it while holding one (a transaction).
     pub(crate) async fn read_only_error(&self) -> Error {
         let reason = self.read_only().await.ok().and_then(|state| state.reason);
         Error::ReadOnly { reason }
