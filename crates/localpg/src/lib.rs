@@ -231,6 +231,9 @@ pub struct LocalCluster {
     port: u16,
     base_dir: PathBuf,
     temp_dir: Option<tempfile::TempDir>,
+    bin_dir: PathBuf,
+    options: ClusterOptions,
+    as_root: bool,
 }
 
 impl LocalCluster {
@@ -270,10 +273,19 @@ impl LocalCluster {
 
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::launch(&bin_dir, &base_dir, options, as_root) {
+            match Self::launch(&bin_dir, &base_dir, options, as_root, free_port()?) {
                 Ok((server, port)) => {
                     let watchdog = spawn_watchdog(server.id(), temp_dir.is_some(), &base_dir);
-                    return Ok(Self { server, watchdog, port, base_dir, temp_dir });
+                    return Ok(Self {
+                        server,
+                        watchdog,
+                        port,
+                        base_dir,
+                        temp_dir,
+                        bin_dir,
+                        options: options.clone(),
+                        as_root,
+                    });
                 }
                 // Most likely another process took the free port between probe and bind.
                 Err(error) => last_error = Some(error),
@@ -282,8 +294,13 @@ impl LocalCluster {
         Err(last_error.expect("three attempts were made"))
     }
 
-    fn launch(bin_dir: &Path, base_dir: &Path, options: &ClusterOptions, as_root: bool) -> Result<(Child, u16)> {
-        let port = free_port()?;
+    fn launch(
+        bin_dir: &Path,
+        base_dir: &Path,
+        options: &ClusterOptions,
+        as_root: bool,
+        port: u16,
+    ) -> Result<(Child, u16)> {
         let log_path = base_dir.join("postgres.log");
         let log = File::options()
             .create(true)
@@ -364,9 +381,36 @@ impl LocalCluster {
         &self.base_dir
     }
 
+    /// The postmaster's process id (its backends are its children, each in a process group
+    /// of its own).
+    pub fn pid(&self) -> u32 {
+        self.server.id()
+    }
+
     /// Stops the server (fast shutdown: running transactions are rolled back, committed data is
     /// kept) and removes a temporary cluster's files.
     pub fn stop(&mut self) {
+        self.shut_down();
+        if let Some(temp) = self.temp_dir.take() {
+            let _ = temp.close();
+        }
+    }
+
+    /// Restarts the server in place, as `pg_ctl restart -m fast` does: a fast shutdown (every
+    /// client disconnected, running transactions rolled back, committed data kept), then the
+    /// same data directory served again on the same port, so clients holding the URL reconnect
+    /// to it. Blocks until the new server accepts connections.
+    pub fn restart_fast(&mut self) -> Result<()> {
+        self.shut_down();
+        let (server, port) = Self::launch(&self.bin_dir, &self.base_dir, &self.options, self.as_root, self.port)?;
+        self.watchdog = spawn_watchdog(server.id(), self.temp_dir.is_some(), &self.base_dir);
+        self.server = server;
+        self.port = port;
+        Ok(())
+    }
+
+    /// Fast shutdown of the server (SIGINT, SIGKILL after 30 s) and of its watchdog.
+    fn shut_down(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.server.id() as i32);
         if let Ok(None) = self.server.try_wait() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
@@ -383,9 +427,6 @@ impl LocalCluster {
         if let Some(mut watchdog) = self.watchdog.take() {
             let _ = watchdog.kill();
             let _ = watchdog.wait();
-        }
-        if let Some(temp) = self.temp_dir.take() {
-            let _ = temp.close();
         }
     }
 }
@@ -582,6 +623,39 @@ mod tests {
             .status()
             .expect("pg_isready runs");
         assert!(!status.success(), "server stopped");
+    }
+
+    #[test]
+    fn a_fast_restart_keeps_the_port_and_the_committed_data_and_drops_every_client() {
+        let mut cluster = LocalCluster::start(&ClusterOptions::ephemeral()).expect("cluster starts");
+        let bin = find_server_binaries().expect("binaries");
+        let psql = |cluster: &LocalCluster, sql: &str| {
+            Command::new(bin.join("psql"))
+                .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", &cluster.url("postgres"), "-c", sql])
+                .output()
+                .expect("psql runs")
+        };
+        assert!(psql(&cluster, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)").status.success());
+        // A client connected across the restart: `sleep 30` keeps psql's session open.
+        let mut client = Command::new(bin.join("psql"))
+            .args(["-X", "-q", "-d", &cluster.url("postgres"), "-c", "SELECT pg_sleep(30)"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("psql runs");
+        let (port, postmaster) = (cluster.port(), cluster.pid());
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.restart_fast().expect("restarts");
+        let client_exit = client.wait().expect("client ends");
+        assert!(!client_exit.success(), "the fast shutdown ended the client's session (a smart one waits for it)");
+        assert_eq!(cluster.port(), port, "same port");
+        assert_ne!(cluster.pid(), postmaster, "a new postmaster");
+        let kept = psql(&cluster, "SELECT n FROM kept");
+        assert!(kept.status.success(), "{kept:?}");
+        assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "42", "committed data kept");
+        let dir = cluster.base_dir().to_path_buf();
+        cluster.stop();
+        assert!(!dir.exists(), "the restarted ephemeral cluster's files are still removed on stop");
     }
 
     #[test]
