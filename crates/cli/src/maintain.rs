@@ -93,8 +93,9 @@ pub struct GcArgs {
     dry_run: bool,
 
     /// Seconds between a snapshot's expiry and the deletion of the files only it referenced
-    /// (longer than any query runs).
-    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    /// (longer than any query runs; at most 31536000, 365 days).
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=duckmesh_maintenance::MAX_GC_GRACE_SECONDS))]
     grace: u64,
 
     #[command(flatten)]
@@ -256,7 +257,9 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
         let report = if args.dry_run {
             collect_dataset(&handle.catalog, store.as_ref(), &dataset, &options, &CancellationToken::new()).await
         } else {
-            let (id, lease) = task(&handle.catalog, &dataset, GC_KIND, serde_json::json!({})).await?;
+            // The task's spec says what the run does, as a gc Task's settings would.
+            let spec = serde_json::json!({"graceSeconds": args.grace});
+            let (id, lease) = task(&handle.catalog, &dataset, GC_KIND, spec).await?;
             let Some(lease) = lease else {
                 failed |= !waited(&handle.catalog, &dataset, id).await?;
                 continue;
@@ -266,7 +269,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
                 .await
         };
         match report {
-            Ok(report) => crate::out::print(&gc_lines(&dataset, &report))?,
+            Ok(report) => crate::out::print(&gc_lines(&dataset.name, &report))?,
             Err(error) => {
                 failed = true;
                 crate::out::print(&format!("{}: error [{}]: {error}", dataset.name, error.error_code()))?;
@@ -315,11 +318,12 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn gc_lines(dataset: &DatasetRecord, report: &GcReport) -> String {
+/// What a collection did (or, dry, would do), `label` first (the dataset's name); a dry run
+/// lists every key it would delete.
+pub(crate) fn gc_lines(label: &str, report: &GcReport) -> String {
     let verb = if report.dry_run { "would" } else { "did" };
     let mut text = format!(
-        "{}: {verb} expire {} snapshots, delete {} files, {} manifests, {} staging objects ({}), {} superseded catalog records and {} query exports",
-        dataset.name,
+        "{label}: {verb} expire {} snapshots, delete {} files, {} manifests, {} staging objects ({}), {} superseded catalog records and {} query exports",
         report.expired_snapshots.len(),
         report.files.len(),
         report.manifests.len(),

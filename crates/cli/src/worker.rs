@@ -169,18 +169,12 @@ async fn maintain(
                     report.manifest
                 )
             }),
-        GC_KIND => GcRunner::new(catalog, store, heartbeat, runner, GcOptions::default()).run(attempt).await.map(
-            |report| {
-                format!(
-                    "expired {} snapshots; deleted {} files, {} manifests, {} staging objects ({} bytes)",
-                    report.expired_snapshots.len(),
-                    report.files.len(),
-                    report.manifests.len(),
-                    report.staging.len(),
-                    report.bytes
-                )
-            },
-        ),
+        // A dry run (the task's `gc.dryRun`) lists every key it would delete, as `duckmesh gc
+        // --dry-run` does.
+        GC_KIND => GcRunner::new(catalog, store, heartbeat, runner, GcOptions::default())
+            .run(attempt)
+            .await
+            .map(|report| crate::maintain::gc_lines("gc", &report)),
         _ => IntegrityRunner::new(catalog, store, heartbeat, runner).run(attempt).await.map(|report| {
             let counts = report.counts;
             format!(

@@ -276,7 +276,8 @@ const MAINTENANCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/m
 /// The maintenance kinds as Job nodes with their settings from YAML: three loads append small
 /// files, then `compact` (minFiles 2) rewrites them into one snapshot of fewer files with the
 /// same rows, `integrity` (verifyHashes) records a clean run that hashed every file, and
-/// `export` (csv) writes the compacted rows and a manifest under its prefix.
+/// `export` (csv) writes the compacted rows and a manifest under its prefix, and `gc` (a dry
+/// run) changes nothing and records no run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_nodes_of_a_job_compact_check_and_export_with_their_settings() {
     let dev = Dev::new().await;
@@ -286,13 +287,19 @@ async fn maintenance_nodes_of_a_job_compact_check_and_export_with_their_settings
     let job = dev.catalog.job_by_name("default", "readings-maintenance").await.expect("job");
     let tasks: HashMap<String, TaskRecord> =
         dev.catalog.tasks_of_job(job.id).await.expect("tasks").into_iter().map(|t| (t.name.clone(), t)).collect();
-    for name in ["load-1", "load-2", "load-3", "compact", "check", "export"] {
+    for name in ["load-1", "load-2", "load-3", "compact", "check", "export", "gc"] {
         assert_eq!(tasks[name].phase, TaskPhase::Succeeded, "{name}: {:?}", tasks[name]);
     }
     // The settings reached the runners as their specs.
     assert_eq!(tasks["compact"].spec, serde_json::json!({"minFiles": 2}));
     assert_eq!(tasks["check"].spec, serde_json::json!({"verifyHashes": true}));
     assert_eq!(tasks["export"].spec, serde_json::json!({"prefix": "readings/latest", "format": "csv"}));
+    assert_eq!(tasks["gc"].spec, serde_json::json!({"dryRun": true, "graceSeconds": 600}));
+    let gc_runs: i64 = sqlx::query_scalar("SELECT count(*) FROM maintenance_runs WHERE kind = 'gc'")
+        .fetch_one(dev.catalog.pool())
+        .await
+        .expect("runs");
+    assert_eq!(gc_runs, 0, "a dry run is not recorded");
 
     // Compacted: three one-file appends became one file in a `compact` snapshot, same rows.
     let dataset = dev.catalog.dataset_by_name("default", "readings").await.expect("dataset");

@@ -405,7 +405,7 @@ async fn maintenance_tasks_run_through_the_worker_binary() {
     let runs = [
         ("compact", json!({"minFiles": 2}), "compacted 2 files"),
         ("integrity", json!({"verifyHashes": true}), "0 missing"),
-        ("gc", json!({}), "expired 0 snapshots"),
+        ("gc", json!({}), "gc: did expire 0 snapshots"),
         ("export", json!({"prefix": "out/worker"}), "to _exports/default/out/worker/"),
     ];
     for (kind, spec, expected) in runs {
@@ -417,6 +417,11 @@ async fn maintenance_tasks_run_through_the_worker_binary() {
     }
     let dataset = setup.catalog.dataset(out.id).await.expect("dataset");
     assert_eq!((dataset.file_count, dataset.row_count), (1, 2));
+    // A gc task's own settings: a dry run says so.
+    let task = setup.task_of_kind("gc", "gc-dry", out.id, json!({"dryRun": true, "graceSeconds": 0})).await;
+    let output = setup.worker(&lease(task).await, &s3).output().expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("gc: would expire 0 snapshots"), "{}", text(&output));
 
     let task = setup.task_of_kind("compact", "compact-bad", out.id, json!({"minFiles": 0})).await;
     let output = setup.worker(&lease(task).await, &s3).output().expect("run");
@@ -460,6 +465,17 @@ async fn maintenance_commands_compact_check_and_collect() {
     let output = run(&["gc", "out", "--dry-run"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(text(&output).contains("out: would expire 0 snapshots"), "{}", text(&output));
+    // A collection runs as a gc task whose spec carries the command's grace.
+    let output = run(&["gc", "out", "--grace", "120"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("out: did expire 0 snapshots"), "{}", text(&output));
+    let specs: Vec<serde_json::Value> = sqlx::query_scalar("SELECT spec FROM tasks WHERE kind = 'gc'")
+        .fetch_all(setup.catalog.pool())
+        .await
+        .expect("gc tasks");
+    assert_eq!(specs, [json!({"graceSeconds": 120})]);
+    let output = run(&["gc", "out", "--grace", "31536001"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
 
     let live = setup.catalog.live_files(out.id).await.expect("files");
     let store = S3Store::new(s3.clone()).await.expect("store");

@@ -290,6 +290,51 @@ impl IntegritySpec {
     }
 }
 
+/// The longest grace a `gc` task accepts: 365 days, in seconds.
+pub const MAX_GC_GRACE_SECONDS: u64 = 365 * 24 * 3600;
+
+/// The spec of a `gc` task (`tasks.spec`, camelCase), written by the scheduler from a Task or
+/// Job node's `gc` settings and by `duckmesh gc` from its flags; read by the GC runner. What
+/// is expired stays the Dataset's `retention`. Absent fields are omitted when written.
+///
+/// ```json
+/// {"dryRun": true, "graceSeconds": 7200}
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcSpec {
+    /// Change nothing: the run lists what it would expire, checkpoint and delete (and is not
+    /// recorded as a maintenance run). Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Seconds between a snapshot's expiry and the deletion of the files only it referenced
+    /// (0 to [`MAX_GC_GRACE_SECONDS`]; default the runner's, one hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+}
+
+impl GcSpec {
+    /// Parses and checks a task spec.
+    pub fn parse(value: &serde_json::Value) -> Result<Self> {
+        let spec: Self = serde_json::from_value(value.clone())
+            .map_err(|error| invalid(format!("the task spec does not match the gc task format: {error}")))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Checks the values: `graceSeconds` at most [`MAX_GC_GRACE_SECONDS`].
+    pub fn check(&self) -> Result<()> {
+        if let Some(grace) = self.grace_seconds
+            && grace > MAX_GC_GRACE_SECONDS
+        {
+            return Err(invalid(format!(
+                "graceSeconds must be at most {MAX_GC_GRACE_SECONDS} (365 days), got {grace}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The file format of an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -467,6 +512,25 @@ mod tests {
         assert!(IntegritySpec::parse(&json!({"verifyHashes": true})).expect("valid").verify_hashes);
         assert!(!IntegritySpec::parse(&json!({})).expect("empty").verify_hashes);
         assert!(IntegritySpec::parse(&json!({"verify": true})).is_err());
+
+        let gc = GcSpec { dry_run: true, grace_seconds: Some(0) };
+        assert_eq!(serde_json::to_value(gc).expect("json"), json!({"dryRun": true, "graceSeconds": 0}));
+        assert_eq!(GcSpec::parse(&json!({"dryRun": true, "graceSeconds": 0})).expect("valid"), gc);
+        assert_eq!(GcSpec::parse(&json!({})).expect("empty"), GcSpec::default());
+        assert_eq!(serde_json::to_value(GcSpec::default()).expect("json"), json!({}));
+        let max = GcSpec::parse(&json!({"graceSeconds": MAX_GC_GRACE_SECONDS})).expect("the longest grace");
+        assert_eq!(max.grace_seconds, Some(MAX_GC_GRACE_SECONDS));
+        for (bad, expected) in [
+            (json!({"graceSeconds": MAX_GC_GRACE_SECONDS + 1}), "graceSeconds must be at most 31536000"),
+            (json!({"graceSeconds": -1}), "gc task format"),
+            (json!({"grace": 10}), "unknown field `grace`"),
+            (json!({"dryRun": "yes"}), "gc task format"),
+            (json!({"keepSnapshots": 3}), "unknown field `keepSnapshots`"),
+        ] {
+            let error = GcSpec::parse(&bad).expect_err("invalid");
+            assert_eq!(error.error_code(), "invalid_task_spec", "{bad}");
+            assert!(error.to_string().contains(expected), "{bad}: {error}");
+        }
 
         let export = ExportSpec::parse(&json!({"prefix": "/trips/2026-12-02/"})).expect("valid");
         assert_eq!(

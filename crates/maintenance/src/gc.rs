@@ -23,6 +23,7 @@
 use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, DatasetRecord};
+pub use duckmesh_contracts::task::{GcSpec, MAX_GC_GRACE_SECONDS};
 use duckmesh_storage::ObjectStore;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -250,8 +251,10 @@ pub(crate) async fn delete(store: &dyn ObjectStore, key: &str) -> Result<()> {
     }
 }
 
-/// Runs leased attempts of `gc` tasks: the task names its dataset as its output; the attempt
-/// succeeds without a snapshot.
+/// Runs leased attempts of `gc` tasks: the task names its dataset as its output and carries
+/// its settings as a [`GcSpec`] (`dryRun`, `graceSeconds`), which take precedence over the
+/// runner's options; the attempt succeeds without a snapshot. A dry run is not recorded as a
+/// maintenance run.
 #[derive(Clone)]
 pub struct GcRunner {
     catalog: Catalog,
@@ -262,7 +265,8 @@ pub struct GcRunner {
 }
 
 impl GcRunner {
-    /// A runner that collects with `options` and heartbeats every `heartbeat`.
+    /// A runner that collects with `options` (unless a task's spec sets them) and heartbeats
+    /// every `heartbeat`.
     pub fn new(
         catalog: Catalog,
         store: Arc<dyn ObjectStore>,
@@ -280,6 +284,7 @@ impl GcRunner {
         let result = lease.run(|stop| self.collect(attempt, stop)).await;
         let dataset = crate::runs::dataset_of(&self.catalog, attempt).await;
         match &result {
+            Ok(report) if report.dry_run => {}
             Ok(report) => crate::runs::record(&self.catalog, crate::runs::gc(dataset, report)).await,
             Err(error) if !error.is_fenced() => {
                 crate::runs::record_failure(&self.catalog, GC_KIND, dataset, error).await
@@ -290,10 +295,22 @@ impl GcRunner {
     }
 
     async fn collect(&self, attempt: AttemptRef, stop: CancellationToken) -> Result<GcReport> {
-        let Maintained { dataset, .. } = Maintained::read(&self.catalog, attempt, GC_KIND, "collect").await?;
-        let report = collect_dataset(&self.catalog, self.store.as_ref(), &dataset, &self.options, &stop).await?;
+        let Maintained { task, dataset, .. } = Maintained::read(&self.catalog, attempt, GC_KIND, "collect").await?;
+        let options = self.options_for(&task.spec)?;
+        let report = collect_dataset(&self.catalog, self.store.as_ref(), &dataset, &options, &stop).await?;
         check_stop(&stop)?;
         self.catalog.complete_unchanged(attempt, dataset.id).await.map_err(Error::catalog("completing the attempt"))?;
         Ok(report)
+    }
+
+    /// The runner's options with a task's settings applied (`invalid_task_spec` when they are
+    /// not usable).
+    fn options_for(&self, spec: &serde_json::Value) -> Result<GcOptions> {
+        let spec = GcSpec::parse(spec).map_err(Error::spec)?;
+        Ok(GcOptions {
+            dry_run: self.options.dry_run || spec.dry_run,
+            grace: spec.grace_seconds.map_or(self.options.grace, Duration::from_secs),
+            ..self.options.clone()
+        })
     }
 }

@@ -34,7 +34,10 @@ mod runs;
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, RebuildFailure, Result};
 pub use export::{EXPORT_KIND, EXPORTS_ROOT, ExportFormat, ExportReport, ExportRunner, ExportSpec};
-pub use gc::{GC_KIND, GcOptions, GcReport, GcRunner, QUERY_EXPORTS_ROOT, Retention, collect_dataset, collect_exports};
+pub use gc::{
+    GC_KIND, GcOptions, GcReport, GcRunner, GcSpec, MAX_GC_GRACE_SECONDS, QUERY_EXPORTS_ROOT, Retention,
+    collect_dataset, collect_exports,
+};
 pub use integrity::{INTEGRITY_KIND, IntegrityOptions, IntegrityReport, IntegrityRunner, IntegritySpec, check_dataset};
 pub use rebuild::{DatasetRebuild, RebuildOptions, RebuildProgress, RebuildReport, Unconfirmed, rebuild_catalog};
 pub use restore::{ConsistencyReport, DatasetConsistency, Violation, ViolationKind, validate_restored_catalog};

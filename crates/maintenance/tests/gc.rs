@@ -3,15 +3,16 @@
 //! reads every file to the end; only after the grace are the files no retained snapshot
 //! references deleted; live files never are, even while a commit races the collection;
 //! uncommitted staging and query exports go after their retention; a checkpoint of the oldest
-//! retained snapshot is written before anything is deleted; a dry run changes nothing.
+//! retained snapshot is written before anything is deleted; a dry run changes nothing. A `gc`
+//! task's own settings (`dryRun`, `graceSeconds`) take precedence over the runner's.
 
 mod common;
 
 use bytes::Bytes;
 use common::Harness;
-use duckmesh_catalog::DatasetRecord;
+use duckmesh_catalog::{CommitMode, DatasetRecord};
 use duckmesh_contracts::catalog_record::Checkpoint;
-use duckmesh_core::TaskPhase;
+use duckmesh_core::{SnapshotId, TaskPhase};
 use duckmesh_maintenance::{
     CompactionOutcome, Compactor, GcOptions, GcRunner, IntegrityOptions, check_dataset, collect_dataset,
     collect_exports,
@@ -180,4 +181,100 @@ async fn gc_runs_as_a_leased_task_and_exports_expire() {
     let gone = collect_exports(harness.store.as_ref(), "_query-exports", Duration::ZERO, false).await.expect("exports");
     assert_eq!(gone, ["_query-exports/abc/result.parquet", "_query-exports/other/q2.parquet"]);
     assert!(harness.store.head("_query-exports/abc/result.parquet").await.is_err());
+}
+
+/// The `gc` runs recorded in `maintenance_runs` (a dry run is not one).
+async fn recorded_gc_runs(harness: &Harness) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT result, unreferenced_deleted FROM maintenance_runs WHERE kind = 'gc' ORDER BY id")
+        .fetch_all(harness.catalog.pool())
+        .await
+        .expect("runs")
+}
+
+#[tokio::test]
+async fn a_gc_task_honours_the_dry_run_and_grace_of_its_spec() {
+    let harness = Harness::new().await;
+    let events =
+        harness.dataset_with("events", serde_json::json!({"retention": {"keepSnapshots": 1, "maxAgeDays": 0}})).await;
+    harness.commit_with(&events, "load-1", "SELECT 1 AS id", CommitMode::Overwrite).await;
+    harness.commit_with(&events, "load-2", "SELECT 2 AS id", CommitMode::Overwrite).await;
+    let released: Vec<String> = harness
+        .catalog
+        .snapshot_files(events.id, SnapshotId(1))
+        .await
+        .expect("files")
+        .into_iter()
+        .map(|file| file.path)
+        .collect();
+    assert_eq!(released.len(), 1);
+    // The runner's own options are the worker's: the default one-hour grace, not dry.
+    let runner = GcRunner::new(
+        harness.catalog.clone(),
+        harness.store.clone(),
+        Duration::from_secs(1),
+        None,
+        GcOptions::default(),
+    );
+    let run = |name: &'static str, spec: serde_json::Value| {
+        let harness = &harness;
+        let events = &events;
+        let runner = &runner;
+        async move {
+            let lease = harness.maintenance_task(events, "gc", name, spec).await;
+            (lease.task, runner.run(lease.attempt_ref()).await)
+        }
+    };
+
+    // No settings: the runner's one-hour grace keeps the released file past the expiry.
+    let (_, report) = run("gc-default", serde_json::json!({})).await;
+    let report = report.expect("gc");
+    assert!(!report.dry_run && report.files.is_empty(), "{report:?}");
+    assert_eq!(report.expired_snapshots, [1], "{report:?}");
+    harness.store.head(&released[0]).await.expect("deleted within the grace");
+    assert_eq!(recorded_gc_runs(&harness).await, [("succeeded".to_owned(), 0)]);
+
+    // `dryRun` with no grace: lists the released file, changes nothing, and is not recorded as
+    // a run; the task succeeds.
+    let (task, report) = run("gc-dry", serde_json::json!({"dryRun": true, "graceSeconds": 0})).await;
+    let report = report.expect("dry run");
+    assert!(report.dry_run, "{report:?}");
+    assert_eq!(report.files, released, "{report:?}");
+    assert_eq!(harness.catalog.task(task).await.expect("task").phase, TaskPhase::Succeeded);
+    harness.store.head(&released[0]).await.expect("a dry run deleted a file");
+    assert_eq!(recorded_gc_runs(&harness).await.len(), 1);
+
+    // `graceSeconds: 0` overrides the runner's grace: the file no retained snapshot references
+    // goes (with its snapshot's manifest).
+    let (_, report) = run("gc-now", serde_json::json!({"graceSeconds": 0})).await;
+    let report = report.expect("gc");
+    assert!(!report.dry_run, "{report:?}");
+    assert_eq!(report.files, released, "{report:?}");
+    assert!(harness.store.head(&released[0]).await.is_err(), "{} should be gone", released[0]);
+    assert_eq!(recorded_gc_runs(&harness).await, [("succeeded".to_owned(), 0), ("succeeded".to_owned(), 2)]);
+
+    // Settings the runner cannot use fail the task for good, changing nothing.
+    for (name, spec) in [
+        ("gc-bad-field", serde_json::json!({"grace": 0})),
+        ("gc-bad-grace", serde_json::json!({"graceSeconds": duckmesh_maintenance::MAX_GC_GRACE_SECONDS + 1})),
+    ] {
+        let (task, result) = run(name, spec).await;
+        let error = result.expect_err("invalid spec");
+        assert_eq!(error.error_code(), "invalid_task_spec", "{error}");
+        assert!(!error.is_retryable());
+        let task = harness.catalog.task(task).await.expect("task");
+        assert_eq!(task.phase, TaskPhase::Failed, "{name}");
+    }
+    harness
+        .store
+        .head(
+            &harness
+                .catalog
+                .snapshot(events.id, SnapshotId(2))
+                .await
+                .expect("current")
+                .manifest_path
+                .expect("manifest"),
+        )
+        .await
+        .expect("the current manifest stays");
 }

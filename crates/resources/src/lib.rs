@@ -17,8 +17,8 @@ pub use dataset::{
 };
 pub use job::{Job, JobSpec, JobStatus, PhaseCounts};
 pub use task::{
-    CompactSettings, ExportFormat, ExportSettings, InputRef, IntegritySettings, OutputMode, OutputRef, Resources, Task,
-    TaskKind, TaskSpec, TaskStatus, TaskTemplate,
+    CompactSettings, ExportFormat, ExportSettings, GcSettings, InputRef, IntegritySettings, OutputMode, OutputRef,
+    Resources, Task, TaskKind, TaskSpec, TaskStatus, TaskTemplate,
 };
 pub use validate::{ValidationError, validate_dataset, validate_job, validate_task};
 pub use yaml::{Document, Problem, Resource, YamlError, YamlErrorKind, parse_documents, read_documents};

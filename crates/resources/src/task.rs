@@ -108,6 +108,22 @@ pub struct IntegritySettings {
     pub verify_hashes: Option<bool>,
 }
 
+/// Settings of a `gc` task (its dataset is `output.dataset`; what is expired is the Dataset's
+/// `retention`). The same as `duckmesh gc --dry-run --grace <SECONDS>`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcSettings {
+    /// Change nothing: the worker logs what the run would expire, checkpoint and delete
+    /// (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// Seconds between a snapshot's expiry and the deletion of the files only it referenced;
+    /// longer than any query runs (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub grace_seconds: Option<u64>,
+}
+
 /// The file format of an export.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -146,7 +162,7 @@ pub struct TaskTemplate {
     pub name: String,
     /// `sql` (default), `compact`, `gc`, `integrity` or `export`. A maintenance kind works
     /// on the dataset named by `output.dataset`, with the settings of its kind (`compact`,
-    /// `integrity`, `export`; `gc` takes its retention from the Dataset).
+    /// `gc`, `integrity`, `export`; `gc` takes its retention from the Dataset).
     #[serde(default)]
     pub kind: TaskKind,
     /// The query for `sql` tasks. Inputs are tables named after their datasets.
@@ -182,6 +198,9 @@ pub struct TaskTemplate {
     /// Settings of a `compact` task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compact: Option<CompactSettings>,
+    /// Settings of a `gc` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcSettings>,
     /// Settings of an `integrity` task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<IntegritySettings>,

@@ -7,7 +7,7 @@ use crate::job::JobSpec;
 use crate::task::{OutputMode, TaskKind, TaskSpec, TaskTemplate};
 use crate::{MAX_TARGET_FILE_SIZE_BYTES, MAX_TASKS_PER_JOB, MIN_TARGET_FILE_SIZE_BYTES};
 use duckmesh_contracts::quantity::{cpu_millis, memory_bytes};
-use duckmesh_contracts::task::ExportSpec;
+use duckmesh_contracts::task::{ExportSpec, MAX_GC_GRACE_SECONDS};
 use std::collections::HashSet;
 
 /// One problem with a resource, located by a JSON-path-like field name.
@@ -258,6 +258,7 @@ fn validate_maintenance(errors: &mut Vec<ValidationError>, field: &str, task: &T
 fn validate_settings(errors: &mut Vec<ValidationError>, field: &str, task: &TaskTemplate) {
     let settings = [
         ("compact", TaskKind::Compact, task.compact.is_some()),
+        ("gc", TaskKind::Gc, task.gc.is_some()),
         ("integrity", TaskKind::Integrity, task.integrity.is_some()),
         ("export", TaskKind::Export, task.export.is_some()),
     ];
@@ -277,6 +278,14 @@ fn validate_settings(errors: &mut Vec<ValidationError>, field: &str, task: &Task
             errors.push(ValidationError::new(format!("{field}.compact.minFiles"), "must be between 2 and 100000"));
         }
         check_target_file_size(errors, &format!("{field}.compact.targetFileSizeBytes"), compact.target_file_size_bytes);
+    }
+    if let Some(grace) = task.gc.as_ref().and_then(|gc| gc.grace_seconds)
+        && grace > MAX_GC_GRACE_SECONDS
+    {
+        errors.push(ValidationError::new(
+            format!("{field}.gc.graceSeconds"),
+            format!("must be at most {MAX_GC_GRACE_SECONDS} (365 days)"),
+        ));
     }
     if let Some(export) = &task.export {
         let spec = ExportSpec { prefix: export.prefix.clone(), snapshot: None, format: Default::default() };

@@ -16,6 +16,8 @@ use std::fmt;
 use std::sync::LazyLock;
 
 /// One resource read from YAML.
+// A few read per file and matched right away: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Resource {
     /// A Dataset.

@@ -434,7 +434,7 @@ fn maintenance_task_validation_table() {
         "{HEADER}    - {{name: load, sql: 'SELECT 1', output: {{dataset: d}}}}\n\
          \x20   - {{name: compact, kind: compact, dependsOn: [load], output: {{dataset: d}}, compact: {{minFiles: 2, targetFileSizeBytes: 1048576}}}}\n\
          \x20   - {{name: check, kind: integrity, dependsOn: [compact], output: {{dataset: d}}, integrity: {{verifyHashes: true}}}}\n\
-         \x20   - {{name: gc, kind: gc, dependsOn: [check], output: {{dataset: d}}}}\n\
+         \x20   - {{name: gc, kind: gc, dependsOn: [check], output: {{dataset: d}}, gc: {{dryRun: true, graceSeconds: 0}}}}\n\
          \x20   - {{name: export, kind: export, dependsOn: [gc], output: {{dataset: d}}, export: {{prefix: d/today, format: csv, snapshot: 3}}}}\n\
          \x20   - {{name: defaults, kind: compact, output: {{dataset: d}}}}\n"
     ));
@@ -442,6 +442,8 @@ fn maintenance_task_validation_table() {
         validate_job("etl", &good.spec).expect("valid"),
         vec!["load", "defaults", "compact", "check", "gc", "export"]
     );
+    let gc = good.spec.tasks[3].gc.as_ref().expect("gc settings");
+    assert_eq!((gc.dry_run, gc.grace_seconds), (Some(true), Some(0)));
     let export = good.spec.tasks[4].export.as_ref().expect("export settings");
     assert_eq!((export.prefix.as_str(), export.format, export.snapshot), ("d/today", Some(ExportFormat::Csv), Some(3)));
 
@@ -499,6 +501,16 @@ fn maintenance_task_validation_table() {
             "{name: a, kind: integrity, output: {dataset: d}, compact: {minFiles: 2}}",
             "spec.tasks[0].compact",
             "only for tasks of kind compact",
+        ),
+        (
+            "{name: a, kind: gc, output: {dataset: d}, gc: {graceSeconds: 31536001}}",
+            "spec.tasks[0].gc.graceSeconds",
+            "at most 31536000",
+        ),
+        (
+            "{name: a, kind: integrity, output: {dataset: d}, gc: {dryRun: true}}",
+            "spec.tasks[0].gc",
+            "only for tasks of kind gc",
         ),
         (
             "{name: a, kind: gc, output: {dataset: d}, integrity: {verifyHashes: true}}",

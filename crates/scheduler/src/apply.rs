@@ -8,7 +8,7 @@
 
 use duckmesh_catalog::{Catalog, CommitMode, JobUpsert, SpecBatch, TaskOutput};
 use duckmesh_contracts::task::{
-    self, CompactSpec, ExportFormat, ExportSpec, InputSpec, IntegritySpec, Quantity, SqlTaskSpec,
+    self, CompactSpec, ExportFormat, ExportSpec, GcSpec, InputSpec, IntegritySpec, Quantity, SqlTaskSpec,
 };
 use duckmesh_core::{DatasetId, TaskId};
 use duckmesh_resources::{self as resources, OutputMode, TaskKind, TaskTemplate, ValidationError};
@@ -260,9 +260,9 @@ pub fn task_spec(
 
 /// The kind-specific document a worker reads from `tasks.spec`, absent fields omitted: for a
 /// `sql` task the [`SqlTaskSpec`] the worker parses (docs/worker.md); for `compact`,
-/// `integrity` and `export` the [`CompactSpec`], [`IntegritySpec`] and [`ExportSpec`] their
-/// runners parse (docs/maintenance.md), from the template's settings of that kind; for `gc`
-/// (its retention is the Dataset's), an empty document.
+/// `gc`, `integrity` and `export` the [`CompactSpec`], [`GcSpec`], [`IntegritySpec`] and
+/// [`ExportSpec`] their runners parse (docs/maintenance.md), from the template's settings of
+/// that kind (a `gc` task's retention is the Dataset's).
 pub fn runner_spec(template: &TaskTemplate) -> Value {
     match template.kind {
         TaskKind::Sql => sql_spec(template),
@@ -288,7 +288,10 @@ pub fn runner_spec(template: &TaskTemplate) -> Value {
             }),
             None => Value::Object(Map::new()),
         },
-        TaskKind::Gc => Value::Object(Map::new()),
+        TaskKind::Gc => {
+            let settings = template.gc.clone().unwrap_or_default();
+            document(&GcSpec { dry_run: settings.dry_run.unwrap_or(false), grace_seconds: settings.grace_seconds })
+        }
     }
 }
 
@@ -472,6 +475,7 @@ mod tests {
             resources: None,
             target_file_size_bytes: None,
             compact: None,
+            gc: None,
             integrity: None,
             export: None,
         }
@@ -522,6 +526,17 @@ mod tests {
         };
         assert!(IntegritySpec::parse(&runner_spec(&integrity)).expect("read").verify_hashes);
         assert_eq!(runner_spec(&maintenance(TaskKind::Integrity)), json!({"verifyHashes": false}));
+
+        let gc = TaskTemplate {
+            gc: Some(resources::GcSettings { dry_run: Some(true), grace_seconds: Some(120) }),
+            ..maintenance(TaskKind::Gc)
+        };
+        assert_eq!(runner_spec(&gc), json!({"dryRun": true, "graceSeconds": 120}));
+        assert_eq!(
+            GcSpec::parse(&runner_spec(&gc)).expect("the GC runner reads it"),
+            GcSpec { dry_run: true, grace_seconds: Some(120) }
+        );
+        assert_eq!(runner_spec(&maintenance(TaskKind::Gc)), json!({}));
 
         let export = TaskTemplate {
             export: Some(resources::ExportSettings {
