@@ -323,7 +323,16 @@ impl Coordinator {
         let (enabled, reason) = if self.inner.config.read_only {
             (true, Some("DUCKMESH_READ_ONLY is set for this process".to_owned()))
         } else {
-            let state = self.inner.catalog.read_only().await.map_err(Error::catalog("reading the read-only switch"))?;
+            let state = match self.inner.catalog.read_only().await {
+                Ok(state) => state,
+                Err(error) => {
+                    // The check is a claim's first step: a catalog that cannot answer it (down,
+                    // restarting) shows in claim_retries as a failed claim does.
+                    let reason = claim_retry_reason(&error);
+                    self.inner.metrics.batches.claim_retries.get_or_create(&ClaimRetryLabels { reason }).inc();
+                    return Err(Error::catalog("reading the read-only switch")(error));
+                }
+            };
             (state.enabled, state.reason)
         };
         self.inner.metrics.read_only_mode.set(i64::from(enabled));

@@ -533,6 +533,23 @@ async fn a_coordinator_whose_claim_runs_out_mid_batch_commits_nothing() -> TestR
     Ok(())
 }
 
+/// A catalog that cannot answer shows in `claim_retries_total{reason="catalog_error"}`
+/// (docs/coordinator.md): the read-only check that starts every claim failed uncounted, so a
+/// catalog down or restarting moved no coordinator metric at all.
+#[tokio::test]
+async fn an_unreachable_catalog_counts_as_a_claim_retry() -> TestResult {
+    let harness = Harness::local().await;
+    let (coordinator, metrics) = harness.coordinator(harness.config("c-1"));
+    assert!(coordinator.run_once().await?.is_none());
+    let series = "duckmesh_claim_retries_total{reason=\"catalog_error\"}";
+    assert_eq!(metric(&metrics, series), 0.0);
+    harness.catalog.close().await;
+    let error = coordinator.run_once().await.expect_err("the catalog is closed");
+    assert_eq!(error.error_code(), "catalog_unavailable", "{error}");
+    assert_eq!(metric(&metrics, series), 1.0);
+    Ok(())
+}
+
 #[tokio::test]
 async fn read_only_mode_commits_nothing_until_it_is_turned_off() -> TestResult {
     let harness = Harness::local().await;
