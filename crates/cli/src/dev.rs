@@ -27,8 +27,9 @@ pub struct Args {
     #[arg(long, env = "DUCKMESH_DEV_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Keep serving the API (queries and ingest) after the jobs end, until Ctrl-C. Files with
-    /// only Datasets (an ingest setup) always serve until Ctrl-C.
+    /// Keep serving the API (queries and ingest) after the jobs end, until Ctrl-C, and keep
+    /// scheduling (the Datasets' scheduled maintenance, the scheduler's gauges on /metrics).
+    /// Files with only Datasets (an ingest setup) always serve until Ctrl-C.
     #[arg(long)]
     pub keep_serving: bool,
 

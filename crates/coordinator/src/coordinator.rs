@@ -12,7 +12,8 @@ use crate::convert::{self, Conversion, Plan};
 use crate::error::{Error, Result};
 use crate::manifest::{INGEST_MANIFEST_FORMAT, IngestManifest, ManifestEvents};
 use crate::metrics::{
-    ClaimRetryLabels, ClaimRetryReason, CoordinatorMetrics, PublishFailureLabels, PublishFailureReason,
+    ClaimRetryLabels, ClaimRetryReason, CoordinatorMetrics, DeadLetterLabels, DeadLetterReason, PublishFailureLabels,
+    PublishFailureReason,
 };
 use crate::outbox::{OutboxDispatcher, OutboxOptions};
 use duckmesh_catalog::{
@@ -418,6 +419,10 @@ impl Coordinator {
             );
         }
         if batch.exhausted > 0 {
+            metrics
+                .dead_letters
+                .get_or_create(&DeadLetterLabels { reason: DeadLetterReason::ClaimsExhausted })
+                .inc_by(batch.exhausted);
             tracing::warn!(
                 exhausted = batch.exhausted,
                 error_code = "claim_attempts_exhausted",
@@ -644,6 +649,10 @@ impl Coordinator {
             && token > metrics.freshness.latest_visibility_token.get()
         {
             metrics.freshness.latest_visibility_token.set(token);
+        }
+        for poison in &request.poison {
+            let reason = DeadLetterReason::from_code(&poison.error_code);
+            metrics.batches.dead_letters.get_or_create(&DeadLetterLabels { reason }).inc();
         }
         let written: HashSet<i64> = request.committed.iter().copied().collect();
         for event in batch.events.iter().filter(|event| written.contains(&event.seq)) {

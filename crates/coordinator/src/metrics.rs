@@ -43,6 +43,39 @@ duckmesh_telemetry::label_values! {
     }
 }
 
+duckmesh_telemetry::label_values! {
+    /// Why ingest records were dead-lettered (the dead-letter error code, docs/ingest.md).
+    DeadLetterReason {
+        /// A value does not convert exactly to its column's type (`conversion_failed`).
+        ConversionFailed => "conversion_failed",
+        /// The dataset declares no schema (`dataset_schema_missing`).
+        SchemaMissing => "dataset_schema_missing",
+        /// The dataset's schema names a type DuckDB does not know (`invalid_dataset_schema`).
+        InvalidSchema => "invalid_dataset_schema",
+        /// The dataset's spec (partitioning, file size) is unusable (`invalid_dataset_spec`).
+        InvalidDatasetSpec => "invalid_dataset_spec",
+        /// The records ran out of claims: coordinators kept dying on them
+        /// (`claim_attempts_exhausted`).
+        ClaimsExhausted => "claim_attempts_exhausted",
+        /// Any other code.
+        Other => "other",
+    }
+}
+
+impl DeadLetterReason {
+    /// The reason of a dead-letter error code.
+    pub fn from_code(code: &str) -> Self {
+        Self::ALL.iter().copied().find(|reason| reason.as_str() == code).unwrap_or(Self::Other)
+    }
+}
+
+/// `{reason}` for dead-lettered ingest records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// Why the records were parked.
+    pub reason: DeadLetterReason,
+}
+
 /// `{reason}` for snapshot publish failures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublishFailureLabels {
@@ -82,6 +115,9 @@ pub struct BatchMetrics {
     pub commit_batch_latency_ms: Histogram,
     /// `duckmesh_snapshot_publish_failures_total{reason}`
     pub snapshot_publish_failures: Family<PublishFailureLabels, Counter>,
+    /// `duckmesh_ingest_dead_letters_total{reason}`: ingest records parked in the dead-letter
+    /// table by this process (a replayed record parked again counts again).
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
 }
 
 /// Everything the coordinator records. Cheap to clone: all handles share the same
@@ -111,6 +147,7 @@ impl ComponentMetrics for CoordinatorMetrics {
                 claim_retries: Family::default(),
                 commit_batch_latency_ms: latency_ms_histogram(),
                 snapshot_publish_failures: Family::default(),
+                dead_letters: Family::default(),
             },
         };
 
@@ -157,10 +194,18 @@ impl ComponentMetrics for CoordinatorMetrics {
             "Snapshot commits that failed, by reason",
             batches.snapshot_publish_failures.clone(),
         );
+        registry.register(
+            "ingest_dead_letters",
+            "Ingest records parked in the dead-letter table, by reason (error code)",
+            batches.dead_letters.clone(),
+        );
 
         // Every series at zero, so rates start from a real baseline.
         for &reason in PublishFailureReason::ALL {
             let _ = batches.snapshot_publish_failures.get_or_create(&PublishFailureLabels { reason });
+        }
+        for &reason in DeadLetterReason::ALL {
+            let _ = batches.dead_letters.get_or_create(&DeadLetterLabels { reason });
         }
         for &reason in ClaimRetryReason::ALL {
             let _ = batches.claim_retries.get_or_create(&ClaimRetryLabels { reason });
@@ -188,5 +233,19 @@ mod tests {
         let line = "duckmesh_write_to_visible_latency_ms_bucket{le=\"3000.0\"} 0";
         assert!(text.contains(line), "missing {line}");
         assert!(text.contains("duckmesh_claim_retries_total{reason=\"lease_lost\"} 0"), "{text}");
+        assert!(text.contains("duckmesh_ingest_dead_letters_total{reason=\"conversion_failed\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn dead_letter_codes_map_to_their_reason() {
+        assert_eq!(DeadLetterReason::from_code(crate::convert::CONVERSION_FAILED), DeadLetterReason::ConversionFailed);
+        assert_eq!(DeadLetterReason::from_code(crate::convert::SCHEMA_MISSING), DeadLetterReason::SchemaMissing);
+        assert_eq!(DeadLetterReason::from_code(crate::convert::INVALID_SCHEMA), DeadLetterReason::InvalidSchema);
+        assert_eq!(
+            DeadLetterReason::from_code(crate::convert::INVALID_DATASET_SPEC),
+            DeadLetterReason::InvalidDatasetSpec
+        );
+        assert_eq!(DeadLetterReason::from_code("claim_attempts_exhausted"), DeadLetterReason::ClaimsExhausted);
+        assert_eq!(DeadLetterReason::from_code("something_new"), DeadLetterReason::Other);
     }
 }

@@ -335,18 +335,30 @@ pub async fn run(options: DevOptions) -> Result<DevOutcome, DevError> {
     });
 
     let outcome = watch_jobs(&catalog, &applied, &executor, &stop_scheduling, interrupts.clone(), &mut progress).await;
-    stop_scheduling.cancel();
-    let _ = scheduling.await;
+    // Files with only Datasets are an ingest setup: nothing to wait for but Ctrl-C.
+    let nothing_to_run = applied.jobs.is_empty() && applied.tasks.is_empty();
+    let serving = matches!(&outcome, Ok(outcome) if (options.keep_serving || nothing_to_run) && *outcome != DevOutcome::Interrupted);
+    // While it serves, the scheduler keeps running: the Datasets' scheduled maintenance goes
+    // on, and its gauges on /metrics (task backlog, outbox) stay live.
+    let mut scheduling = Some(scheduling);
+    if !serving {
+        stop_scheduling.cancel();
+        if let Some(scheduling) = scheduling.take() {
+            let _ = scheduling.await;
+        }
+    }
     progress.clear();
 
     if let Ok(outcome) = &outcome {
         print_summary(&catalog, &applied, *outcome, &api_url).await;
-        // Files with only Datasets are an ingest setup: nothing to wait for but Ctrl-C.
-        let nothing_to_run = applied.jobs.is_empty() && applied.tasks.is_empty();
-        if (options.keep_serving || nothing_to_run) && *outcome != DevOutcome::Interrupted {
+        if serving {
             eprintln!("serving the API (queries and ingest) on {api_url} until Ctrl-C");
             wait_for_interrupt(interrupts).await;
         }
+    }
+    stop_scheduling.cancel();
+    if let Some(scheduling) = scheduling {
+        let _ = scheduling.await;
     }
     shutdown.cancel();
     let _ = api.await;

@@ -203,3 +203,19 @@ async fn transparent_proxy_passes_the_whole_suite() {
     assert_eq!(proxy.stats().injected_failures, 0);
     assert_eq!(s3.counters().total_retries(), 0);
 }
+
+#[tokio::test]
+async fn a_path_filter_fails_only_the_keys_under_it() {
+    let faults = FaultConfig {
+        failure: FaultKind::AccessDenied,
+        only_path_containing: Some("/_catalog/".into()),
+        ..FaultConfig::slow_down(1.0, 11)
+    };
+    let (proxy, s3) = faulty_store(faults, |_| {}).await;
+    s3.put("data/part-0.parquet", Bytes::from_static(b"x")).await.expect("a key outside the filter");
+    match s3.put("_catalog/default/events/snapshots/1.json", Bytes::from_static(b"{}")).await {
+        Err(error @ Error::PermissionDenied { .. }) => assert!(!error.is_retryable()),
+        other => panic!("expected PermissionDenied under the filter, got {other:?}"),
+    }
+    assert_eq!(proxy.stats().injected_failures, 1);
+}

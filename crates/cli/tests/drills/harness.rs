@@ -648,3 +648,132 @@ fn duckmesh_binary() -> PathBuf {
         .filter(|path| !path.is_empty())
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_duckmesh")), PathBuf::from)
 }
+
+impl Stack {
+    /// Starts `duckmesh dev <file> --keep-serving` on this stack's catalog and bucket (its API
+    /// and `/metrics` on `dev_port`), with `env` added to its environment (knobs a drill turns
+    /// down); it serves until killed, so its metrics can be scraped after its Jobs finished.
+    pub fn spawn_dev_serving(&self, file: &Path, env: &[(&str, &str)]) -> Proc {
+        let mut command = self.command(Role::Dev);
+        command
+            .arg(file)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("dev"))
+            .arg("--database-url")
+            .arg(&self.url)
+            .args(["--listen", &format!("127.0.0.1:{}", self.dev_port), "--max-parallel", "2", "--keep-serving"]);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start duckmesh dev");
+        Proc { role: Role::Dev, child }
+    }
+
+    /// A client of the API `duckmesh dev` serves.
+    pub fn dev_client(&self) -> QueryClient {
+        QueryClient::new(format!("http://127.0.0.1:{}", self.dev_port), None).expect("client")
+    }
+
+    /// Applies the resources of `yaml` (written as `name` in the stack's directory) to the catalog.
+    pub async fn apply_yaml(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).expect("resource yaml");
+        let resources = duckmesh_dev::source::load(std::slice::from_ref(&path)).expect("yaml");
+        duckmesh_dev::source::apply(&self.catalog, &resources).await.expect("apply");
+        path
+    }
+
+    /// Runs `duckmesh <args>` on the stack's catalog to its end, whatever its exit code:
+    /// (exit code, stdout, stderr).
+    pub fn cli_status(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = Command::new(duckmesh_binary())
+            .args(args)
+            .env("DUCKMESH_DATABASE_URL", &self.url)
+            .env("DUCKMESH_LOG", "warn")
+            .output()
+            .expect("run duckmesh");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// The sum of the samples of `name` on `port`'s `/metrics` whose label set holds `label`
+/// (e.g. `task_kind="compact"`); `None` when the scrape fails or no sample matches.
+pub async fn metric_with(port: u16, name: &str, label: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
+    let mut total = None;
+    for line in text.lines() {
+        let Some((labels, value)) = line.strip_prefix(name).and_then(|rest| rest.strip_prefix('{')?.split_once("} "))
+        else {
+            continue;
+        };
+        if labels.split(',').any(|pair| pair == label)
+            && let Ok(value) = value.trim().parse::<f64>()
+        {
+            *total.get_or_insert(0.0) += value;
+        }
+    }
+    total
+}
+
+/// The private PostgreSQL's postmaster and every process it forked (backends, background
+/// workers). Each backend calls `setsid()` when it starts, so it is in a process group of its
+/// own: a signal to the postmaster's group reaches none of them.
+pub fn postgres_processes(postmaster: u32) -> Vec<u32> {
+    let mut found = vec![postmaster];
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(postmaster) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// SIGSTOPs the postmaster (so that it forks no new backend), then every process it forked,
+/// scanning again until a scan finds every one of them stopped; how many were stopped.
+pub fn stop_postgres(postmaster: u32) -> usize {
+    let _ = kill(Pid::from_raw(postmaster as i32), Signal::SIGSTOP);
+    let started = Instant::now();
+    loop {
+        let processes = postgres_processes(postmaster);
+        let running: Vec<u32> =
+            processes.iter().copied().filter(|pid| !matches!(process_state(*pid as i32), Some('T') | None)).collect();
+        if running.is_empty() {
+            return processes.len();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "PostgreSQL processes {running:?} did not stop");
+        for pid in running {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGCONTs every process of the private PostgreSQL, its forked processes first.
+pub fn continue_postgres(postmaster: u32) {
+    for pid in postgres_processes(postmaster).into_iter().rev() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+    }
+}
+
+impl Stack {
+    /// The private PostgreSQL's postmaster pid (panics on the shared server).
+    pub fn postmaster(&self) -> u32 {
+        let Database::Private(cluster) = &self.database else { panic!("the drill needs a private PostgreSQL") };
+        cluster.pid()
+    }
+
+    /// Restarts the private PostgreSQL in place (fast shutdown, same data directory and port)
+    /// and returns when it accepts connections again.
+    pub fn restart_postgres(&mut self) {
+        let Database::Private(cluster) = &mut self.database else { panic!("the drill needs a private PostgreSQL") };
+        tokio::task::block_in_place(|| cluster.restart_fast()).expect("PostgreSQL restarted");
+    }
+}

@@ -5,6 +5,7 @@
 //! for recovery, and ends with the history checker (`duckmesh-history`) over the catalog and
 //! the bucket. Each prints one line; `just drills` collects them into docs/drills.md.
 
+mod delivery;
 mod harness;
 
 use harness::{DrillResult, Load, Role, Stack, StackOptions, metric, workers_of};

@@ -71,6 +71,9 @@ pub struct FaultConfig {
     /// Only requests with this HTTP method are failed or delayed (e.g. `PUT` to hit part
     /// uploads but not the creation or abort of a multipart upload); `None` for all.
     pub only_method: Option<http::Method>,
+    /// Only requests whose path contains this text are failed or delayed (e.g. `/_catalog/`
+    /// to refuse the commit records but not the data files); `None` for all.
+    pub only_path_containing: Option<String>,
 }
 
 impl Default for FaultConfig {
@@ -84,6 +87,7 @@ impl Default for FaultConfig {
             latency: Duration::ZERO,
             seed: 0x00D0_C3ED,
             only_method: None,
+            only_path_containing: None,
         }
     }
 }
@@ -210,12 +214,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Decides the request's fate: the failure to inject (if any) and the delay.
-fn decide(shared: &Shared, method: &http::Method) -> (Option<Injected>, Duration) {
+fn decide(shared: &Shared, method: &http::Method, path: &str) -> (Option<Injected>, Duration) {
     let Ok(mut guard) = shared.config.lock() else {
         return (None, Duration::ZERO);
     };
     let (config, rng) = &mut *guard;
-    if config.only_method.as_ref().is_some_and(|only| only != method) {
+    if config.only_method.as_ref().is_some_and(|only| only != method)
+        || config.only_path_containing.as_deref().is_some_and(|only| !path.contains(only))
+    {
         return (None, Duration::ZERO);
     }
     let fail = rng.random_bool(config.failure_rate.clamp(0.0, 1.0));
@@ -235,7 +241,7 @@ struct Injected {
 
 async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ProxyError> {
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let (failure, delay) = decide(&shared, request.method());
+    let (failure, delay) = decide(&shared, request.method(), request.uri().path());
     if !delay.is_zero() {
         shared.counters.delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(delay).await;
