@@ -25,10 +25,12 @@ pub struct ExpiredSnapshot {
 }
 
 /// No retained snapshot references the file, and every snapshot that did expired before the
-/// grace (`$2`, seconds).
+/// grace (`$2`, seconds). The snapshots in `$3` count as expiring now (a dry run's preview of
+/// the snapshots it would expire; a real run passes none).
 const UNREFERENCED: &str = "f.removed_in IS NOT NULL AND NOT EXISTS (SELECT 1 FROM snapshots s \
     WHERE s.dataset_id = f.dataset_id AND s.id >= f.added_in AND s.id < f.removed_in \
-    AND (s.expired_at IS NULL OR s.expired_at > clock_timestamp() - make_interval(secs => $2)))";
+    AND CASE WHEN s.id = ANY ($3::bigint[]) THEN $2::float8 > 0 \
+        ELSE s.expired_at IS NULL OR s.expired_at > clock_timestamp() - make_interval(secs => $2::float8) END)";
 
 impl Catalog {
     /// Expires the snapshots of `dataset` that retention no longer keeps: beyond the newest
@@ -67,36 +69,63 @@ impl Catalog {
     }
 
     /// Files of `dataset` that may be deleted: unreferenced by any retained snapshot, and out
-    /// of every query's reach for `grace`. By path.
-    pub async fn collectable_files(&self, dataset: DatasetId, grace: Duration) -> Result<Vec<FileRecord>> {
+    /// of every query's reach for `grace`. By path. `expiring`: snapshots to count as expired
+    /// now though they are not (a dry run's would-be expiries; empty otherwise).
+    pub async fn collectable_files(
+        &self,
+        dataset: DatasetId,
+        grace: Duration,
+        expiring: &[SnapshotId],
+    ) -> Result<Vec<FileRecord>> {
         let sql = format!(
             "SELECT f.path, f.bytes, f.rows, f.sha256, f.partition, f.added_in FROM files f \
              WHERE f.dataset_id = $1 AND {UNREFERENCED} ORDER BY f.path"
         );
-        let rows = sqlx::query(&sql).bind(dataset.0).bind(grace.as_secs_f64()).fetch_all(&self.pool).await?;
+        let expiring: Vec<i64> = expiring.iter().map(|id| id.0).collect();
+        let rows =
+            sqlx::query(&sql).bind(dataset.0).bind(grace.as_secs_f64()).bind(&expiring).fetch_all(&self.pool).await?;
         rows.iter().map(file_from_row).collect()
     }
 
     /// Forgets files whose objects were deleted, re-checking the rule (a file that became
     /// referenced meanwhile, which cannot happen today, would stay). Returns how many rows went.
     pub async fn forget_files(&self, dataset: DatasetId, paths: &[String], grace: Duration) -> Result<u64> {
-        let sql = format!("DELETE FROM files f WHERE f.dataset_id = $1 AND f.path = ANY ($3) AND {UNREFERENCED}");
-        let done = sqlx::query(&sql).bind(dataset.0).bind(grace.as_secs_f64()).bind(paths).execute(&self.pool).await?;
+        let sql = format!("DELETE FROM files f WHERE f.dataset_id = $1 AND f.path = ANY ($4) AND {UNREFERENCED}");
+        let done = sqlx::query(&sql)
+            .bind(dataset.0)
+            .bind(grace.as_secs_f64())
+            .bind(Vec::<i64>::new())
+            .bind(paths)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
     /// Expired snapshots of `dataset` (past `grace`) in which no remaining file was added.
-    pub async fn collectable_snapshots(&self, dataset: DatasetId, grace: Duration) -> Result<Vec<ExpiredSnapshot>> {
-        let rows = sqlx::query(
-            "SELECT s.id, s.manifest_path FROM snapshots s WHERE s.dataset_id = $1 AND s.expired_at IS NOT NULL \
-             AND s.expired_at <= clock_timestamp() - make_interval(secs => $2) \
-             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.dataset_id = s.dataset_id AND f.added_in = s.id) \
-             ORDER BY s.id",
-        )
-        .bind(dataset.0)
-        .bind(grace.as_secs_f64())
-        .fetch_all(&self.pool)
-        .await?;
+    /// `preview` (a dry run's would-be expiries): those snapshots count as expired now, and the
+    /// files [`Catalog::collectable_files`] would find with them as already gone.
+    pub async fn collectable_snapshots(
+        &self,
+        dataset: DatasetId,
+        grace: Duration,
+        preview: Option<&[SnapshotId]>,
+    ) -> Result<Vec<ExpiredSnapshot>> {
+        let sql = format!(
+            "SELECT s.id, s.manifest_path FROM snapshots s WHERE s.dataset_id = $1 \
+             AND CASE WHEN s.id = ANY ($3::bigint[]) THEN $2::float8 <= 0 \
+                 ELSE s.expired_at IS NOT NULL AND s.expired_at <= clock_timestamp() - make_interval(secs => $2::float8) END \
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.dataset_id = s.dataset_id AND f.added_in = s.id \
+                 AND NOT ($4 AND {UNREFERENCED})) \
+             ORDER BY s.id"
+        );
+        let expiring: Vec<i64> = preview.unwrap_or_default().iter().map(|id| id.0).collect();
+        let rows = sqlx::query(&sql)
+            .bind(dataset.0)
+            .bind(grace.as_secs_f64())
+            .bind(&expiring)
+            .bind(preview.is_some())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(ExpiredSnapshot { id: SnapshotId(row.try_get("id")?), manifest_path: row.try_get("manifest_path")? })

@@ -24,6 +24,7 @@ use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, DatasetRecord};
 pub use duckmesh_contracts::task::{GcSpec, MAX_GC_GRACE_SECONDS};
+use duckmesh_core::SnapshotId;
 use duckmesh_storage::ObjectStore;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -155,7 +156,13 @@ pub async fn collect_dataset(
     report.checkpoint = checkpoint.checkpoint;
     report.records = checkpoint.deleted;
 
-    let files = catalog.collectable_files(dataset.id, options.grace).await.map_err(Error::catalog("finding files"))?;
+    // A dry run expired nothing: it counts the snapshots it would expire as expiring now, so
+    // it lists what a real run would delete (with a grace of 0, their files and manifests too).
+    let expiring: &[SnapshotId] = if options.dry_run { &expired } else { &[] };
+    let files = catalog
+        .collectable_files(dataset.id, options.grace, expiring)
+        .await
+        .map_err(Error::catalog("finding files"))?;
     for file in &files {
         check_stop(stop)?;
         if !options.dry_run {
@@ -171,8 +178,10 @@ pub async fn collect_dataset(
             .map_err(Error::catalog("forgetting files"))?;
     }
 
-    let snapshots =
-        catalog.collectable_snapshots(dataset.id, options.grace).await.map_err(Error::catalog("finding snapshots"))?;
+    let snapshots = catalog
+        .collectable_snapshots(dataset.id, options.grace, options.dry_run.then_some(expiring))
+        .await
+        .map_err(Error::catalog("finding snapshots"))?;
     for snapshot in &snapshots {
         check_stop(stop)?;
         if let Some(manifest) = &snapshot.manifest_path {

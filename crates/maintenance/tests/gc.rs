@@ -225,6 +225,25 @@ async fn a_gc_task_honours_the_dry_run_and_grace_of_its_spec() {
         }
     };
 
+    // `dryRun` with no grace, before anything expired: lists the snapshot it would expire and,
+    // since no grace protects them, the released file and that snapshot's manifest; changes
+    // nothing and is not recorded as a run; the task succeeds.
+    let manifest =
+        harness.catalog.snapshot(events.id, SnapshotId(1)).await.expect("snapshot 1").manifest_path.expect("manifest");
+    let (task, report) = run("gc-dry-first", serde_json::json!({"dryRun": true, "graceSeconds": 0})).await;
+    let report = report.expect("dry run");
+    assert!(report.dry_run, "{report:?}");
+    assert_eq!(report.expired_snapshots, [1], "{report:?}");
+    assert_eq!((&report.files, &report.manifests), (&released, &vec![manifest.clone()]), "{report:?}");
+    assert_eq!(harness.catalog.task(task).await.expect("task").phase, TaskPhase::Succeeded);
+    harness.catalog.snapshot(events.id, SnapshotId(1)).await.expect("a dry run expired snapshot 1");
+    harness.store.head(&manifest).await.expect("a dry run deleted a manifest");
+    assert!(recorded_gc_runs(&harness).await.is_empty());
+    // With a grace, the dry run sees that the file stays.
+    let (_, report) = run("gc-dry-grace", serde_json::json!({"dryRun": true})).await;
+    let report = report.expect("dry run");
+    assert!(report.files.is_empty() && report.manifests.is_empty(), "{report:?}");
+
     // No settings: the runner's one-hour grace keeps the released file past the expiry.
     let (_, report) = run("gc-default", serde_json::json!({})).await;
     let report = report.expect("gc");
@@ -248,7 +267,7 @@ async fn a_gc_task_honours_the_dry_run_and_grace_of_its_spec() {
     let (_, report) = run("gc-now", serde_json::json!({"graceSeconds": 0})).await;
     let report = report.expect("gc");
     assert!(!report.dry_run, "{report:?}");
-    assert_eq!(report.files, released, "{report:?}");
+    assert_eq!((&report.files, &report.manifests), (&released, &vec![manifest.clone()]), "{report:?}");
     assert!(harness.store.head(&released[0]).await.is_err(), "{} should be gone", released[0]);
     assert_eq!(recorded_gc_runs(&harness).await, [("succeeded".to_owned(), 0), ("succeeded".to_owned(), 2)]);
 
