@@ -5,11 +5,11 @@
 //! for recovery, and ends with the history checker (`duckmesh-history`) over the catalog and
 //! the bucket. Each prints one line; `just drills` collects them into docs/drills.md.
 
+mod catalog;
 mod delivery;
 mod harness;
 
 use harness::{DrillResult, Load, Role, Stack, StackOptions, metric, workers_of};
-use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 const PRODUCERS: usize = 4;
@@ -229,54 +229,6 @@ async fn worker_killed_mid_task() {
         records: 0,
         tasks,
         metric: format!("duckmesh_task_retries_total={retries}"),
-        report,
-    }
-    .finish();
-}
-
-/// The private server's postmaster pid (its process group: every backend is in it).
-fn postmaster(stack: &Stack) -> i32 {
-    let harness::Database::Private(cluster) = &stack.database else { panic!("a private PostgreSQL") };
-    let pid = std::fs::read_to_string(cluster.base_dir().join("data").join("postmaster.pid")).expect("postmaster.pid");
-    pid.lines().next().and_then(|line| line.trim().parse().ok()).expect("a pid")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_paused_under_load() {
-    let stack = Stack::new(StackOptions { private_postgres: true, ..StackOptions::default() }).await;
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
-    let load = Load::start(stack.client(), PRODUCERS, BATCH, EVERY);
-    load.acks_after(0, 100, Duration::from_secs(60)).await;
-    let pgid = postmaster(&stack);
-    let latency_before = metric(stack.api_port, "duckmesh_ingest_ack_latency_ms_sum").await.unwrap_or(0.0);
-    harness::signal_group(pgid, Signal::SIGSTOP);
-    until("the postmaster stopped", Duration::from_secs(5), async || harness::process_state(pgid) == Some('T')).await;
-    let before = load.posts();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let during = load.posts() - before;
-    harness::signal_group(pgid, Signal::SIGCONT);
-    let resumed = Instant::now();
-    load.acks_after(before + during, 50, Duration::from_secs(120)).await;
-    let retries = load.retries();
-    // The posts that waited out the pause show in the ack latency an alert watches.
-    let latency_after = metric(stack.api_port, "duckmesh_ingest_ack_latency_ms_sum").await.unwrap_or(0.0);
-    let stalled_ms = latency_after - latency_before;
-    assert!(stalled_ms > 20_000.0, "the pause shows in duckmesh_ingest_ack_latency_ms ({stalled_ms} ms added)");
-    let acked = load.stop(Duration::from_secs(180)).await;
-    stack.drained(Duration::from_secs(180)).await;
-    let recovered = resumed.elapsed();
-    let report = stack.check(acked.keys, Vec::new(), true).await;
-    DrillResult {
-        scenario: "postgres_paused_20s_under_load",
-        injected: "SIGSTOP every PostgreSQL process for 20 s under open-loop ingest, then SIGCONT".into(),
-        recovered,
-        records: report.checked.acked_records,
-        tasks: report.checked.tasks,
-        metric: format!(
-            "posts acked during the pause={during}, client retries={retries}, duckmesh_ingest_ack_latency_ms_sum +{stalled_ms:.0} ms"
-        ),
         report,
     }
     .finish();
