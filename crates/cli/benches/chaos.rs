@@ -104,7 +104,9 @@ async fn main() {
     let mut api = stack.spawn(Role::Api);
     let mut coordinator = stack.spawn(Role::Coordinator);
     stack.api_ready(Duration::from_secs(60)).await;
-    let load = Load::start(stack.client(), 3, 20, Duration::from_millis(50));
+    // At most 64 posts in flight per producer (about 3 s of its posts): a client's bounded
+    // queue, not a retry storm that grows with every outage.
+    let load = Load::start_bounded(stack.client(), 3, 20, Duration::from_millis(50), 64);
     load.acks_after(0, 20, Duration::from_secs(60)).await;
     // A read pinned to an early snapshot of events must return the same rows at the end.
     let first = Instant::now();

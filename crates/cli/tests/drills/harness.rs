@@ -479,6 +479,12 @@ pub struct Acked {
 /// Open-loop ingest: each producer starts a post of `batch` fresh records every `every`,
 /// whatever happened to the previous ones, and retries each post (connection errors, 5xx,
 /// 429) until it is acknowledged. A refusal below 429 is recorded as a failure.
+///
+/// [`Load::start_bounded`] caps the posts each producer has in flight, as a real client's
+/// bounded send queue does: at the cap, the producer skips ticks until a post finishes. A long
+/// run needs it: unbounded, every outage leaves more retrying posts behind than the API
+/// answers, and the retries alone keep it saturated (a chaos run of 1,000 kills ended with
+/// about 160,000 posts in flight and an API that no longer answered).
 pub struct Load {
     stop: Arc<AtomicBool>,
     pub acked: Arc<Mutex<Acked>>,
@@ -488,6 +494,17 @@ pub struct Load {
 
 impl Load {
     pub fn start(client: QueryClient, producers: usize, batch: usize, every: Duration) -> Self {
+        Self::start_bounded(client, producers, batch, every, usize::MAX)
+    }
+
+    /// [`Load::start`] with at most `max_in_flight` posts in flight per producer.
+    pub fn start_bounded(
+        client: QueryClient,
+        producers: usize,
+        batch: usize,
+        every: Duration,
+        max_in_flight: usize,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Acked::default()));
         let refused = Arc::new(AtomicU64::new(0));
@@ -496,12 +513,16 @@ impl Load {
                 let (client, stop, acked, refused) =
                     (client.clone(), Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&refused));
                 tokio::spawn(async move {
-                    let mut posts = Vec::new();
+                    let mut posts: Vec<tokio::task::JoinHandle<()>> = Vec::new();
                     let mut ticker = tokio::time::interval(every);
                     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let mut sequence = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         ticker.tick().await;
+                        posts.retain(|post| !post.is_finished());
+                        if posts.len() >= max_in_flight {
+                            continue;
+                        }
                         let keys: Vec<String> =
                             (0..batch).map(|i| format!("p{producer}-{sequence:07}-{i:03}")).collect();
                         sequence += 1;
@@ -513,7 +534,6 @@ impl Load {
                             // Every fifth post is sent twice, as by a client that lost its ack.
                             sequence.is_multiple_of(5),
                         )));
-                        posts.retain(|post| !post.is_finished());
                     }
                     posts
                 })
