@@ -32,6 +32,7 @@ const REQUIRED_RUNBOOKS: &[&str] = &[
     "slo-burn-rate.md",
     "integrity-failures.md",
     "operator-health.md",
+    "ingest-dead-letters.md",
 ];
 
 /// Sections every runbook has.
