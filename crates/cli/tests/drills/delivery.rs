@@ -1,6 +1,7 @@
 //! Delivery drills: a poison ingest record (dead-lettered, ingest goes on, replayed with the
 //! CLI), the outbox failing to write commit records until its rows are `Failed` (and their
-//! re-queue once the bucket accepts writes again), and a compaction SIGKILLed mid-upload.
+//! re-queue once the bucket accepts writes again), a compaction SIGKILLed mid-upload, and a
+//! worker SIGKILLed between uploading its data files and committing them.
 
 use crate::harness::{self, DrillResult, Load, Role, Stack, StackOptions, metric, metric_with, workers_of};
 use crate::{BATCH, until};
@@ -442,6 +443,106 @@ async fn compaction_interrupted_mid_upload() {
             "duckmesh_task_retries_total{{task_kind=compact}}={retries}, duckmesh_compaction_runs_total{{result=succeeded}}={runs}, {} rows read identical at both snapshots",
             before.2
         ),
+        report,
+    }
+    .finish();
+}
+
+/// A Job whose one task writes `written` in a few files.
+const WRITE_JOB: &str = r#"apiVersion: duckmesh.io/v1alpha1
+kind: Dataset
+metadata:
+  name: written
+spec: {}
+---
+apiVersion: duckmesh.io/v1alpha1
+kind: Job
+metadata:
+  name: write
+spec:
+  tasks:
+    - name: write
+      maxAttempts: 3
+      output: {dataset: written, mode: append}
+      targetFileSizeBytes: 1048576
+      sql: SELECT i AS id, hash(i) AS h FROM range(200000) AS t(i)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_between_upload_and_commit() {
+    let stack = Stack::new(StackOptions { fault_proxy: true, ..StackOptions::default() }).await;
+    let proxy = stack.proxy.as_ref().expect("proxy");
+    // The first attempt's manifest PUT (written after its data files, before the commit)
+    // waits 1.5 s in the proxy: the worker is caught with its files uploaded.
+    proxy.set_config(FaultConfig {
+        latency_rate: 1.0,
+        latency: Duration::from_millis(1500),
+        only_method: Some(http::Method::PUT),
+        only_path_containing: Some("/1/manifest.json".into()),
+        ..FaultConfig::default()
+    });
+    let file = stack.dir.path().join("write.yaml");
+    std::fs::write(&file, WRITE_JOB).expect("job yaml");
+    let mut dev = stack.spawn_dev_serving(&file, &[]);
+    until("the manifest upload", Duration::from_secs(120), async || proxy.stats().delayed > 0).await;
+    let workers = workers_of(dev.pid());
+    assert!(!workers.is_empty(), "the task's worker process is running");
+    for worker in &workers {
+        harness::kill9(*worker);
+    }
+    let killed = Instant::now();
+    proxy.set_config(FaultConfig::default());
+    let task: i64 = sqlx::query_scalar("SELECT id FROM tasks WHERE name = 'write'")
+        .fetch_one(stack.catalog.pool())
+        .await
+        .expect("the write task");
+    let uploaded = stack.store.list(&format!("written/attempts/{task}/1/")).await.expect("list");
+    assert!(!uploaded.is_empty(), "the killed attempt had uploaded its data files");
+    let committed: i64 = sqlx::query_scalar("SELECT current_snapshot_id FROM datasets WHERE name = 'written'")
+        .fetch_one(stack.catalog.pool())
+        .await
+        .expect("written");
+    assert_eq!(committed, 0, "nothing committed by the killed attempt");
+
+    until("the retry committed", Duration::from_secs(120), async || task_state(&stack, task).await.0 == "Succeeded")
+        .await;
+    let recovered = killed.elapsed();
+    let (_, attempts) = task_state(&stack, task).await;
+    assert!(attempts >= 2, "the killed attempt was retried ({attempts} attempts)");
+    let rows: i64 = sqlx::query_scalar("SELECT row_count FROM datasets WHERE name = 'written'")
+        .fetch_one(stack.catalog.pool())
+        .await
+        .expect("rows");
+    assert_eq!(rows, 200_000, "committed exactly once");
+    let paths: Vec<String> = sqlx::query_scalar(
+        "SELECT f.path FROM files f JOIN datasets d ON d.id = f.dataset_id WHERE d.name = 'written' AND f.removed_in IS NULL",
+    )
+    .fetch_all(stack.catalog.pool())
+    .await
+    .expect("files");
+    assert!(
+        !paths.is_empty() && paths.iter().all(|path| !path.contains(&format!("/attempts/{task}/1/"))),
+        "no file of the killed attempt is live: {paths:?}"
+    );
+    let mut retries = 0.0;
+    until("the retry on /metrics", Duration::from_secs(30), async || {
+        retries = metric_with(stack.dev_port, "duckmesh_task_retries_total", "task_kind=\"sql\"").await.unwrap_or(0.0);
+        retries >= 1.0
+    })
+    .await;
+    dev.kill9();
+    let tasks = crate::task_count(&stack).await;
+    let report = stack.check(Vec::new(), Vec::new(), true).await;
+    DrillResult {
+        scenario: "worker_killed_between_upload_and_commit",
+        injected: format!(
+            "SIGKILL the worker with {} data files uploaded, its manifest PUT stalled in the proxy",
+            uploaded.len()
+        ),
+        recovered,
+        records: 0,
+        tasks,
+        metric: format!("duckmesh_task_retries_total{{task_kind=sql}}={retries}, {rows} rows committed once"),
         report,
     }
     .finish();
