@@ -143,6 +143,7 @@ async fn maintain(
     let (heartbeat, runner) = (config.heartbeat, config.runner.clone());
     let result = match kind {
         COMPACT_KIND => Compactor::new(catalog, store, config.work_dir.clone(), heartbeat, runner)
+            .with_transfer_concurrency(config.transfer_concurrency)
             .run(attempt)
             .await
             .map(|outcome| match outcome {
@@ -156,6 +157,7 @@ async fn maintain(
                 }
             }),
         EXPORT_KIND => ExportRunner::new(catalog, store, config.work_dir.clone(), heartbeat, runner)
+            .with_transfer_concurrency(config.transfer_concurrency)
             .run(attempt)
             .await
             .map(|report| {

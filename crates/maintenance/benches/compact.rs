@@ -13,7 +13,8 @@
 //!   download and verify every input (size and SHA-256), DuckDB rewrite, row-count check, hash,
 //!   upload, manifest, fenced `compact` commit.
 //!
-//! Prints the files and bytes before and after, each side's median throughput (input MB, 10^6
+//! The compactor's log line of each round (stderr) breaks its time into download, rewrite,
+//! upload and commit. Prints the files and bytes before and after, each side's median throughput (input MB, 10^6
 //! bytes, per second) and, last, one line of `key=value` pairs ending in `ratio_vs_duckdb`: raw
 //! DuckDB's time over compaction's (1.0 = as fast as DuckDB alone).
 
@@ -44,6 +45,12 @@ struct Seed {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; nothing else is accepted.
+    // The compactor's own log line per round gives its phases (download, rewrite, upload,
+    // commit) in milliseconds.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("duckmesh_maintenance=info"))
+        .with_writer(std::io::stderr)
+        .init();
     let files = env_number("DUCKMESH_BENCH_FILES", 400).max(2);
     let file_rows = env_number("DUCKMESH_BENCH_FILE_ROWS", 25_000).max(1);
     let rounds = env_number("DUCKMESH_BENCH_ROUNDS", 3).max(1);

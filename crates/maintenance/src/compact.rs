@@ -21,6 +21,7 @@
 
 use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
+use crate::fetch::DEFAULT_TRANSFER_CONCURRENCY;
 use duckmesh_catalog::{AttemptRef, Catalog, Committed, CompactionCommit, DatasetRecord, FileRecord, NewFile};
 use duckmesh_contracts::commit::CommitMode;
 use duckmesh_contracts::manifest::{
@@ -29,6 +30,7 @@ use duckmesh_contracts::manifest::{
 use duckmesh_contracts::task::{DEFAULT_TARGET_FILE_SIZE_BYTES, DatasetOptions};
 use duckmesh_engine::{Database, ExportOptions, ExportedFile, Limits, Relation};
 use duckmesh_storage::{ObjectStore, layout};
+use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +73,7 @@ pub struct Compactor {
     work_dir: PathBuf,
     heartbeat: Duration,
     runner: Option<String>,
+    transfer_concurrency: usize,
 }
 
 impl Compactor {
@@ -83,7 +86,14 @@ impl Compactor {
         heartbeat: Duration,
         runner: Option<String>,
     ) -> Self {
-        Self { catalog, store, work_dir, heartbeat, runner }
+        Self { catalog, store, work_dir, heartbeat, runner, transfer_concurrency: DEFAULT_TRANSFER_CONCURRENCY }
+    }
+
+    /// Downloads and uploads at most `transfer_concurrency` files at once (default
+    /// [`DEFAULT_TRANSFER_CONCURRENCY`]).
+    pub fn with_transfer_concurrency(mut self, transfer_concurrency: usize) -> Self {
+        self.transfer_concurrency = transfer_concurrency.max(1);
+        self
     }
 
     /// Runs one leased attempt of a `compact` task to the end: confirms it, compacts, commits
@@ -125,12 +135,16 @@ impl Compactor {
             return Ok(CompactionOutcome::Unchanged { small_files });
         }
 
+        let started = std::time::Instant::now();
         let scratch = tempfile::Builder::new()
             .prefix(&format!("duckmesh-compact-{}-", attempt.attempt.0))
             .tempdir_in(&self.work_dir)
             .map_err(|source| Error::Io { operation: "creating the scratch directory", source })?;
-        let inputs = crate::fetch::download(self.store.as_ref(), &selected, scratch.path(), stop).await?;
+        let inputs =
+            crate::fetch::download(self.store.as_ref(), &selected, scratch.path(), self.transfer_concurrency, stop)
+                .await?;
         check_stop(stop)?;
+        let downloaded = started.elapsed();
         let output_dir = scratch.path().join("out");
         let job = Rewrite {
             files: inputs,
@@ -150,19 +164,20 @@ impl Compactor {
             return Err(Error::RowCountMismatch { read: rows_read, written: rows_written });
         }
         check_stop(stop)?;
+        let rewritten = started.elapsed();
 
         let prefix = layout::attempt_prefix(&dataset.name, &task.id.to_string(), record.number)
             .map_err(Error::storage("naming the output"))?;
-        let mut files = Vec::with_capacity(exported.len());
-        for (index, file) in exported.iter().enumerate() {
-            files.push(self.upload(&prefix, index, file).await?);
-        }
+        let uploads = exported.iter().enumerate().map(|(index, file)| self.upload(&prefix, index, file));
+        let files: Vec<NewFile> =
+            futures::stream::iter(uploads).buffered(self.transfer_concurrency).try_collect().await?;
         let manifest_key = layout::manifest_key(&dataset.name, &task.id.to_string(), record.number)
             .map_err(Error::storage("naming the manifest"))?;
         let manifest = manifest(&dataset, &task, &record, attempt, &selected, schema, &files);
         let body = serde_json::to_vec_pretty(&manifest).map_err(|error| Error::Task { message: error.to_string() })?;
         self.store.put(&manifest_key, body.into()).await.map_err(Error::storage("writing the manifest"))?;
         check_stop(stop)?;
+        let uploaded = started.elapsed();
 
         let commit = CompactionCommit {
             dataset: dataset.id,
@@ -178,7 +193,17 @@ impl Compactor {
             bytes_read: selected.iter().map(|file| file.bytes).sum(),
             bytes_written: files.iter().map(|file| file.bytes).sum(),
         };
-        tracing::info!(dataset = %dataset.name, snapshot = committed.snapshot.0, ?outcome, "compaction committed");
+        let ms = |elapsed: Duration| elapsed.as_millis();
+        tracing::info!(
+            dataset = %dataset.name,
+            snapshot = committed.snapshot.0,
+            ?outcome,
+            download_ms = ms(downloaded),
+            rewrite_ms = ms(rewritten - downloaded),
+            upload_ms = ms(uploaded - rewritten),
+            commit_ms = ms(started.elapsed() - uploaded),
+            "compaction committed"
+        );
         Ok(outcome)
     }
 

@@ -9,6 +9,7 @@
 
 use crate::attempt::{Leased, Maintained, check_stop};
 use crate::error::{Error, Result};
+use crate::fetch::DEFAULT_TRANSFER_CONCURRENCY;
 use duckmesh_catalog::{AttemptRef, Catalog, NewFile};
 use duckmesh_contracts::manifest::{
     MANIFEST_FORMAT, Manifest, ManifestAttempt, ManifestDataset, ManifestFile, ManifestInput, ManifestTask,
@@ -68,6 +69,7 @@ pub struct ExportRunner {
     work_dir: PathBuf,
     heartbeat: Duration,
     runner: Option<String>,
+    transfer_concurrency: usize,
 }
 
 impl ExportRunner {
@@ -79,7 +81,14 @@ impl ExportRunner {
         heartbeat: Duration,
         runner: Option<String>,
     ) -> Self {
-        Self { catalog, store, work_dir, heartbeat, runner }
+        Self { catalog, store, work_dir, heartbeat, runner, transfer_concurrency: DEFAULT_TRANSFER_CONCURRENCY }
+    }
+
+    /// Downloads at most `transfer_concurrency` files at once (default
+    /// [`DEFAULT_TRANSFER_CONCURRENCY`]).
+    pub fn with_transfer_concurrency(mut self, transfer_concurrency: usize) -> Self {
+        self.transfer_concurrency = transfer_concurrency.max(1);
+        self
     }
 
     /// Runs one leased attempt of an `export` task to the end.
@@ -109,7 +118,9 @@ impl ExportRunner {
             .prefix(&format!("duckmesh-export-{}-", attempt.attempt.0))
             .tempdir_in(&self.work_dir)
             .map_err(|source| Error::Io { operation: "creating the scratch directory", source })?;
-        let local = crate::fetch::download(self.store.as_ref(), &files, scratch.path(), &stop).await?;
+        let local =
+            crate::fetch::download(self.store.as_ref(), &files, scratch.path(), self.transfer_concurrency, &stop)
+                .await?;
         let job = Write {
             relation: Relation { name: "export_input".into(), files: local, schema: dataset.schema.clone() },
             scratch: scratch.path().to_owned(),

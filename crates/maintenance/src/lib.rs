@@ -34,6 +34,7 @@ mod runs;
 pub use compact::{COMPACT_KIND, CompactSpec, CompactionOutcome, Compactor};
 pub use error::{Error, RebuildFailure, Result};
 pub use export::{EXPORT_KIND, EXPORTS_ROOT, ExportFormat, ExportReport, ExportRunner, ExportSpec};
+pub use fetch::DEFAULT_TRANSFER_CONCURRENCY;
 pub use gc::{
     GC_KIND, GcOptions, GcReport, GcRunner, GcSpec, MAX_GC_GRACE_SECONDS, QUERY_EXPORTS_ROOT, Retention,
     collect_dataset, collect_exports,

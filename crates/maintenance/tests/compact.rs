@@ -2,7 +2,7 @@
 //! committed by the real worker become one `compact` snapshot whose rows are exactly those of
 //! the snapshot before; integrity stays clean (the manifest names the new files and the ones
 //! they replace); a dataset with too few small files is left alone; a stale attempt commits
-//! nothing.
+//! nothing; a corrupted input fails the attempt and commits nothing.
 
 mod common;
 
@@ -112,4 +112,35 @@ async fn a_stale_compaction_commits_nothing_and_a_bad_spec_fails_the_task() {
     let task = harness.catalog.task(lease.task).await.expect("task");
     assert_eq!(task.phase, TaskPhase::Failed);
     assert_eq!(task.last_error_code.as_deref(), Some("invalid_task_spec"));
+}
+
+/// One input of many has the right size but other bytes: the downloads (several in flight at
+/// once) stop at it, the attempt fails for good with `input_corrupt` naming the file, and no
+/// snapshot is committed, so a damaged file is never rewritten into one that verifies.
+#[tokio::test]
+async fn a_corrupted_input_fails_the_compaction_and_commits_nothing() {
+    let harness = Harness::new().await;
+    let events = harness.dataset("events").await;
+    for index in 0..8 {
+        let sql = format!("SELECT i + {index} * 10 AS id, 'batch-{index}' AS label FROM range(10) t(i)");
+        harness.commit(&events, &format!("load-{index}"), &sql).await;
+    }
+    let before = current(&harness.catalog, &events).await;
+    let files = harness.catalog.live_files(events.id).await.expect("files");
+    let damaged = &files[5].path;
+    let mut content = harness.store.get(damaged).await.expect("get").to_vec();
+    let middle = content.len() / 2;
+    content[middle] ^= 0xff;
+    harness.store.put(damaged, content.into()).await.expect("corrupt");
+
+    let lease =
+        harness.maintenance_task(&before, "compact", "compact-events", serde_json::json!({"minFiles": 2})).await;
+    let error = compactor(&harness).with_transfer_concurrency(4).run(lease.attempt_ref()).await.expect_err("corrupt");
+    assert_eq!(error.error_code(), "input_corrupt", "{error}");
+    assert!(error.to_string().contains(damaged.as_str()), "the file is named: {error}");
+    let after = current(&harness.catalog, &events).await;
+    assert_eq!((after.current_snapshot, after.file_count), (before.current_snapshot, 8));
+    let task = harness.catalog.task(lease.task).await.expect("task");
+    assert_eq!(task.phase, TaskPhase::Failed);
+    assert_eq!(task.last_error_code.as_deref(), Some("input_corrupt"));
 }
