@@ -244,7 +244,10 @@ impl Rewrite {
         let database = Database::open(&limits)?;
         database.register(&Relation { name: "compaction_input".into(), files: self.files, schema: None })?;
         database.lock_down(std::slice::from_ref(&self.scratch))?;
-        let schema = database.prepare_query("SELECT * FROM compaction_input")?;
+        // Our own single statement: bound once as the result view, without the statement
+        // check and the separate bind `prepare_query` gives user SQL.
+        database.create_result_view("SELECT * FROM compaction_input")?;
+        let schema = database.result_columns()?;
         let files = database.export(&self.export)?;
         Ok((schema, files))
     }

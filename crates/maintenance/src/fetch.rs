@@ -4,7 +4,7 @@
 use crate::attempt::check_stop;
 use crate::error::{Error, Result};
 use duckmesh_catalog::FileRecord;
-use duckmesh_storage::{Download, ObjectStore, download_verified};
+use duckmesh_storage::{Download, ObjectStore, download_verified, fetch_verified_scratch};
 use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,13 @@ use tokio_util::sync::CancellationToken;
 /// time, each would cost a full request round trip (tens of milliseconds on S3) with the CPU
 /// idle meanwhile; in parallel, hashing one overlaps the transfer of the next.
 pub const DEFAULT_TRANSFER_CONCURRENCY: usize = 4;
+
+/// Inputs up to this size are fetched into memory, checked there and written to scratch once
+/// ([`fetch_verified_scratch`]); larger ones stream to disk through a temporary file
+/// ([`download_verified`]). The small files compaction exists for would otherwise cost a
+/// temporary file, a second read and two fsyncs each. At most
+/// `concurrency × IN_MEMORY_MAX_BYTES` are held at once.
+const IN_MEMORY_MAX_BYTES: u64 = 8 << 20;
 
 /// Downloads `files` into `scratch/in/` (numbered, in order), verified, at most `concurrency`
 /// at a time; `stop` is checked before each. The first failure ends the download (the others
@@ -36,10 +43,12 @@ pub(crate) async fn download(
         async move {
             check_stop(stop)?;
             let bytes = u64::try_from(file.bytes).unwrap_or_default();
-            match download_verified(store, &file.path, incoming, &target, bytes, &file.sha256)
-                .await
-                .map_err(Error::storage("downloading a committed file"))?
-            {
+            let fetched = if bytes <= IN_MEMORY_MAX_BYTES {
+                fetch_verified_scratch(store, &file.path, &target, bytes, &file.sha256).await
+            } else {
+                download_verified(store, &file.path, incoming, &target, bytes, &file.sha256).await
+            };
+            match fetched.map_err(Error::storage("downloading a committed file"))? {
                 Download::Verified => Ok(target),
                 Download::Mismatch(message) => Err(Error::InputCorrupt { path: file.path.clone(), message }),
             }

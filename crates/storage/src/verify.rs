@@ -95,6 +95,40 @@ pub async fn download_verified(
     Ok(Download::Mismatch(problem))
 }
 
+/// [`download_verified`] for a scratch file that lives no longer than the work reading it
+/// (compaction, export): the object is read into memory, checked there, and written to
+/// `target` once, without the temporary file, second read and fsyncs a cache entry needs (a
+/// crash loses the scratch directory with the attempt). Meant for small objects: the whole
+/// object is held in memory while it is checked and written.
+pub async fn fetch_verified_scratch(
+    store: &dyn ObjectStore,
+    key: &str,
+    target: &Path,
+    expected_bytes: u64,
+    expected_sha256: &str,
+) -> Result<Download> {
+    let mut problem = String::new();
+    for _ in 0..2 {
+        let data = store.get(key).await?;
+        let (bytes, actual) = (data.len() as u64, hex::encode(Sha256::digest(&data)));
+        if bytes == expected_bytes && actual == expected_sha256 {
+            let owned = target.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::write(&owned, &data))
+                .await
+                .map_err(|error| std::io::Error::other(error.to_string()))
+                .and_then(|written| written)
+                .map_err(|source| Error::Io { operation: "writing a scratch file", path: target.to_owned(), source })?;
+            return Ok(Download::Verified);
+        }
+        problem = format!(
+            "downloaded {bytes} bytes with sha256 {actual}; the catalog records {expected_bytes} bytes with sha256 \
+             {expected_sha256}"
+        );
+        tracing::warn!(key, error_code = "input_corrupt", %problem, "a downloaded file did not verify");
+    }
+    Ok(Download::Mismatch(problem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +158,27 @@ mod tests {
         assert_eq!(good, Download::Verified);
         assert_eq!(std::fs::read(&target).expect("read"), b"hello");
         assert_eq!(hash_file(&target).await.expect("hash"), (5, sha));
+    }
+
+    #[tokio::test]
+    async fn scratch_fetches_write_only_content_that_verifies() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = LocalStore::new(dir.path().join("store")).expect("store");
+        store.put("a/file.parquet", Bytes::from_static(b"hello")).await.expect("put");
+        let sha = hex::encode(Sha256::digest(b"hello"));
+        let target = dir.path().join("scratch.parquet");
+
+        let wrong = fetch_verified_scratch(&store, "a/file.parquet", &target, 5, &"0".repeat(64)).await;
+        assert!(matches!(wrong.expect("fetched"), Download::Mismatch(problem) if problem.contains("5 bytes")));
+        assert!(!target.exists(), "nothing written for content that does not verify");
+        let short = fetch_verified_scratch(&store, "a/file.parquet", &target, 6, &sha).await.expect("fetched");
+        assert!(matches!(short, Download::Mismatch(_)) && !target.exists());
+
+        let missing = fetch_verified_scratch(&store, "a/none.parquet", &target, 5, &sha).await;
+        assert_eq!(missing.expect_err("missing").error_code(), "object_not_found");
+
+        let good = fetch_verified_scratch(&store, "a/file.parquet", &target, 5, &sha).await.expect("ok");
+        assert_eq!(good, Download::Verified);
+        assert_eq!(std::fs::read(&target).expect("read"), b"hello");
     }
 }
