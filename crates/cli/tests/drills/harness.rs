@@ -279,14 +279,9 @@ impl Stack {
     /// Runs a `duckmesh` command on the stack's catalog to its end; its stdout (panics when
     /// it fails).
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(duckmesh_binary())
-            .args(args)
-            .env("DUCKMESH_DATABASE_URL", &self.url)
-            .env("DUCKMESH_LOG", "warn")
-            .output()
-            .expect("run duckmesh");
-        assert!(output.status.success(), "duckmesh {args:?}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let (code, stdout, stderr) = self.cli_status(args);
+        assert_eq!(code, Some(0), "duckmesh {args:?}: {stdout}{stderr}");
+        stdout
     }
 
     /// Starts `duckmesh api` or `duckmesh coordinator`.
