@@ -7,7 +7,7 @@ use duckmesh_catalog::{Catalog, DatasetRecord};
 use duckmesh_core::SnapshotId;
 use duckmesh_engine::sql::path_literal;
 use duckmesh_engine::{Database, Limits};
-use duckmesh_storage::{Download, ObjectStore, download_verified};
+use duckmesh_storage::{Download, ObjectStore, fetch_verified_scratch};
 use std::path::PathBuf;
 
 /// Rows, every value as DuckDB's text (`None` for `NULL`).
@@ -29,13 +29,11 @@ pub(crate) async fn query_snapshot(
         return Ok(Ok(Vec::new()));
     }
     let scratch = tempfile::tempdir()?;
-    let incoming = scratch.path().join("incoming");
-    std::fs::create_dir_all(&incoming)?;
     let mut paths: Vec<PathBuf> = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
         let target = scratch.path().join(format!("{index:06}.parquet"));
         let bytes = u64::try_from(file.bytes).unwrap_or_default();
-        match download_verified(store, &file.path, &incoming, &target, bytes, &file.sha256).await {
+        match fetch_verified_scratch(store, &file.path, &target, bytes, &file.sha256).await {
             Ok(Download::Verified) => paths.push(target),
             Ok(Download::Mismatch(message)) => return Ok(Err(format!("{}: {message}", file.path))),
             Err(duckmesh_storage::Error::NotFound { .. }) => return Ok(Err(format!("{} is missing", file.path))),
