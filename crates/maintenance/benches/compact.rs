@@ -14,13 +14,14 @@
 //!   upload, manifest, fenced `compact` commit.
 //!
 //! The compactor's log line of each round (stderr) breaks its time into download, rewrite,
-//! upload and commit. Prints the files and bytes before and after, each side's median throughput (input MB, 10^6
+//! upload and commit. `DUCKMESH_BENCH_TRANSFER_CONCURRENCY` sets the compactor's transfers in
+//! flight (default [`duckmesh_maintenance::DEFAULT_TRANSFER_CONCURRENCY`], the worker's). Prints the files and bytes before and after, each side's median throughput (input MB, 10^6
 //! bytes, per second) and, last, one line of `key=value` pairs ending in `ratio_vs_duckdb`: raw
 //! DuckDB's time over compaction's (1.0 = as fast as DuckDB alone).
 
 use duckmesh_catalog::{Catalog, CatalogConfig, CommitMode, CommitRequest, DatasetSpec, NewFile, TaskOutput, TaskSpec};
 use duckmesh_core::DatasetId;
-use duckmesh_maintenance::{CompactionOutcome, Compactor};
+use duckmesh_maintenance::{CompactionOutcome, Compactor, DEFAULT_TRANSFER_CONCURRENCY};
 use duckmesh_storage::{LocalStore, ObjectStore};
 use duckmesh_testkit::TestDatabase;
 use std::path::{Path, PathBuf};
@@ -216,7 +217,9 @@ async fn compact(
     let lease = lease(catalog, dataset, "compact", &format!("compact-{round}"), spec).await?;
     let work_dir = dir.join("work");
     std::fs::create_dir_all(&work_dir)?;
-    let compactor = Compactor::new(catalog.clone(), store.clone(), work_dir, Duration::from_secs(10), None);
+    let concurrency = env_number("DUCKMESH_BENCH_TRANSFER_CONCURRENCY", DEFAULT_TRANSFER_CONCURRENCY as u64).max(1);
+    let compactor = Compactor::new(catalog.clone(), store.clone(), work_dir, Duration::from_secs(10), None)
+        .with_transfer_concurrency(usize::try_from(concurrency).unwrap_or(usize::MAX));
     match compactor.run(lease.attempt_ref()).await? {
         CompactionOutcome::Committed { written, bytes_written, .. } => Ok((written, bytes_written)),
         other => Err(format!("round {round}: nothing was compacted: {other:?}").into()),

@@ -242,6 +242,12 @@ impl Rewrite {
     fn run(self) -> Result<(Vec<duckmesh_contracts::Column>, Vec<ExportedFile>)> {
         let limits = Limits { memory_limit_bytes: None, threads: None, spill_dir: self.scratch.join("spill") };
         let database = Database::open(&limits)?;
+        // The inputs are bound more than once (view, result columns, COPY): each bind would
+        // otherwise open every input again and read its footer.
+        database
+            .connection()
+            .execute_batch("SET parquet_metadata_cache = true")
+            .map_err(|error| Error::Task { message: format!("configuring the rewrite: {error}") })?;
         database.register(&Relation { name: "compaction_input".into(), files: self.files, schema: None })?;
         database.lock_down(std::slice::from_ref(&self.scratch))?;
         // Our own single statement: bound once as the result view, without the statement
