@@ -24,8 +24,8 @@ if [[ $# -eq 0 ]]; then
 
 Written by `just drills` (scripts/drills.sh) from its last full run; do not edit by hand.
 Each drill is a test in `crates/cli/tests/drills/` (`main.rs`; `catalog.rs` for the catalog's
-outages and read-only; `delivery.rs` for poison payloads, the outbox, compaction and the
-upload-to-commit window): DuckMesh's components run as real
+outages and read-only; `delivery.rs` for poison payloads, the outbox, compaction and a
+worker's upload window): DuckMesh's components run as real
 `duckmesh` processes (`api`, `coordinator`, `dev` with its worker processes) on a real
 PostgreSQL catalog and a moto bucket; one failure is injected at the process level; the
 metric an alert watches is scraped from `/metrics` and must have moved; the run ends with the
@@ -37,14 +37,8 @@ HEAD
         echo "$table"
         cat <<'TAIL'
 
-## Not yet a drill
-
-SPEC §9's scenarios all have a drill above but one, covered by a test without the history
-checker:
-
-| scenario | status |
-|---|---|
-| Worker killed mid-upload (a `sql` task) | covered by `a_worker_killed_mid_upload_…` in crates/cli/tests/worker.rs; the drills kill a worker mid-query, between its upload and its commit, and a compaction mid-upload |
+Every recovery scenario SPEC §9 names has a drill above: the worker is killed mid-query,
+mid-upload and between its upload and its commit, the compaction mid-upload.
 TAIL
     } > docs/drills.md
     echo "wrote docs/drills.md"

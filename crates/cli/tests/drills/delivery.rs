@@ -1,7 +1,8 @@
 //! Delivery drills: a poison ingest record (dead-lettered, ingest goes on, replayed with the
 //! CLI), the outbox failing to write commit records until its rows are `Failed` (and their
 //! re-queue once the bucket accepts writes again), a compaction SIGKILLed mid-upload, and a
-//! worker SIGKILLed between uploading its data files and committing them.
+//! `sql` task's worker SIGKILLed mid-upload and between uploading its data files and committing
+//! them.
 
 use crate::harness::{self, DrillResult, Load, Role, Stack, StackOptions, metric, metric_with, workers_of};
 use crate::{BATCH, until};
@@ -469,22 +470,57 @@ spec:
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_mid_upload() {
+    // The first attempt's second data file PUT waits in the proxy: the worker is caught with
+    // one data file uploaded and neither the other nor its manifest.
+    worker_killed_with_a_put_stalled(
+        "worker_killed_mid_upload",
+        "/1/part-00001.parquet",
+        "its second data file's PUT stalled in the proxy",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_killed_between_upload_and_commit() {
+    // The first attempt's manifest PUT (written after its data files, before the commit)
+    // waits in the proxy: the worker is caught with its files uploaded.
+    worker_killed_with_a_put_stalled(
+        "worker_killed_between_upload_and_commit",
+        "/1/manifest.json",
+        "its manifest PUT stalled in the proxy",
+    )
+    .await;
+}
+
+/// SIGKILLs a `sql` task's worker while the PUT of its first attempt's `stalled` object waits
+/// 5 s in the fault proxy (the kill comes well within it) and after another of its objects has
+/// landed; then nothing is committed, the retry commits the rows once from its own attempt's
+/// files, and the task retry counter moves.
+async fn worker_killed_with_a_put_stalled(scenario: &'static str, stalled: &str, caught: &str) {
     let stack = Stack::new(StackOptions { fault_proxy: true, ..StackOptions::default() }).await;
     let proxy = stack.proxy.as_ref().expect("proxy");
-    // The first attempt's manifest PUT (written after its data files, before the commit)
-    // waits 1.5 s in the proxy: the worker is caught with its files uploaded.
     proxy.set_config(FaultConfig {
         latency_rate: 1.0,
-        latency: Duration::from_millis(1500),
+        latency: Duration::from_secs(5),
         only_method: Some(http::Method::PUT),
-        only_path_containing: Some("/1/manifest.json".into()),
+        only_path_containing: Some(stalled.into()),
         ..FaultConfig::default()
     });
     let file = stack.dir.path().join("write.yaml");
     std::fs::write(&file, WRITE_JOB).expect("job yaml");
     let mut dev = stack.spawn_dev_serving(&file, &[]);
-    until("the manifest upload", Duration::from_secs(120), async || proxy.stats().delayed > 0).await;
+    until("the stalled upload", Duration::from_secs(120), async || proxy.stats().delayed > 0).await;
+    let task: i64 = sqlx::query_scalar("SELECT id FROM tasks WHERE name = 'write'")
+        .fetch_one(stack.catalog.pool())
+        .await
+        .expect("the write task");
+    // The attempt's other uploads run alongside the stalled one: wait for one to land.
+    let attempt_prefix = format!("written/attempts/{task}/1/");
+    until("an upload of the attempt", Duration::from_secs(3), async || {
+        stack.store.list(&attempt_prefix).await.is_ok_and(|objects| !objects.is_empty())
+    })
+    .await;
     let workers = workers_of(dev.pid());
     assert!(!workers.is_empty(), "the task's worker process is running");
     for worker in &workers {
@@ -492,12 +528,12 @@ async fn worker_killed_between_upload_and_commit() {
     }
     let killed = Instant::now();
     proxy.set_config(FaultConfig::default());
-    let task: i64 = sqlx::query_scalar("SELECT id FROM tasks WHERE name = 'write'")
-        .fetch_one(stack.catalog.pool())
-        .await
-        .expect("the write task");
-    let uploaded = stack.store.list(&format!("written/attempts/{task}/1/")).await.expect("list");
-    assert!(!uploaded.is_empty(), "the killed attempt had uploaded its data files");
+    let uploaded = stack.store.list(&attempt_prefix).await.expect("list");
+    let stalled_key = format!("written/attempts/{task}{stalled}");
+    assert!(
+        uploaded.iter().all(|object| object.key != stalled_key),
+        "the stalled object was not written: {uploaded:?}"
+    );
     let committed: i64 = sqlx::query_scalar("SELECT current_snapshot_id FROM datasets WHERE name = 'written'")
         .fetch_one(stack.catalog.pool())
         .await
@@ -534,11 +570,8 @@ async fn worker_killed_between_upload_and_commit() {
     let tasks = crate::task_count(&stack).await;
     let report = stack.check(Vec::new(), Vec::new(), true).await;
     DrillResult {
-        scenario: "worker_killed_between_upload_and_commit",
-        injected: format!(
-            "SIGKILL the worker with {} data files uploaded, its manifest PUT stalled in the proxy",
-            uploaded.len()
-        ),
+        scenario,
+        injected: format!("SIGKILL the worker with {} object(s) of its attempt uploaded, {caught}", uploaded.len()),
         recovered,
         records: 0,
         tasks,
