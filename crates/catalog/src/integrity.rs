@@ -7,7 +7,7 @@ use crate::model::{FileRecord, Snapshot};
 use crate::reads::{SNAPSHOT_COLUMNS, file_from_row, snapshot_from_row};
 use crate::{Catalog, Result};
 use chrono::{DateTime, Utc};
-use duckmesh_core::DatasetId;
+use duckmesh_core::{DatasetId, TaskId};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -201,6 +201,18 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| Ok(row.try_get::<String, _>("key")?)).collect()
+    }
+
+    /// The attempts still running or leased, as `(task, attempt number)`: their staging objects
+    /// may be committed at any moment, whatever their age. An attempt missing from this list has
+    /// committed (its files are then among [`Catalog::referenced_keys`], read afterwards) or can
+    /// never commit: fencing refuses it.
+    pub async fn live_attempts(&self) -> Result<Vec<(TaskId, u32)>> {
+        let rows: Vec<(i64, i32)> =
+            sqlx::query_as("SELECT task_id, n FROM attempts WHERE state IN ('Leased', 'Running')")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(task, n)| (TaskId(task), u32::try_from(n).unwrap_or_default())).collect())
     }
 
     /// Records a finished run and prunes the dataset's runs beyond the latest

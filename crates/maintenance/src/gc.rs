@@ -10,7 +10,8 @@
 //!    goes first, then the catalog row (a crash in between leaves a row GC deletes next time).
 //! 3. **Forget expired snapshots** that hold no files any more, with their manifests.
 //! 4. **Delete uncommitted staging**: objects under the dataset's prefix that nothing in the
-//!    catalog references, older than 7 days (attempts that never committed, abandoned batches).
+//!    catalog references, older than 7 days (attempts that never committed, abandoned batches),
+//!    never those of an attempt still leased or running, which may yet commit them.
 //!
 //! Before anything is deleted, a **checkpoint** of the oldest retained snapshot is written to
 //! the bucket and the commit records it supersedes are deleted ([`crate::checkpoint`]), so a
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use duckmesh_catalog::{AttemptRef, Catalog, DatasetRecord};
 pub use duckmesh_contracts::task::{GcSpec, MAX_GC_GRACE_SECONDS};
 use duckmesh_core::SnapshotId;
-use duckmesh_storage::ObjectStore;
+use duckmesh_storage::{ObjectStore, layout};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -196,13 +197,26 @@ pub async fn collect_dataset(
         catalog.forget_snapshots(dataset.id, &ids).await.map_err(Error::catalog("forgetting snapshots"))?;
     }
 
-    // Listed before the references are read: an object committed in between is then referenced.
+    // In this order: the listing, then the live attempts, then the references. An object listed
+    // belongs to an attempt that was live when the attempts were read (kept, however old: it
+    // may commit yet), or had committed by then (referenced), or can never commit (garbage).
     let objects = store.list(&format!("{}/", dataset.name)).await.map_err(Error::storage("listing staging"))?;
+    let live: Vec<String> = catalog
+        .live_attempts()
+        .await
+        .map_err(Error::catalog("listing live attempts"))?
+        .into_iter()
+        .filter_map(|(task, number)| layout::attempt_prefix(&dataset.name, &task.to_string(), number).ok())
+        .collect();
     let referenced = catalog.referenced_keys(&dataset.name).await.map_err(Error::catalog("listing references"))?;
     let cutoff = SystemTime::now().checked_sub(options.staging_retention);
     for object in objects {
         let old = matches!((object.last_modified, cutoff), (Some(modified), Some(cutoff)) if modified <= cutoff);
-        if !old || referenced.contains(&object.key) || report.manifests.contains(&object.key) {
+        if !old
+            || referenced.contains(&object.key)
+            || report.manifests.contains(&object.key)
+            || live.iter().any(|prefix| object.key.starts_with(prefix.as_str()))
+        {
             continue;
         }
         check_stop(stop)?;

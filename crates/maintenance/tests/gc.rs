@@ -10,7 +10,7 @@ mod common;
 
 use bytes::Bytes;
 use common::Harness;
-use duckmesh_catalog::{CommitMode, DatasetRecord};
+use duckmesh_catalog::{CommitMode, DatasetRecord, Failure};
 use duckmesh_contracts::catalog_record::Checkpoint;
 use duckmesh_core::{SnapshotId, TaskPhase};
 use duckmesh_maintenance::{
@@ -126,6 +126,32 @@ async fn gc_deletes_only_what_no_retained_snapshot_or_running_query_needs() {
     let check = check_dataset(&harness.catalog, harness.store.as_ref(), &events, &integrity).await.expect("integrity");
     assert!(check.is_clean() && check.counts.orphan_files == 0, "{check:#?}");
     assert_eq!(check.counts.files_checked, 2);
+}
+
+/// An attempt still leased may commit its uploads at any moment: GC keeps them however old
+/// (here with no staging retention at all), and once the attempt can no longer commit they are
+/// garbage like any other stray. (A commit racing GC lost its file this way before: uploaded
+/// before the listing, committed after the references were read.)
+#[tokio::test]
+async fn gc_keeps_the_staging_of_a_live_attempt_however_old() {
+    let harness = Harness::new().await;
+    let events = harness.dataset("events").await;
+    harness.commit(&events, "first", "SELECT 1 AS id").await;
+    let lease = harness.maintenance_task(&events, "sql", "slow", serde_json::json!({"sql": "SELECT 2 AS id"})).await;
+    let uploaded = layout::part_key("events", &lease.task.to_string(), lease.number, 0).expect("key");
+    harness.store.put(&uploaded, Bytes::from_static(b"not yet committed")).await.expect("upload");
+
+    let stop = CancellationToken::new();
+    let report = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &zero(), &stop).await.expect("gc");
+    assert!(report.staging.is_empty(), "{report:?}");
+    assert!(harness.store.head(&uploaded).await.is_ok(), "GC deleted a live attempt's upload");
+
+    // The attempt fails for good: its upload can never be committed and goes.
+    let failure = Failure { code: "sql_error".into(), message: "the slow attempt failed".into(), retryable: false };
+    harness.catalog.fail_attempt(lease.attempt_ref(), &failure).await.expect("fail");
+    let report = collect_dataset(&harness.catalog, harness.store.as_ref(), &events, &zero(), &stop).await.expect("gc");
+    assert_eq!(report.staging, std::slice::from_ref(&uploaded), "{report:?}");
+    assert!(harness.store.head(&uploaded).await.is_err(), "{uploaded} should be gone");
 }
 
 #[tokio::test]
