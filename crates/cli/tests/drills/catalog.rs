@@ -3,7 +3,7 @@
 //! of the server SIGSTOPped) for 20 s under load.
 
 use super::{BATCH, PRODUCERS, WORK_ROWS, leased_task, task_count, until};
-use crate::harness::{self, DrillResult, Load, Role, Stack, StackOptions, metric};
+use crate::harness::{self, DrillResult, Load, Stack, StackOptions, metric};
 use duckmesh_query::QueryRequest;
 use duckmesh_query::client::ClientError;
 use std::time::{Duration, Instant};
@@ -45,9 +45,7 @@ const LIGHT_EVERY: Duration = Duration::from_millis(100);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_only_switched_on_and_off_under_load() {
     let stack = Stack::new(StackOptions::default()).await;
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
+    let (_api, _coordinator) = stack.start_ingest().await;
     // Every post refused while read-only is retried (at most a second apart) until it is
     // accepted, so the posts in flight pile up for as long as the switch is on: a post every
     // 100 ms per producer keeps that retry storm within what a debug build serves on 2 cores.
@@ -156,9 +154,7 @@ async fn read_only_switched_on_and_off_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_fast_restart_under_load() {
     let mut stack = Stack::new(StackOptions { private_postgres: true, ..StackOptions::default() }).await;
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
+    let (_api, _coordinator) = stack.start_ingest().await;
     let load = Load::start(stack.client(), PRODUCERS, BATCH, LIGHT_EVERY);
     load.acks_after(0, 50, Duration::from_secs(60)).await;
     // A Job whose first task computes for about a second, so the restart lands mid-task.
@@ -226,9 +222,7 @@ async fn postgres_fast_restart_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_paused_under_load() {
     let stack = Stack::new(StackOptions { private_postgres: true, ..StackOptions::default() }).await;
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
+    let (_api, _coordinator) = stack.start_ingest().await;
     let load = Load::start(stack.client(), PRODUCERS, BATCH, LIGHT_EVERY);
     load.acks_after(0, 50, Duration::from_secs(60)).await;
     let postmaster = stack.postmaster();

@@ -4,7 +4,7 @@
 //! `sql` task's worker SIGKILLed mid-upload and between uploading its data files and committing
 //! them.
 
-use crate::harness::{self, DrillResult, Load, Role, Stack, StackOptions, metric, metric_with, workers_of};
+use crate::harness::{self, DrillResult, Load, Stack, StackOptions, metric, metric_with, workers_of};
 use crate::{BATCH, until};
 use duckmesh_history::{AckedRecords, Expectations, PinnedRead};
 use duckmesh_query::QueryRequest;
@@ -48,9 +48,7 @@ async fn dated_pending(stack: &Stack) -> i64 {
 async fn poison_ingest_payload() {
     let stack = Stack::new(StackOptions::default()).await;
     stack.apply_yaml("dated.yaml", DATED_YAML).await;
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
+    let (_api, _coordinator) = stack.start_ingest().await;
     let client = stack.client();
     // Steady load on `events` (lighter than the ingest drills': this one is about the poison
     // record, and queries under 4 producers can meet the API's busy catalog pool).

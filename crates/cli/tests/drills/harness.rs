@@ -332,6 +332,15 @@ impl Stack {
         }
     }
 
+    /// Starts `duckmesh api` and `duckmesh coordinator` and waits (up to a minute) until the
+    /// API answers: the ingest path most drills load. Both run until the returned handles drop.
+    pub async fn start_ingest(&self) -> (Proc, Proc) {
+        let api = self.spawn(Role::Api);
+        let coordinator = self.spawn(Role::Coordinator);
+        self.api_ready(Duration::from_secs(60)).await;
+        (api, coordinator)
+    }
+
     /// Acknowledged events of `events` not yet committed nor dead-lettered, from the catalog.
     pub async fn pending_events(&self) -> Option<i64> {
         sqlx::query_scalar("SELECT count(*) FROM ingest_events WHERE snapshot_id IS NULL AND dead_letter_id IS NULL")

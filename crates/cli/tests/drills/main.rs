@@ -239,9 +239,7 @@ async fn object_store_503s_stalls_and_outage() {
     use duckmesh_storage::testing::{FaultConfig, FaultKind};
     let stack = Stack::new(StackOptions { fault_proxy: true, ..StackOptions::default() }).await;
     let proxy = stack.proxy.as_ref().expect("proxy");
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
+    let (_api, _coordinator) = stack.start_ingest().await;
     let load = Load::start(stack.client(), PRODUCERS, BATCH, EVERY);
     load.acks_after(0, 50, Duration::from_secs(60)).await;
     // 503 SlowDown on a third of the requests, and stalls of 2 s on a tenth.
@@ -288,9 +286,7 @@ async fn object_store_503s_stalls_and_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catalog_lock_contention_on_hot_rows() {
     let stack = Stack::new(StackOptions::default()).await;
-    let _api = stack.spawn(Role::Api);
-    let _coordinator = stack.spawn(Role::Coordinator);
-    stack.api_ready(Duration::from_secs(60)).await;
+    let (_api, _coordinator) = stack.start_ingest().await;
     let load = Load::start(stack.client(), PRODUCERS, BATCH, EVERY);
     load.acks_after(0, 50, Duration::from_secs(60)).await;
     // A session holds the events dataset's row (every ingest commit updates it) for 10 s.
