@@ -205,8 +205,8 @@ impl Worker {
             plan = self.plan(identity, attempt.number) => plan,
             () = guard.stopped() => Err(guard.error()),
         };
-        let plan = match plan {
-            Ok(plan) => plan,
+        let (plan, workspace) = match plan {
+            Ok(planned) => planned,
             Err(error) => {
                 background.abort();
                 return report_failure(&self.catalog, reference, error).await;
@@ -223,7 +223,7 @@ impl Worker {
         }));
 
         let staged = tokio::select! {
-            staged = self.produce(&plan, &guard) => staged,
+            staged = self.produce(&plan, workspace, &guard) => staged,
             () = guard.stopped() => Err(guard.error()),
         };
         let staged = match staged {
@@ -270,8 +270,10 @@ impl Worker {
         })
     }
 
-    /// Loads and checks everything the attempt needs before doing any work.
-    async fn plan(&self, identity: &AttemptIdentity, number: u32) -> Result<Plan> {
+    /// Loads and checks everything the attempt needs before doing any work, and opens the
+    /// attempt's database: the statement check runs on the database the query will run on, so
+    /// a worker starts DuckDB once.
+    async fn plan(&self, identity: &AttemptIdentity, number: u32) -> Result<(Plan, Workspace)> {
         let task = self.catalog.task(identity.task).await?;
         // Every later log line of the attempt is attributable (SPEC §2.9).
         let span = tracing::Span::current();
@@ -285,10 +287,7 @@ impl Worker {
         }
         let spec = SqlTaskSpec::parse(&task.spec)?;
         // One read-only query, refused before any input is fetched.
-        let sql = spec.query().to_owned();
-        tokio::task::spawn_blocking(move || duckmesh_engine::check_statement(&sql).map_err(Error::from))
-            .await
-            .map_err(|error| Error::Engine { step: "checking the task's SQL", message: error.to_string() })??;
+        let workspace = self.workspace(identity, &spec).await?;
         let output = task.output.ok_or_else(|| Error::InvalidSpec {
             message: format!("task {:?} declares no output dataset; a sql task writes one", task.name),
         })?;
@@ -301,7 +300,7 @@ impl Worker {
         // The task id, not its name, keeps prefixes unique across jobs that reuse task names.
         let prefix = layout::attempt_prefix(&dataset.name, &task.id.to_string(), number)?;
         let manifest_key = layout::manifest_key(&dataset.name, &task.id.to_string(), number)?;
-        Ok(Plan {
+        let plan = Plan {
             identity: identity.clone(),
             number,
             task,
@@ -313,32 +312,44 @@ impl Worker {
             timeout,
             prefix,
             manifest_key,
-        })
+        };
+        Ok((plan, workspace))
     }
 
-    /// Fetches inputs, runs the SQL, stages files and manifest; returns the commit to make.
-    async fn produce(&self, plan: &Plan, guard: &Arc<Guard>) -> Result<Staged> {
-        let cache = FileCache::open(&self.config.cache_dir)?;
-        let inputs = self.fetch_inputs(plan, &cache).await?;
-
+    /// The attempt's scratch directory and its database, opened with the task's limits, with
+    /// the task's SQL checked on it.
+    async fn workspace(&self, identity: &AttemptIdentity, spec: &SqlTaskSpec) -> Result<Workspace> {
+        let limits = spec.limits()?;
         std::fs::create_dir_all(&self.config.work_dir)
             .map_err(|error| Error::io("creating the work directory", &self.config.work_dir, error))?;
         let scratch = tempfile::Builder::new()
-            .prefix(&format!("duckmesh-attempt-{}-", plan.identity.attempt))
+            .prefix(&format!("duckmesh-attempt-{}-", identity.attempt))
             .tempdir_in(&self.config.work_dir)
             .map_err(|error| Error::io("creating the attempt's scratch directory", &self.config.work_dir, error))?;
-        let output_dir = scratch.path().join("out");
         let spill_dir = scratch.path().join("spill");
         std::fs::create_dir_all(&spill_dir)
             .map_err(|error| Error::io("creating the spill directory", &spill_dir, error))?;
+        let limits = Limits { memory_limit_bytes: limits.memory_limit_bytes, threads: limits.threads, spill_dir };
+        let sql = spec.query().to_owned();
+        let engine = tokio::task::spawn_blocking(move || -> Result<Database> {
+            let engine = Database::open(&limits)?;
+            engine.check_statement(&sql)?;
+            Ok(engine)
+        })
+        .await
+        .map_err(|error| Error::Engine { step: "checking the task's SQL", message: error.to_string() })??;
+        Ok(Workspace { scratch, engine })
+    }
 
-        let limits = plan.spec.limits()?;
+    /// Fetches inputs, runs the SQL, stages files and manifest; returns the commit to make.
+    async fn produce(&self, plan: &Plan, workspace: Workspace, guard: &Arc<Guard>) -> Result<Staged> {
+        let Workspace { scratch, engine } = workspace;
+        let cache = FileCache::open(&self.config.cache_dir)?;
+        let inputs = self.fetch_inputs(plan, &cache).await?;
+        let output_dir = scratch.path().join("out");
+
         let query = QueryJob {
-            limits: Limits {
-                memory_limit_bytes: limits.memory_limit_bytes,
-                threads: limits.threads,
-                spill_dir: spill_dir.clone(),
-            },
+            engine,
             // Never the cache root: other tenants' files live there too. The inputs' own files
             // are allowed one by one when the engine registers them.
             allowed_dirs: vec![scratch.path().to_owned()],
@@ -686,9 +697,16 @@ impl Staged {
     }
 }
 
+/// Where an attempt works: its scratch directory (spill, output) and its database, opened and
+/// with the task's SQL checked before any input is fetched.
+struct Workspace {
+    scratch: tempfile::TempDir,
+    engine: Database,
+}
+
 /// The blocking part of an attempt: DuckDB from set-up to exported files.
 struct QueryJob {
-    limits: Limits,
+    engine: Database,
     allowed_dirs: Vec<PathBuf>,
     relations: Vec<Relation>,
     sql: String,
@@ -709,7 +727,7 @@ impl QueryJob {
     }
 
     fn run_armed(&self, guard: &Guard) -> Result<(Vec<Column>, Vec<ExportedFile>)> {
-        let engine = Database::open(&self.limits)?;
+        let engine = &self.engine;
         if !guard.arm(engine.interrupt_handle()) {
             return Err(guard.error());
         }
