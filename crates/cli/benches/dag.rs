@@ -1,8 +1,9 @@
 //! `just bench-dag [N…]`: the per-task cost of the control plane and the worker process, end to
 //! end, as a user meets it. For each size N (default 100 and 1,000; any size up to the 10,000
 //! tasks a Job may hold) it writes a fan-out/fan-in Job of N tasks — `source`, N − 2 middle
-//! tasks that depend on it, and `sink`, which depends on all of them; each a trivial `SELECT`
-//! appended to one dataset — with `maxParallel: 2`, and runs the real `duckmesh dev` binary on it
+//! tasks that depend on it, and `sink`, which depends on all of them (beyond 1,002 tasks through
+//! join tasks of up to 1,000 middle tasks each, the most one task may depend on); each a trivial
+//! `SELECT` appended to one dataset — with `maxParallel: 2`, and runs the real `duckmesh dev` binary on it
 //! with a fresh state directory (its private PostgreSQL included) and `--max-parallel 2`.
 //!
 //! Measured:
@@ -110,30 +111,47 @@ struct RunResult {
     status_samples: usize,
 }
 
-/// The Job's YAML: a Dataset everything appends to, and `source` → N − 2 middle tasks → `sink`.
+/// The Job's YAML: a Dataset everything appends to, and `source` → the middle tasks → `sink`.
+/// A task depends on at most 1,000 others (the Job schema's limit), so beyond 1,002 tasks the
+/// fan-in goes through join tasks (`j001`, …), each over up to 1,000 middle tasks, and `sink`
+/// depends on the joins; the Job still holds exactly `tasks` tasks.
 fn pipeline(tasks: usize) -> String {
-    let middle: Vec<String> = (1..=tasks - 2).map(|i| format!("m{i:05}")).collect();
+    let joins = if tasks - 2 <= MAX_DEPENDENCIES { 0 } else { (tasks - 2).div_ceil(MAX_DEPENDENCIES + 1) };
+    let middle: Vec<String> = (1..=tasks - 2 - joins).map(|i| format!("m{i:05}")).collect();
     let mut yaml = String::from(
         "apiVersion: duckmesh.io/v1alpha1\nkind: Dataset\nmetadata:\n  name: dag-out\nspec: {}\n---\n\
          apiVersion: duckmesh.io/v1alpha1\nkind: Job\nmetadata:\n  name: dag\nspec:\n  maxParallel: 2\n  tasks:\n\
          \x20   - name: source\n      output: {dataset: dag-out, mode: append}\n      sql: SELECT 0 AS n\n",
     );
-    for (i, name) in middle.iter().enumerate() {
+    let mut n = 0;
+    let mut task = |yaml: &mut String, name: &str, depends_on: &[String]| {
+        n += 1;
         let _ = write!(
             yaml,
-            "    - name: {name}\n      dependsOn: [source]\n      output: {{dataset: dag-out, mode: append}}\n      \
-             sql: SELECT {} AS n\n",
-            i + 1
+            "    - name: {name}\n      dependsOn: [{}]\n      output: {{dataset: dag-out, mode: append}}\n      \
+             sql: SELECT {n} AS n\n",
+            depends_on.join(", ")
         );
+    };
+    let source = ["source".to_owned()];
+    for name in &middle {
+        task(&mut yaml, name, &source);
     }
-    let _ = write!(
-        yaml,
-        "    - name: sink\n      dependsOn: [{}]\n      output: {{dataset: dag-out, mode: append}}\n      sql: SELECT {} AS n\n",
-        middle.join(", "),
-        tasks - 1
-    );
+    let fan_in: Vec<String> = if joins == 0 {
+        middle
+    } else {
+        let names: Vec<String> = (1..=joins).map(|j| format!("j{j:03}")).collect();
+        for (name, group) in names.iter().zip(middle.chunks(MAX_DEPENDENCIES)) {
+            task(&mut yaml, name, group);
+        }
+        names
+    };
+    task(&mut yaml, "sink", &fan_in);
     yaml
 }
+
+/// The most tasks one task may depend on (the Job schema's `dependsOn` limit).
+const MAX_DEPENDENCIES: usize = 1000;
 
 async fn run(tasks: usize) -> Result<RunResult, BoxError> {
     let dir = tempfile::tempdir()?;
