@@ -147,7 +147,7 @@ impl Compactor {
         let downloaded = started.elapsed();
         let output_dir = scratch.path().join("out");
         let job = Rewrite {
-            files: inputs,
+            files: inputs.paths.clone(),
             scratch: scratch.path().to_owned(),
             export: ExportOptions {
                 output_dir,
@@ -158,6 +158,8 @@ impl Compactor {
         let (schema, exported) = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|error| Error::Task { message: error.to_string() })??;
+        let in_memory = inputs.in_memory;
+        drop(inputs);
         let rows_read: i64 = selected.iter().map(|file| file.rows).sum();
         let rows_written: u64 = exported.iter().map(|file| file.rows).sum();
         if i64::try_from(rows_written).ok() != Some(rows_read) {
@@ -198,6 +200,7 @@ impl Compactor {
             dataset = %dataset.name,
             snapshot = committed.snapshot.0,
             ?outcome,
+            inputs_in_memory = in_memory,
             download_ms = ms(downloaded),
             rewrite_ms = ms(rewritten - downloaded),
             upload_ms = ms(uploaded - rewritten),

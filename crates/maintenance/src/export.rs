@@ -122,13 +122,18 @@ impl ExportRunner {
             crate::fetch::download(self.store.as_ref(), &files, scratch.path(), self.transfer_concurrency, &stop)
                 .await?;
         let job = Write {
-            relation: Relation { name: "export_input".into(), files: local, schema: dataset.schema.clone() },
+            relation: Relation {
+                name: "export_input".into(),
+                files: local.paths.clone(),
+                schema: dataset.schema.clone(),
+            },
             scratch: scratch.path().to_owned(),
             format: spec.format,
         };
         let (schema, written) = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|error| Error::Task { message: error.to_string() })??;
+        drop(local);
         check_stop(&stop)?;
 
         let target = target(&task.namespace, &spec.prefix);

@@ -39,7 +39,7 @@ pub use local::LocalStore;
 pub use prefix::PrefixStore;
 pub use retry::{Operation, OperationCounts, RetryConfig, StoreCounters};
 pub use s3::{MIN_PART_SIZE, S3Config, S3Credentials, S3Store};
-pub use verify::{Download, download_verified, fetch_verified_scratch, hash_file, is_sha256};
+pub use verify::{Download, Fetched, download_verified, fetch_verified, fetch_verified_scratch, hash_file, is_sha256};
 
 /// What a store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -95,30 +95,31 @@ pub async fn download_verified(
     Ok(Download::Mismatch(problem))
 }
 
-/// [`download_verified`] for a scratch file that lives no longer than the work reading it
-/// (compaction, export): the object is read into memory, checked there, and written to
-/// `target` once, without the temporary file, second read and fsyncs a cache entry needs (a
-/// crash loses the scratch directory with the attempt). Meant for small objects: the whole
-/// object is held in memory while it is checked and written.
-pub async fn fetch_verified_scratch(
+/// An object read into memory and checked against what the catalog recorded
+/// ([`fetch_verified`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// Exactly the expected content.
+    Verified(bytes::Bytes),
+    /// Two reads in a row did not match; what the last one had instead.
+    Mismatch(String),
+}
+
+/// Reads `key` into memory and checks its size and SHA-256, once more on a mismatch (a torn
+/// read is retried, a corrupt object is reported). Meant for small objects: the whole object
+/// is held in memory.
+pub async fn fetch_verified(
     store: &dyn ObjectStore,
     key: &str,
-    target: &Path,
     expected_bytes: u64,
     expected_sha256: &str,
-) -> Result<Download> {
+) -> Result<Fetched> {
     let mut problem = String::new();
     for _ in 0..2 {
         let data = store.get(key).await?;
         let (bytes, actual) = (data.len() as u64, hex::encode(Sha256::digest(&data)));
         if bytes == expected_bytes && actual == expected_sha256 {
-            let owned = target.to_owned();
-            tokio::task::spawn_blocking(move || std::fs::write(&owned, &data))
-                .await
-                .map_err(|error| std::io::Error::other(error.to_string()))
-                .and_then(|written| written)
-                .map_err(|source| Error::Io { operation: "writing a scratch file", path: target.to_owned(), source })?;
-            return Ok(Download::Verified);
+            return Ok(Fetched::Verified(data));
         }
         problem = format!(
             "downloaded {bytes} bytes with sha256 {actual}; the catalog records {expected_bytes} bytes with sha256 \
@@ -126,7 +127,33 @@ pub async fn fetch_verified_scratch(
         );
         tracing::warn!(key, error_code = "input_corrupt", %problem, "a downloaded file did not verify");
     }
-    Ok(Download::Mismatch(problem))
+    Ok(Fetched::Mismatch(problem))
+}
+
+/// [`download_verified`] for a scratch file that lives no longer than the work reading it
+/// (compaction, export): the object is read into memory, checked there ([`fetch_verified`]),
+/// and written to `target` once, without the temporary file, second read and fsyncs a cache
+/// entry needs (a crash loses the scratch directory with the attempt). Meant for small
+/// objects: the whole object is held in memory while it is checked and written.
+pub async fn fetch_verified_scratch(
+    store: &dyn ObjectStore,
+    key: &str,
+    target: &Path,
+    expected_bytes: u64,
+    expected_sha256: &str,
+) -> Result<Download> {
+    match fetch_verified(store, key, expected_bytes, expected_sha256).await? {
+        Fetched::Verified(data) => {
+            let owned = target.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::write(&owned, &data))
+                .await
+                .map_err(|error| std::io::Error::other(error.to_string()))
+                .and_then(|written| written)
+                .map_err(|source| Error::Io { operation: "writing a scratch file", path: target.to_owned(), source })?;
+            Ok(Download::Verified)
+        }
+        Fetched::Mismatch(problem) => Ok(Download::Mismatch(problem)),
+    }
 }
 
 #[cfg(test)]
