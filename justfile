@@ -99,7 +99,7 @@ bench-ingest:
     scripts/fetch-duckdb.sh >/dev/null
     cargo bench -p duckmesh-coordinator --bench ingest
 
-# A fan-out/fan-in Job (source → N-2 middle tasks → sink, maxParallel 2) run by `duckmesh dev` on a
+# A fan-out/fan-in Job (source → N-2 middle tasks → sink, through join tasks beyond 1002; maxParallel 2) run by `duckmesh dev` on a
 # fresh state directory, for each size N (default 100 and 1000; at most 10000): prints
 # tasks=… wall_s=… per_task_ms=… tasks_per_sec=… peak_rss_mb=… max_cr_status_bytes=….
 bench-dag *sizes:
