@@ -40,7 +40,8 @@ pub use failures::Reaped;
 pub use gc::ExpiredSnapshot;
 pub use ingest::{
     ClaimOptions, ClaimedBatch, ClaimedEvent, DeadLetter, DeadLetterFilter, INGEST_CHANNEL, IngestAck, IngestBacklog,
-    IngestCommit, IngestCommitted, IngestRecord, IngestRequest, MAX_DEDUPE_KEY_BYTES, PoisonEvent, ReadOnlyState,
+    IngestClaim, IngestCommit, IngestCommitted, IngestRecord, IngestRequest, MAX_DEDUPE_KEY_BYTES, PoisonEvent,
+    ReadOnlyState,
 };
 pub use integrity::{
     INTEGRITY_PROBLEMS_KEPT, INTEGRITY_RUNS_KEPT, IntegrityCounts, IntegrityProblem, IntegrityRun, NewIntegrityRun,

@@ -58,7 +58,7 @@ async fn acks_dedupe_and_promise_the_token_that_makes_records_visible() -> Resul
     assert!(!catalog.visible_at(ds, 1).await?, "nothing committed yet");
     assert!(catalog.visible_at(ds, 0).await?);
 
-    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("a batch")?;
+    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("a batch")?;
     assert_eq!(batch.events.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(batch.reclaimed(), 0);
 
@@ -70,7 +70,7 @@ async fn acks_dedupe_and_promise_the_token_that_makes_records_visible() -> Resul
     assert_eq!((committed.snapshot, committed.visibility_token), (Some(SnapshotId(1)), Some(1)));
     assert!(!catalog.visible_at(ds, 1).await?, "record c is promised at token 1 and still pending");
 
-    let next = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("c's batch")?;
+    let next = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("c's batch")?;
     catalog.commit_ingest(&commit_of(&next, "events/ingest/2/part-0.parquet")).await?;
     assert!(catalog.visible_at(ds, 1).await? && catalog.visible_at(ds, 2).await?);
     assert!(!catalog.visible_at(ds, 3).await?, "no token 3 yet");
@@ -82,7 +82,7 @@ async fn acks_dedupe_and_promise_the_token_that_makes_records_visible() -> Resul
     assert_eq!(states, [("a".into(), Some(1), false), ("b".into(), Some(1), false), ("c".into(), Some(2), false)]);
     let snapshot = catalog.latest_snapshot(ds).await?.ok_or("snapshot")?;
     assert_eq!((snapshot.id, snapshot.row_count), (SnapshotId(2), 3));
-    assert!(catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.is_none());
+    assert!(catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.is_none());
     Ok(())
 }
 
@@ -101,7 +101,7 @@ async fn concurrent_claims_are_disjoint_and_every_event_commits_once() -> Result
         workers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             let options = ClaimOptions { max_events: 25, lease: Duration::from_secs(30), max_claims: 3 };
-            while let Some(batch) = catalog.claim_ingest(&options).await? {
+            while let Some(batch) = catalog.claim_ingest(&options).await?.batch {
                 seen.extend(batch.events.iter().map(|e| e.key.clone()));
                 let path = format!("events/ingest/{}/w{worker}.parquet", batch.fence);
                 catalog.commit_ingest(&commit_of(&batch, &path)).await?;
@@ -129,10 +129,10 @@ async fn a_lost_claim_cannot_commit_and_its_events_are_reclaimed() -> Result<(),
     let ds = dataset(&catalog, "events").await?;
     ingest(&catalog, ds, &["a", "b"]).await?;
     // A coordinator claims and "crashes": its claim runs out.
-    let crashed = catalog.claim_ingest(&claim_options(Duration::from_millis(200))).await?.ok_or("batch")?;
-    assert!(catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.is_none(), "still claimed");
+    let crashed = catalog.claim_ingest(&claim_options(Duration::from_millis(200))).await?.batch.ok_or("batch")?;
+    assert!(catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.is_none(), "still claimed");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rescuer = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("reclaimed")?;
+    let rescuer = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("reclaimed")?;
     assert_eq!((rescuer.events.len(), rescuer.reclaimed()), (2, 2));
     assert!(rescuer.fence > crashed.fence);
 
@@ -144,9 +144,9 @@ async fn a_lost_claim_cannot_commit_and_its_events_are_reclaimed() -> Result<(),
 
     // Released claims are offered again at once, without counting as a failed claim.
     ingest(&catalog, ds, &["c"]).await?;
-    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("c")?;
+    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("c")?;
     assert_eq!(catalog.release_ingest_claim(ds, batch.fence).await?, 1);
-    let again = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("c again")?;
+    let again = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("c again")?;
     assert_eq!((again.events[0].key.as_str(), again.events[0].claims), ("c", 1));
     Ok(())
 }
@@ -156,7 +156,7 @@ async fn poison_and_exhausted_events_are_dead_lettered_and_can_be_replayed() -> 
     let (_db, catalog) = setup().await?;
     let ds = dataset(&catalog, "events").await?;
     let ack = ingest(&catalog, ds, &["good", "bad"]).await?;
-    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("batch")?;
+    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("batch")?;
     let bad = batch.events.iter().find(|e| e.key == "bad").ok_or("bad")?.seq;
     let good = batch.events.iter().find(|e| e.key == "good").ok_or("good")?.seq;
     let commit = IngestCommit {
@@ -177,7 +177,7 @@ async fn poison_and_exhausted_events_are_dead_lettered_and_can_be_replayed() -> 
     let fixed = json!({"id": "bad", "fixed": true});
     assert_eq!(catalog.replay_dead_letters(&[letters[0].id, 999], Some(&fixed)).await?, [letters[0].id]);
     assert!(catalog.replay_dead_letters(&[letters[0].id], None).await?.is_empty(), "replayed once");
-    let replayed = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("replayed")?;
+    let replayed = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("replayed")?;
     assert_eq!((replayed.events.len(), &replayed.events[0].payload), (1, &fixed));
     catalog.commit_ingest(&commit_of(&replayed, "events/ingest/2.parquet")).await?;
     assert!(
@@ -191,11 +191,13 @@ async fn poison_and_exhausted_events_are_dead_lettered_and_can_be_replayed() -> 
     ingest(&catalog, ds, &["crashy"]).await?;
     let options = ClaimOptions { max_events: 10, lease: Duration::from_millis(50), max_claims: 2 };
     for _ in 0..2 {
-        assert!(catalog.claim_ingest(&options).await?.is_some());
+        let claim = catalog.claim_ingest(&options).await?;
+        assert_eq!((claim.batch.map(|b| b.events.len()), claim.exhausted), (Some(1), 0));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let last = catalog.claim_ingest(&options).await?;
-    assert!(last.is_none(), "the event was parked, not claimed a third time");
+    assert!(last.batch.is_none(), "the event was parked, not claimed a third time");
+    assert_eq!(last.exhausted, 1, "the claim that parked it counts it, though it claimed nothing");
     let letters =
         catalog.dead_letters(&DeadLetterFilter { dataset: Some(ds), limit: 10, ..Default::default() }).await?;
     assert_eq!(letters[0].error_code, "claim_attempts_exhausted");
@@ -207,7 +209,7 @@ async fn read_only_mode_refuses_ingest_and_every_commit_until_turned_off() -> Re
     let (_db, catalog) = setup().await?;
     let ds = dataset(&catalog, "events").await?;
     ingest(&catalog, ds, &["a"]).await?;
-    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.ok_or("batch")?;
+    let batch = catalog.claim_ingest(&claim_options(Duration::from_secs(30))).await?.batch.ok_or("batch")?;
     let ids = job(&catalog, &job_spec("load", vec![task("t", &[], Some(ds))])).await?;
     let leased = lease(&catalog, id_of(&ids, "t")).await?;
 

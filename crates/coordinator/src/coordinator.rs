@@ -64,9 +64,6 @@ pub struct BatchReport {
     pub rows: i64,
     /// Where the manifest was written (`None` without files).
     pub manifest_path: Option<String>,
-    /// Events of other, abandoned claims that this claim dead-lettered because they ran out
-    /// of claims (`claim_attempts_exhausted`).
-    pub exhausted: u64,
 }
 
 /// The ingest coordinator: turns pending ingest events into committed Parquet snapshots,
@@ -397,14 +394,27 @@ impl Coordinator {
             max_claims: config.max_claims,
         };
         let metrics = &self.inner.metrics.batches;
-        let batch = match self.inner.catalog.claim_ingest(&options).await {
-            Ok(batch) => batch,
+        let claim = match self.inner.catalog.claim_ingest(&options).await {
+            Ok(claim) => claim,
             Err(error) => {
                 metrics.claim_retries.get_or_create(&ClaimRetryLabels { reason: claim_retry_reason(&error) }).inc();
                 return Err(Error::catalog("claiming a batch")(error));
             }
         };
-        let Some(batch) = batch else {
+        // Counted whether or not a batch follows: parked events that were the last pending
+        // ones leave no batch, and the dead-letter alert must still see them.
+        if claim.exhausted > 0 {
+            metrics
+                .dead_letters
+                .get_or_create(&DeadLetterLabels { reason: DeadLetterReason::ClaimsExhausted })
+                .inc_by(claim.exhausted);
+            tracing::warn!(
+                exhausted = claim.exhausted,
+                error_code = "claim_attempts_exhausted",
+                "dead-lettered events that ran out of claims"
+            );
+        }
+        let Some(batch) = claim.batch else {
             return Ok(None);
         };
         metrics.claim_batch_size.observe(batch.events.len() as f64);
@@ -416,17 +426,6 @@ impl Coordinator {
                 fence = batch.fence.0,
                 reclaimed,
                 "claimed events whose earlier claim ran out (a coordinator crashed or stalled)"
-            );
-        }
-        if batch.exhausted > 0 {
-            metrics
-                .dead_letters
-                .get_or_create(&DeadLetterLabels { reason: DeadLetterReason::ClaimsExhausted })
-                .inc_by(batch.exhausted);
-            tracing::warn!(
-                exhausted = batch.exhausted,
-                error_code = "claim_attempts_exhausted",
-                "dead-lettered events that ran out of claims"
             );
         }
         Ok(Some(batch))
@@ -669,7 +668,6 @@ impl Coordinator {
             files: request.files.len(),
             rows: request.files.iter().map(|f| f.rows).sum(),
             manifest_path: request.manifest_path.clone(),
-            exhausted: batch.exhausted,
         };
         tracing::info!(
             events = report.committed,

@@ -361,7 +361,7 @@ async fn a_crashed_claim_cannot_commit_and_its_events_are_taken_over_after_the_l
     harness.post(dataset, &records).await;
     // A coordinator that claims and then dies.
     let options = ClaimOptions { max_events: 100, lease: Duration::from_secs(1), max_claims: 5 };
-    let crashed = harness.catalog.claim_ingest(&options).await?.expect("claimed");
+    let crashed = harness.catalog.claim_ingest(&options).await?.batch.expect("claimed");
     assert_eq!(crashed.events.len(), 10);
     let (coordinator, metrics) = harness.coordinator(harness.config("survivor"));
     assert!(coordinator.run_once().await?.is_none(), "the events are claimed until the lease runs out");
@@ -394,6 +394,31 @@ async fn a_crashed_claim_cannot_commit_and_its_events_are_taken_over_after_the_l
     let ids: Vec<i64> =
         harness.rows(dataset, "SELECT id").await.into_iter().map(|row| row["id"].as_i64().expect("id")).collect();
     assert_eq!(ids, (1..=10).collect::<Vec<i64>>());
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_parked_for_running_out_of_claims_are_counted_when_nothing_else_is_pending() -> TestResult {
+    let harness = Harness::local().await;
+    let dataset = harness.dataset("doomed", Some(columns(&[("id", "BIGINT")])), json!({})).await;
+    harness.post(dataset, &[json!({"id": 1}), json!({"id": 2})]).await;
+    // Two coordinators claim the batch and die before committing it.
+    let options = ClaimOptions { max_events: 100, lease: Duration::from_millis(100), max_claims: 2 };
+    for _ in 0..2 {
+        let claim = harness.catalog.claim_ingest(&options).await?;
+        assert_eq!(claim.batch.map(|batch| batch.events.len()), Some(2));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (coordinator, metrics) = harness.coordinator(CoordinatorConfig { max_claims: 2, ..harness.config("last") });
+    assert!(coordinator.run_once().await?.is_none(), "both events are parked, none is left to claim");
+    // They were the last pending events, so no batch follows; the alert's counter moves anyway.
+    assert_eq!(metric(&metrics, "duckmesh_ingest_dead_letters_total{reason=\"claim_attempts_exhausted\"}"), 2.0);
+    let letters = harness
+        .catalog
+        .dead_letters(&DeadLetterFilter { dataset: Some(dataset), include_replayed: false, limit: 10 })
+        .await?;
+    assert_eq!(letters.iter().filter(|letter| letter.error_code == "claim_attempts_exhausted").count(), 2);
+    assert_eq!(harness.catalog.ingest_backlog().await?.pending, 0);
     Ok(())
 }
 

@@ -53,7 +53,7 @@ async fn stored(catalog: &Catalog, dataset: DatasetId) -> Result<Vec<(String, Va
 async fn commit_pending(env: &Env) -> Result<(), BoxError> {
     let options = ClaimOptions { max_events: 1000, lease: Duration::from_secs(30), max_claims: 3 };
     let mut batches = 0;
-    while let Some(batch) = env.catalog.claim_ingest(&options).await? {
+    while let Some(batch) = env.catalog.claim_ingest(&options).await?.batch {
         commit_batch(env, batch).await?;
         batches += 1;
     }

@@ -52,7 +52,16 @@ pub struct ClaimedBatch {
     pub expires_at: DateTime<Utc>,
     /// The events, in `seq` order.
     pub events: Vec<ClaimedEvent>,
-    /// Events of other claims that ran out of claims and were dead-lettered by this call.
+}
+
+/// What one [`Catalog::claim_ingest`] call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestClaim {
+    /// The batch it claimed; `None` when no event was claimable.
+    pub batch: Option<ClaimedBatch>,
+    /// Events of earlier, abandoned claims that ran out of claims and were dead-lettered
+    /// (`claim_attempts_exhausted`) by this call, whether or not it then claimed a batch: when
+    /// they were the last pending events there is no batch, but they were parked all the same.
     pub exhausted: u64,
 }
 
@@ -65,10 +74,12 @@ impl ClaimedBatch {
 
 impl Catalog {
     /// Claims up to `options.max_events` of the oldest claimable events of one dataset (the one
-    /// whose oldest claimable event is oldest), or returns `None` when there are none.
+    /// whose oldest claimable event is oldest); the claim's batch is `None` when there are none.
     /// Concurrent coordinators never claim the same event: rows are taken with
-    /// `FOR UPDATE SKIP LOCKED` and stamped with a fresh fence and an expiry.
-    pub async fn claim_ingest(&self, options: &ClaimOptions) -> Result<Option<ClaimedBatch>> {
+    /// `FOR UPDATE SKIP LOCKED` and stamped with a fresh fence and an expiry. In the same
+    /// transaction, events whose claim ran out after `options.max_claims` claims are
+    /// dead-lettered first; the claim counts them.
+    pub async fn claim_ingest(&self, options: &ClaimOptions) -> Result<IngestClaim> {
         let mut tx = self.pool.begin().await?;
         let exhausted = sqlx::query(
             "WITH spent AS ( \
@@ -116,7 +127,7 @@ impl Catalog {
         .await?;
         tx.commit().await?;
         let Some(first) = rows.first() else {
-            return Ok(None);
+            return Ok(IngestClaim { batch: None, exhausted });
         };
         let dataset = DatasetId(first.try_get("dataset_id")?);
         let expires_at = first.try_get("claim_expires_at")?;
@@ -135,7 +146,7 @@ impl Catalog {
             })
             .collect::<Result<Vec<_>>>()?;
         events.sort_by_key(|event| event.seq);
-        Ok(Some(ClaimedBatch { dataset, fence: Fence(fence), expires_at, events, exhausted }))
+        Ok(IngestClaim { batch: Some(ClaimedBatch { dataset, fence: Fence(fence), expires_at, events }), exhausted })
     }
 
     /// Gives a claimed batch back at once (its conversion failed for a reason outside the

@@ -15,7 +15,7 @@ mod dead_letters;
 mod read_only;
 
 pub use acks::{IngestAck, IngestRequest};
-pub use claims::{ClaimOptions, ClaimedBatch, ClaimedEvent};
+pub use claims::{ClaimOptions, ClaimedBatch, ClaimedEvent, IngestClaim};
 pub use commits::{IngestCommit, IngestCommitted, PoisonEvent};
 pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use duckmesh_contracts::ingest::{IngestRecord, MAX_DEDUPE_KEY_BYTES};
