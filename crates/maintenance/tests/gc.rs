@@ -154,6 +154,12 @@ async fn gc_keeps_the_staging_of_a_live_attempt_however_old() {
     assert!(harness.store.head(&uploaded).await.is_err(), "{uploaded} should be gone");
 }
 
+/// The gc runner a worker builds: a one-second heartbeat and the default options (a one-hour
+/// grace, not dry).
+fn worker_gc_runner(harness: &Harness) -> GcRunner {
+    GcRunner::new(harness.catalog.clone(), harness.store.clone(), Duration::from_secs(1), None, GcOptions::default())
+}
+
 #[tokio::test]
 async fn gc_runs_as_a_leased_task_and_exports_expire() {
     let harness = Harness::new().await;
@@ -161,13 +167,7 @@ async fn gc_runs_as_a_leased_task_and_exports_expire() {
         harness.dataset_with("events", serde_json::json!({"retention": {"keepSnapshots": 1, "maxAgeDays": 0}})).await;
     harness.commit(&events, "load", "SELECT 1 AS id").await;
     let lease = harness.maintenance_task(&events, "gc", "gc-events", serde_json::json!({})).await;
-    let runner = GcRunner::new(
-        harness.catalog.clone(),
-        harness.store.clone(),
-        Duration::from_secs(1),
-        None,
-        GcOptions::default(),
-    );
+    let runner = worker_gc_runner(&harness);
     let report = runner.run(lease.attempt_ref()).await.expect("gc task");
     assert!(report.expired_snapshots.is_empty() && report.files.is_empty(), "{report:?}");
     assert_eq!(harness.catalog.task(lease.task).await.expect("task").phase, TaskPhase::Succeeded);
@@ -234,13 +234,7 @@ async fn a_gc_task_honours_the_dry_run_and_grace_of_its_spec() {
         .collect();
     assert_eq!(released.len(), 1);
     // The runner's own options are the worker's: the default one-hour grace, not dry.
-    let runner = GcRunner::new(
-        harness.catalog.clone(),
-        harness.store.clone(),
-        Duration::from_secs(1),
-        None,
-        GcOptions::default(),
-    );
+    let runner = worker_gc_runner(&harness);
     let run = |name: &'static str, spec: serde_json::Value| {
         let harness = &harness;
         let events = &events;

@@ -450,12 +450,6 @@ pub fn workers_of(dev: u32) -> Vec<u32> {
     found
 }
 
-/// Sends `signal` to every process of the process group `pgid`.
-pub fn signal_group(pgid: i32, signal: Signal) {
-    nix::sys::signal::killpg(Pid::from_raw(pgid), signal)
-        .unwrap_or_else(|error| panic!("{signal} to process group {pgid}: {error}"));
-}
-
 /// A process's state letter from `/proc/<pid>/stat` (`T` when stopped).
 pub fn process_state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
