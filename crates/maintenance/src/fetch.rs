@@ -100,41 +100,26 @@ async fn download_within(
         async move {
             check_stop(stop)?;
             let bytes = u64::try_from(file.bytes).unwrap_or_default();
-            let corrupt = |message| Error::InputCorrupt { path: file.path.clone(), message };
             let storage = Error::storage("downloading a committed file");
-            match place {
+            let (target, fetched) = match place {
                 Place::Memory(fallback) => {
                     match fetch_verified(store, &file.path, bytes, &file.sha256).await.map_err(storage)? {
-                        Fetched::Verified(data) => match memory_file(&data) {
-                            Ok(file) => Ok(Landed::Memory(file)),
-                            Err(error) => {
-                                tracing::warn!(%error, path = %fallback.display(), "no memory-backed input; writing scratch");
-                                std::fs::write(&fallback, &data)
-                                    .map_err(|source| Error::Io { operation: "writing a scratch file", source })?;
-                                Ok(Landed::Path(fallback))
-                            }
-                        },
-                        Fetched::Mismatch(message) => Err(corrupt(message)),
+                        Fetched::Verified(data) => return hold(&data, fallback).await,
+                        Fetched::Mismatch(message) => (fallback, Download::Mismatch(message)),
                     }
                 }
                 Place::SmallOnDisk(target) => {
-                    match fetch_verified_scratch(store, &file.path, &target, bytes, &file.sha256)
-                        .await
-                        .map_err(storage)?
-                    {
-                        Download::Verified => Ok(Landed::Path(target)),
-                        Download::Mismatch(message) => Err(corrupt(message)),
-                    }
+                    let fetched = fetch_verified_scratch(store, &file.path, &target, bytes, &file.sha256).await;
+                    (target, fetched.map_err(storage)?)
                 }
                 Place::LargeOnDisk(target) => {
-                    match download_verified(store, &file.path, incoming, &target, bytes, &file.sha256)
-                        .await
-                        .map_err(storage)?
-                    {
-                        Download::Verified => Ok(Landed::Path(target)),
-                        Download::Mismatch(message) => Err(corrupt(message)),
-                    }
+                    let fetched = download_verified(store, &file.path, incoming, &target, bytes, &file.sha256).await;
+                    (target, fetched.map_err(storage)?)
                 }
+            };
+            match fetched {
+                Download::Verified => Ok(Landed::Path(target)),
+                Download::Mismatch(message) => Err(Error::InputCorrupt { path: file.path.clone(), message }),
             }
         }
     });
@@ -151,6 +136,21 @@ async fn download_within(
         }
     }
     Ok(result)
+}
+
+/// Holds verified `data` in a memory-backed file, or writes it to the `fallback` scratch file
+/// where none can be made (a sandbox refusing `memfd_create`, no descriptor left).
+async fn hold(data: &[u8], fallback: PathBuf) -> Result<Landed> {
+    match memory_file(data) {
+        Ok(file) => Ok(Landed::Memory(file)),
+        Err(error) => {
+            tracing::warn!(%error, path = %fallback.display(), "no memory-backed input; writing scratch");
+            tokio::fs::write(&fallback, data)
+                .await
+                .map_err(|source| Error::Io { operation: "writing a scratch file", source })?;
+            Ok(Landed::Path(fallback))
+        }
+    }
 }
 
 /// Where each file goes: small files into memory, in order, while the budget and `max_files`
