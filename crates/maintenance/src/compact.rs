@@ -158,7 +158,7 @@ impl Compactor {
         let (schema, exported) = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|error| Error::Task { message: error.to_string() })??;
-        let in_memory = inputs.in_memory;
+        let in_memory = inputs.in_memory();
         drop(inputs);
         let rows_read: i64 = selected.iter().map(|file| file.rows).sum();
         let rows_written: u64 = exported.iter().map(|file| file.rows).sum();

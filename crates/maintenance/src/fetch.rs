@@ -3,8 +3,9 @@
 
 use crate::attempt::check_stop;
 use crate::error::{Error, Result};
+use bytes::Bytes;
 use duckmesh_catalog::FileRecord;
-use duckmesh_storage::{Download, Fetched, ObjectStore, download_verified, fetch_verified, fetch_verified_scratch};
+use duckmesh_storage::{Download, Fetched, ObjectStore, download_verified, fetch_verified};
 use futures::{StreamExt, TryStreamExt};
 use std::fs::File;
 use std::io::Write;
@@ -23,12 +24,11 @@ pub const DEFAULT_TRANSFER_CONCURRENCY: usize = 4;
 /// `concurrency × IN_MEMORY_MAX_BYTES` are in flight at once.
 const IN_MEMORY_MAX_BYTES: u64 = 8 << 20;
 
-/// How many bytes of small inputs stay in memory (memory-backed files, [`MemoryFiles`]) for the
-/// whole rewrite instead of being written to scratch on disk. Compaction exists for many small
-/// files: on a slow or busy disk, creating and writing hundreds of scratch files costs more
-/// than the rewrite reading them. Beyond the budget, small inputs are written to scratch once
-/// ([`fetch_verified_scratch`]), without the temporary file, second read and fsyncs a cache
-/// entry needs.
+/// How many bytes of small inputs stay in memory (memory-backed files, [`Place::Small`]) for
+/// the whole rewrite instead of being written to scratch on disk. Compaction exists for many
+/// small files: on a slow or busy disk, creating and writing hundreds of scratch files costs
+/// more than the rewrite reading them. Beyond the budget, small inputs are written to scratch
+/// once, without the temporary file, second read and fsyncs a cache entry needs.
 const MEMORY_BUDGET_BYTES: u64 = 256 << 20;
 
 /// Most memory-backed inputs at once, whatever the budget: each holds a file descriptor for
@@ -42,21 +42,25 @@ const MEMORY_MAX_FILES: u64 = 4096;
 pub(crate) struct Inputs {
     /// One readable path per file.
     pub(crate) paths: Vec<PathBuf>,
-    /// How many of them are held in memory.
-    pub(crate) in_memory: usize,
     /// The memory-backed files behind some of the paths; closing them frees the memory.
-    _held: Vec<File>,
+    held: Vec<File>,
+}
+
+impl Inputs {
+    /// How many of the inputs are held in memory.
+    pub(crate) fn in_memory(&self) -> usize {
+        self.held.len()
+    }
 }
 
 /// Where one input goes.
 enum Place {
-    /// A memory-backed file (`memfd`), read through `/proc/self/fd`; the scratch file to write
-    /// instead where one cannot be made (a sandbox refusing `memfd_create`, no descriptor left).
-    Memory(PathBuf),
-    /// A scratch file written once from memory.
-    SmallOnDisk(PathBuf),
-    /// A scratch file streamed through a temporary file.
-    LargeOnDisk(PathBuf),
+    /// Read into memory and checked there, then held in a memory-backed file (`memfd`, read
+    /// through `/proc/self/fd`) if `memory` is set and one can be made (a sandbox may refuse
+    /// `memfd_create`, descriptors may run out), else written to the scratch file `target` once.
+    Small { target: PathBuf, memory: bool },
+    /// Streamed to the scratch file through a temporary file.
+    Large(PathBuf),
 }
 
 /// One fetched input.
@@ -101,56 +105,55 @@ async fn download_within(
             check_stop(stop)?;
             let bytes = u64::try_from(file.bytes).unwrap_or_default();
             let storage = Error::storage("downloading a committed file");
-            let (target, fetched) = match place {
-                Place::Memory(fallback) => {
+            let corrupt = |message| Error::InputCorrupt { path: file.path.clone(), message };
+            match place {
+                Place::Small { target, memory } => {
                     match fetch_verified(store, &file.path, bytes, &file.sha256).await.map_err(storage)? {
-                        Fetched::Verified(data) => return hold(&data, fallback).await,
-                        Fetched::Mismatch(message) => (fallback, Download::Mismatch(message)),
+                        Fetched::Verified(data) => land(data, target, memory).await,
+                        Fetched::Mismatch(message) => Err(corrupt(message)),
                     }
                 }
-                Place::SmallOnDisk(target) => {
-                    let fetched = fetch_verified_scratch(store, &file.path, &target, bytes, &file.sha256).await;
-                    (target, fetched.map_err(storage)?)
+                Place::Large(target) => {
+                    match download_verified(store, &file.path, incoming, &target, bytes, &file.sha256)
+                        .await
+                        .map_err(storage)?
+                    {
+                        Download::Verified => Ok(Landed::Path(target)),
+                        Download::Mismatch(message) => Err(corrupt(message)),
+                    }
                 }
-                Place::LargeOnDisk(target) => {
-                    let fetched = download_verified(store, &file.path, incoming, &target, bytes, &file.sha256).await;
-                    (target, fetched.map_err(storage)?)
-                }
-            };
-            match fetched {
-                Download::Verified => Ok(Landed::Path(target)),
-                Download::Mismatch(message) => Err(Error::InputCorrupt { path: file.path.clone(), message }),
             }
         }
     });
     let landed: Vec<Landed> = futures::stream::iter(fetches).buffered(concurrency.max(1)).try_collect().await?;
-    let mut result = Inputs { paths: Vec::with_capacity(landed.len()), in_memory: 0, _held: Vec::new() };
+    let mut result = Inputs { paths: Vec::with_capacity(landed.len()), held: Vec::new() };
     for input in landed {
         match input {
             Landed::Path(path) => result.paths.push(path),
             Landed::Memory(file) => {
                 result.paths.push(PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())));
-                result.in_memory += 1;
-                result._held.push(file);
+                result.held.push(file);
             }
         }
     }
     Ok(result)
 }
 
-/// Holds verified `data` in a memory-backed file, or writes it to the `fallback` scratch file
-/// where none can be made (a sandbox refusing `memfd_create`, no descriptor left).
-async fn hold(data: &[u8], fallback: PathBuf) -> Result<Landed> {
-    match memory_file(data) {
-        Ok(file) => Ok(Landed::Memory(file)),
-        Err(error) => {
-            tracing::warn!(%error, path = %fallback.display(), "no memory-backed input; writing scratch");
-            tokio::fs::write(&fallback, data)
-                .await
-                .map_err(|source| Error::Io { operation: "writing a scratch file", source })?;
-            Ok(Landed::Path(fallback))
+/// Puts a small input's verified `data` where [`Place::Small`] says: a memory-backed file if
+/// `memory` and one can be made, else the scratch file `target`, written once.
+async fn land(data: Bytes, target: PathBuf, memory: bool) -> Result<Landed> {
+    if memory {
+        match memory_file(&data) {
+            Ok(file) => return Ok(Landed::Memory(file)),
+            Err(error) => tracing::warn!(%error, path = %target.display(), "no memory-backed input; writing scratch"),
         }
     }
+    let path = target.clone();
+    tokio::task::spawn_blocking(move || std::fs::write(&path, &data))
+        .await
+        .map_err(|error| Error::Task { message: error.to_string() })?
+        .map_err(|source| Error::Io { operation: "writing a scratch file", source })?;
+    Ok(Landed::Path(target))
 }
 
 /// Where each file goes: small files into memory, in order, while the budget and `max_files`
@@ -164,14 +167,14 @@ fn plan_places(files: &[FileRecord], max_files: u64, inputs: &Path) -> Vec<Place
             let bytes = u64::try_from(file.bytes).unwrap_or(u64::MAX);
             let target = inputs.join(format!("{index:06}.parquet"));
             if bytes > IN_MEMORY_MAX_BYTES {
-                Place::LargeOnDisk(target)
-            } else if bytes <= budget && slots > 0 {
+                return Place::Large(target);
+            }
+            let memory = bytes <= budget && slots > 0;
+            if memory {
                 budget -= bytes;
                 slots -= 1;
-                Place::Memory(target)
-            } else {
-                Place::SmallOnDisk(target)
             }
+            Place::Small { target, memory }
         })
         .collect()
 }
@@ -219,9 +222,9 @@ mod tests {
         let described: Vec<String> = places
             .iter()
             .map(|place| match place {
-                Place::Memory(_) => "memory".to_owned(),
-                Place::SmallOnDisk(path) => format!("small {}", path.display()),
-                Place::LargeOnDisk(path) => format!("large {}", path.display()),
+                Place::Small { memory: true, .. } => "memory".to_owned(),
+                Place::Small { target, memory: false } => format!("small {}", target.display()),
+                Place::Large(path) => format!("large {}", path.display()),
             })
             .collect();
         assert_eq!(
@@ -236,9 +239,9 @@ mod tests {
             |name: &str| FileRecord { bytes: i64::try_from(IN_MEMORY_MAX_BYTES).expect("size"), ..record(name, b"") };
         let files: Vec<FileRecord> = (0..40).map(|i| file(&format!("f{i}"))).collect();
         let places = plan_places(&files, u64::MAX, Path::new("/scratch/in"));
-        let in_memory = places.iter().filter(|place| matches!(place, Place::Memory(_))).count() as u64;
+        let in_memory = places.iter().filter(|place| matches!(place, Place::Small { memory: true, .. })).count() as u64;
         assert_eq!(in_memory, MEMORY_BUDGET_BYTES / IN_MEMORY_MAX_BYTES);
-        assert!(matches!(places.last(), Some(Place::SmallOnDisk(_))));
+        assert!(matches!(places.last(), Some(Place::Small { memory: false, .. })));
     }
 
     #[tokio::test]
@@ -255,7 +258,7 @@ mod tests {
         let scratch = dir.path().join("scratch");
         let stop = CancellationToken::new();
         let inputs = download_within(&store, &files, &scratch, 2, &stop, 1).await.expect("download");
-        assert_eq!(inputs.in_memory, 1);
+        assert_eq!(inputs.in_memory(), 1);
         assert!(inputs.paths[0].starts_with("/proc/self/fd"), "{:?}", inputs.paths[0]);
         assert!(inputs.paths[1].starts_with(scratch.join("in")), "{:?}", inputs.paths[1]);
         for (path, content) in inputs.paths.iter().zip(contents) {
